@@ -1,0 +1,1 @@
+"""healthscore.config"""
