@@ -1,0 +1,42 @@
+"""Runtime settings: the one place that reads the process environment.
+
+Every other module receives a ``Settings`` (or values taken from it) as an argument, so tests and
+DAG tasks can build one explicitly and nothing depends on ambient state.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+WAREHOUSE_CONN_ID = "healthscore_warehouse"
+
+
+class Settings(BaseModel):
+    """Where healthscore keeps its state and which model config it uses."""
+
+    data_dir: Path = Field(default=Path("data"), description="Root for the SQLite warehouse, reports, archives.")
+    warehouse_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL. None: Airflow connection 'healthscore_warehouse', else SQLite in data_dir.",
+    )
+    model_config_path: Path | None = Field(default=None, description="Model YAML. None: the packaged default.")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        if env.get("HEALTHSCORE_DATA_DIR"):
+            values["data_dir"] = Path(env["HEALTHSCORE_DATA_DIR"])
+        if env.get("HEALTHSCORE_WAREHOUSE_URL"):
+            values["warehouse_url"] = env["HEALTHSCORE_WAREHOUSE_URL"]
+        if env.get("HEALTHSCORE_MODEL_CONFIG"):
+            values["model_config_path"] = Path(env["HEALTHSCORE_MODEL_CONFIG"])
+        return cls(**values)
+
+    @property
+    def default_sqlite_url(self) -> str:
+        return f"sqlite:///{(self.data_dir / 'warehouse.db').resolve()}"
