@@ -1,0 +1,1 @@
+"""One module per vendor protocol served by the sandbox."""

@@ -1,0 +1,423 @@
+"""What each vendor would show at a given simulated "now".
+
+The world stores timestamps, not states. A view projects the world onto one vendor object as of
+``now``: records created later are invisible, statuses follow from the timestamps, and the
+configured bad records are corrupted. Views are whole-table DataFrames built once per (object,
+now) and cached, so paginating through them costs only the page slice.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+
+from healthscore.sandbox.faults import FaultInjector
+from healthscore.sandbox.world import World
+
+DAY = 86_400
+UNKNOWN_COMPANY_ID = "9999999999"
+UNKNOWN_OWNER_ID = "999999999"
+UNKNOWN_ORGANIZATION_ID = 999_999_999
+UNKNOWN_CUSTOMER_ID = "cus_UNKNOWN0000000"
+TICKET_CLOSE_AFTER = 4 * DAY
+
+
+def iso_seconds(ts: np.ndarray | pd.Series) -> np.ndarray:
+    """Epoch seconds -> '2026-01-31T12:00:00Z' (Zendesk, HubSpot dates)."""
+    values = np.asarray(ts, dtype="int64").astype("datetime64[s]")
+    return np.char.add(np.datetime_as_string(values, unit="s").astype(object).astype(str), "Z").astype(object)
+
+
+def iso_millis(ts: np.ndarray | pd.Series) -> np.ndarray:
+    """Epoch seconds -> '2026-01-31T12:00:00.000Z' (HubSpot timestamps)."""
+    values = np.asarray(ts, dtype="int64").astype("datetime64[s]").astype("datetime64[ms]")
+    return np.char.add(np.datetime_as_string(values, unit="ms").astype(str), "Z").astype(object)
+
+
+def iso_or_none(ts: pd.Series, now: int) -> np.ndarray:
+    """ISO string where 0 <= ts <= now, else None."""
+    ts = ts.to_numpy(dtype="int64")
+    visible = (ts >= 0) & (ts <= now)
+    out = np.full(len(ts), None, dtype=object)
+    if visible.any():
+        out[visible] = iso_seconds(ts[visible])
+    return out
+
+
+def dollars(cents: pd.Series) -> np.ndarray:
+    """HubSpot currency properties are strings of decimal dollars."""
+    values = cents.to_numpy(dtype="int64")
+    return np.array([f"{v / 100:.2f}" for v in values], dtype=object)
+
+
+def _strings(series: pd.Series) -> np.ndarray:
+    return series.astype(str).to_numpy(dtype=object)
+
+
+class ViewCache:
+    """LRU of built views keyed by (object, now, fault fingerprint)."""
+
+    def __init__(self, size: int = 24) -> None:
+        self._size = size
+        self._items: OrderedDict[tuple, pd.DataFrame] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple, build: Callable[[], pd.DataFrame]) -> pd.DataFrame:
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        frame = build()
+        with self._lock:
+            self._items[key] = frame
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
+        return frame
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+class VendorViews:
+    """Builds the per-object views; one instance per running sandbox."""
+
+    def __init__(self, world: World, faults: FaultInjector) -> None:
+        self.world = world
+        self.faults = faults
+        self.cache = ViewCache()
+        accounts = world.accounts
+        self._company_ids = accounts["hubspot_company_id"].astype(str)
+        self._org_ids = accounts["zendesk_organization_id"].astype("int64")
+        self._customer_ids = accounts["stripe_customer_id"].astype(str)
+
+    def view(self, obj: str, now: int) -> pd.DataFrame:
+        key = (obj, now, self.faults.config.bad_record_rate, self.faults.config.seed)
+        return self.cache.get(key, lambda: getattr(self, f"_build_{obj}")(now))
+
+    # ---- shared as-of facts -------------------------------------------------------------
+    def current_contracts(self, now: int) -> pd.DataFrame:
+        """The latest contract term started at or before now, per account (index account_idx)."""
+        contracts = self.world.contracts
+        started = contracts[contracts["term_start_ts"] <= now]
+        latest = started.sort_values(["account_idx", "term_start_ts"]).groupby("account_idx").tail(1)
+        return latest.set_index("account_idx")
+
+    def churned_at(self, now: int) -> pd.Series:
+        """Churn time per churned account (only churns that happened by now)."""
+        contracts = self.world.contracts
+        churned = contracts[(contracts["outcome"] == "churned") & (contracts["term_end_ts"] <= now)]
+        return churned.groupby("account_idx")["term_end_ts"].min()
+
+    def _corrupt(self, obj: str, frame: pd.DataFrame, id_column: str) -> pd.Series:
+        # pandas 3 infers a string dtype that turns None into NaN; vendors send null.
+        for column in frame.columns:
+            if pd.api.types.is_string_dtype(frame[column]):
+                values = frame[column].astype(object)
+                frame[column] = values.where(values.notna(), None)
+        kinds = self.faults.bad_record_kinds(obj, frame[id_column])
+        frame["_bad"] = kinds.to_numpy()
+        return kinds
+
+    # ---- HubSpot ------------------------------------------------------------------------
+    def _build_companies(self, now: int) -> pd.DataFrame:
+        accounts = self.world.accounts
+        visible = accounts[accounts["created_ts"] <= now]
+        idx = visible.index
+        contract = self.current_contracts(now).reindex(idx)
+        churned = self.churned_at(now).reindex(idx)
+        changes = self.world.company_changes
+        changes = changes[changes["ts"] <= now].groupby("account_idx")["ts"].max().reindex(idx)
+        modified = changes.fillna(visible["created_ts"]).astype("int64")
+        frame = pd.DataFrame(
+            {
+                "id": _strings(visible["hubspot_company_id"]),
+                "created_ts": visible["created_ts"].to_numpy(),
+                "updated_ts": modified.to_numpy(),
+                "name": _strings(visible["name"]),
+                "domain": _strings(visible["domain"]),
+                "industry": _strings(visible["industry"]),
+                "numberofemployees": _strings(visible["employees"]),
+                "hubspot_owner_id": _strings(visible["owner_id"]),
+                "lifecyclestage": np.where(churned.notna(), "other", "customer").astype(object),
+                "twitterfollowers": _strings(visible["vanity_twitter_followers"]),
+                "customer_segment": _strings(visible["segment"]),
+                "plan_tier": _strings(visible["plan"]),
+                "customer_status": np.where(churned.notna(), "churned", "active").astype(object),
+                "licensed_seats": _strings(contract["seats"].fillna(visible["seats"]).astype("int64")),
+                "arr": dollars(contract["mrr_cents"].fillna(0).astype("int64") * 12),
+                "contract_renewal_date": np.array(
+                    [None if pd.isna(t) else str(np.datetime64(int(t), "s").astype("datetime64[D]"))
+                     for t in contract["term_end_ts"]],
+                    dtype=object,
+                ),
+                "customer_since": iso_seconds(visible["created_ts"]),
+            }
+        )
+        frame["createdate"] = iso_millis(frame["created_ts"])
+        frame["hs_lastmodifieddate"] = iso_millis(frame["updated_ts"])
+        frame["hs_object_id"] = frame["id"]
+        kinds = self._corrupt("companies", frame, "id")
+        frame.loc[kinds == "null", "name"] = None
+        frame.loc[kinds == "out_of_range", "licensed_seats"] = "-5"
+        frame.loc[kinds == "unknown_fk", "hubspot_owner_id"] = UNKNOWN_OWNER_ID
+        return frame.sort_values("id", key=lambda s: s.astype("int64")).reset_index(drop=True)
+
+    def _build_contacts(self, now: int) -> pd.DataFrame:
+        contacts = self.world.contacts
+        visible = contacts[contacts["created_ts"] <= now]
+        left = (visible["left_ts"] >= 0) & (visible["left_ts"] <= now)
+        updated = np.where(left, visible["left_ts"], visible["created_ts"])
+        frame = pd.DataFrame(
+            {
+                "id": _strings(visible["contact_id"]),
+                "created_ts": visible["created_ts"].to_numpy(),
+                "updated_ts": updated,
+                "firstname": _strings(visible["first_name"]),
+                "lastname": _strings(visible["last_name"]),
+                "email": _strings(visible["email"]),
+                "jobtitle": _strings(visible["job_title"]),
+                "department": _strings(visible["department"]),
+                "customer_role": _strings(visible["role"]),
+                "left_company": np.where(left, "true", "false").astype(object),
+                "associatedcompanyid": self._company_ids.to_numpy()[visible["account_idx"].to_numpy()],
+            }
+        )
+        frame["company_id"] = frame["associatedcompanyid"]
+        frame["createdate"] = iso_millis(frame["created_ts"])
+        frame["lastmodifieddate"] = iso_millis(frame["updated_ts"])
+        frame["hs_object_id"] = frame["id"]
+        kinds = self._corrupt("contacts", frame, "id")
+        frame.loc[kinds.isin(["null", "out_of_range"]).to_numpy(), "email"] = None
+        frame.loc[kinds == "unknown_fk", ["associatedcompanyid", "company_id"]] = UNKNOWN_COMPANY_ID
+        return frame.sort_values("id", key=lambda s: s.astype("int64")).reset_index(drop=True)
+
+    def _build_deals(self, now: int) -> pd.DataFrame:
+        deals = self.world.deals
+        visible = deals[deals["create_ts"] <= now]
+        closed = visible["close_ts"] <= now
+        stage = np.where(
+            closed,
+            np.where(visible["won"], "closedwon", "closedlost"),
+            np.where(visible["close_ts"] - now < 30 * DAY, "contractsent", "qualifiedtobuy"),
+        )
+        frame = pd.DataFrame(
+            {
+                "id": _strings(visible["deal_id"]),
+                "created_ts": visible["create_ts"].to_numpy(),
+                "updated_ts": np.where(closed, visible["close_ts"], visible["create_ts"]),
+                "dealname": _strings(visible["dealname"]),
+                "amount": dollars(visible["amount_cents"]),
+                "dealstage": stage.astype(object),
+                "pipeline": "default",
+                "dealtype": np.where(visible["dealtype"] == "newbusiness", "newbusiness", "existingbusiness").astype(object),
+                "deal_category": _strings(visible["dealtype"]),
+                "closedate": iso_millis(visible["close_ts"]),
+                "company_id": self._company_ids.to_numpy()[visible["account_idx"].to_numpy()],
+            }
+        )
+        frame["createdate"] = iso_millis(frame["created_ts"])
+        frame["hs_lastmodifieddate"] = iso_millis(frame["updated_ts"])
+        frame["hs_object_id"] = frame["id"]
+        kinds = self._corrupt("deals", frame, "id")
+        frame.loc[kinds == "null", "dealstage"] = None
+        frame.loc[kinds == "out_of_range", "amount"] = "-500.00"
+        frame.loc[kinds == "unknown_fk", "company_id"] = UNKNOWN_COMPANY_ID
+        return frame.sort_values("id", key=lambda s: s.astype("int64")).reset_index(drop=True)
+
+    def _build_meetings(self, now: int) -> pd.DataFrame:
+        meetings = self.world.meetings
+        visible = meetings[meetings["ts"] <= now]
+        frame = pd.DataFrame(
+            {
+                "id": _strings(visible["meeting_id"]),
+                "created_ts": visible["ts"].to_numpy(),
+                "updated_ts": visible["ts"].to_numpy(),
+                "hs_timestamp": iso_millis(visible["ts"]),
+                "hs_meeting_title": _strings(visible["kind"]),
+                "hs_activity_type": _strings(visible["kind"]),
+                "hs_meeting_outcome": _strings(visible["outcome"]),
+                "hubspot_owner_id": _strings(visible["owner_id"]),
+                "company_id": self._company_ids.to_numpy()[visible["account_idx"].to_numpy()],
+            }
+        )
+        frame["hs_createdate"] = iso_millis(frame["created_ts"])
+        frame["hs_lastmodifieddate"] = iso_millis(frame["updated_ts"])
+        frame["hs_object_id"] = frame["id"]
+        kinds = self._corrupt("meetings", frame, "id")
+        frame.loc[kinds.isin(["null", "out_of_range"]).to_numpy(), "hs_meeting_outcome"] = None
+        frame.loc[kinds == "unknown_fk", "company_id"] = UNKNOWN_COMPANY_ID
+        return frame.sort_values("id", key=lambda s: s.astype("int64")).reset_index(drop=True)
+
+    # ---- Zendesk ------------------------------------------------------------------------
+    def _build_tickets(self, now: int) -> pd.DataFrame:
+        tickets = self.world.tickets
+        t = tickets[tickets["created_ts"] <= now]
+        created = t["created_ts"].to_numpy(dtype="int64")
+        opened = created + t["first_reply_minutes"].to_numpy(dtype="int64") * 60
+        solved_ts = t["solved_ts"].to_numpy(dtype="int64")
+        solved = (solved_ts >= 0) & (solved_ts <= now)
+        closed = solved & (solved_ts + TICKET_CLOSE_AFTER <= now)
+        is_open = opened <= now
+        status = np.where(closed, "closed", np.where(solved, "solved", np.where(is_open, "open", "new")))
+        updated = np.where(
+            closed, solved_ts + TICKET_CLOSE_AFTER, np.where(solved, solved_ts, np.where(is_open, opened, created))
+        )
+        ratings = self.world.satisfaction_ratings
+        ratings = ratings[ratings["created_ts"] <= now].set_index("ticket_id")
+        rating_score = ratings["score"].reindex(t["ticket_id"].to_numpy()).to_numpy(dtype=object)
+        rating_id = ratings["rating_id"].reindex(t["ticket_id"].to_numpy()).to_numpy()
+        # A rating is an update of the ticket too.
+        rating_ts = ratings["created_ts"].reindex(t["ticket_id"].to_numpy()).fillna(-1).to_numpy(dtype="int64")
+        updated = np.maximum(updated, rating_ts)
+        sat = np.where(pd.isna(rating_score), np.where(solved, "offered", "unoffered"), rating_score)
+        priority = t["priority"].to_numpy(dtype=object)
+        priority = np.where(priority == "", None, priority)
+        frame = pd.DataFrame(
+            {
+                "id": t["ticket_id"].to_numpy(dtype="int64"),
+                "created_ts": created,
+                "updated_ts": updated,
+                "solved_ts": np.where(solved, solved_ts, -1),
+                "status": status.astype(object),
+                "priority": priority,
+                "type": t["type"].to_numpy(dtype=object),
+                "subject": t["subject"].to_numpy(dtype=object),
+                "tags": t["tags"].to_numpy(dtype=object),
+                "organization_id": self._org_ids.to_numpy()[t["account_idx"].to_numpy()],
+                "requester_id": t["requester_contact_id"].astype("int64").to_numpy(),
+                "satisfaction_score": sat.astype(object),
+                "satisfaction_id": rating_id,
+                "reopens": np.where(solved, t["reopens"].to_numpy(), 0),
+                "replies": t["replies"].to_numpy(),
+                "first_reply_minutes": np.where(is_open, t["first_reply_minutes"].to_numpy(), -1),
+                "full_resolution_minutes": np.where(solved, t["full_resolution_minutes"].to_numpy(), -1),
+            }
+        )
+        frame["organization_id"] = frame["organization_id"].astype(object)
+        kinds = self._corrupt("tickets", frame, "id")
+        frame.loc[kinds == "null", "status"] = None
+        frame.loc[kinds == "out_of_range", "priority"] = "critical"
+        frame.loc[kinds == "unknown_fk", "organization_id"] = UNKNOWN_ORGANIZATION_ID
+        return frame.sort_values(["updated_ts", "id"]).reset_index(drop=True)
+
+    def _build_satisfaction_ratings(self, now: int) -> pd.DataFrame:
+        ratings = self.world.satisfaction_ratings
+        visible = ratings[ratings["created_ts"] <= now]
+        frame = pd.DataFrame(
+            {
+                "id": visible["rating_id"].to_numpy(dtype="int64"),
+                "created_ts": visible["created_ts"].to_numpy(dtype="int64"),
+                "ticket_id": visible["ticket_id"].to_numpy(dtype="int64").astype(object),
+                "score": visible["score"].to_numpy(dtype=object),
+                "comment": visible["comment"].to_numpy(dtype=object),
+                "organization_id": self._org_ids.to_numpy()[visible["account_idx"].to_numpy()],
+            }
+        )
+        kinds = self._corrupt("satisfaction_ratings", frame, "id")
+        frame.loc[kinds == "null", "score"] = None
+        frame.loc[kinds == "out_of_range", "score"] = "excellent"
+        frame.loc[kinds == "unknown_fk", "ticket_id"] = UNKNOWN_ORGANIZATION_ID
+        return frame.sort_values("id").reset_index(drop=True)
+
+    # ---- Stripe -------------------------------------------------------------------------
+    @staticmethod
+    def _stripe_order(frame: pd.DataFrame) -> pd.DataFrame:
+        """Stripe lists newest first."""
+        return frame.sort_values(["created_ts", "id"], ascending=False).reset_index(drop=True)
+
+    def _build_customers(self, now: int) -> pd.DataFrame:
+        accounts = self.world.accounts
+        visible = accounts[accounts["created_ts"] <= now]
+        unpaid = self._past_due_accounts(now)
+        frame = pd.DataFrame(
+            {
+                "id": _strings(visible["stripe_customer_id"]),
+                "created_ts": visible["created_ts"].to_numpy(dtype="int64"),
+                "name": _strings(visible["name"]),
+                "email": ("billing@" + visible["domain"].astype(str)).to_numpy(dtype=object),
+                "hubspot_company_id": _strings(visible["hubspot_company_id"]),
+                "delinquent": visible.index.isin(unpaid),
+            }
+        )
+        kinds = self._corrupt("customers", frame, "id")
+        frame.loc[kinds.isin(["null", "out_of_range"]).to_numpy(), "email"] = None
+        frame.loc[kinds == "unknown_fk", "hubspot_company_id"] = UNKNOWN_COMPANY_ID
+        return self._stripe_order(frame)
+
+    def _past_due_accounts(self, now: int) -> np.ndarray:
+        inv = self.world.invoices
+        overdue = (inv["created_ts"] <= now) & (inv["due_ts"] < now) & ((inv["paid_ts"] < 0) | (inv["paid_ts"] > now))
+        return inv.loc[overdue, "account_idx"].unique()
+
+    def _build_subscriptions(self, now: int) -> pd.DataFrame:
+        accounts = self.world.accounts
+        visible = accounts[accounts["created_ts"] <= now]
+        idx = visible.index
+        contract = self.current_contracts(now).reindex(idx)
+        churned = self.churned_at(now).reindex(idx)
+        past_due = idx.isin(self._past_due_accounts(now))
+        seats = contract["seats"].fillna(visible["seats"]).astype("int64").to_numpy()
+        mrr = contract["mrr_cents"].fillna(0).astype("int64").to_numpy()
+        status = np.where(churned.notna(), "canceled", np.where(past_due, "past_due", "active"))
+        term_start = contract["term_start_ts"].fillna(visible["created_ts"]).astype("int64").to_numpy()
+        # Monthly billing periods inside the annual term.
+        months = np.maximum(0, (now - term_start) // (30 * DAY))
+        period_start = np.minimum(term_start + months * 30 * DAY, now)
+        frame = pd.DataFrame(
+            {
+                "id": ("sub_" + visible["stripe_customer_id"].astype(str).str[4:]).to_numpy(dtype=object),
+                "created_ts": visible["created_ts"].to_numpy(dtype="int64"),
+                "customer": _strings(visible["stripe_customer_id"]),
+                "status": status.astype(object),
+                "quantity": seats,
+                "unit_amount": np.where(seats > 0, mrr // np.maximum(seats, 1), 0),
+                "plan": _strings(visible["plan"]),
+                "current_period_start": period_start,
+                "current_period_end": period_start + 30 * DAY,
+                "term_end_ts": contract["term_end_ts"].fillna(-1).astype("int64").to_numpy(),
+                "canceled_at": churned.fillna(-1).astype("int64").to_numpy(),
+                "hubspot_company_id": _strings(visible["hubspot_company_id"]),
+            }
+        )
+        kinds = self._corrupt("subscriptions", frame, "id")
+        frame.loc[kinds == "null", "status"] = None
+        frame.loc[kinds == "out_of_range", "quantity"] = -3
+        frame.loc[kinds == "unknown_fk", "customer"] = UNKNOWN_CUSTOMER_ID
+        return self._stripe_order(frame)
+
+    def _build_invoices(self, now: int) -> pd.DataFrame:
+        inv = self.world.invoices
+        visible = inv[inv["created_ts"] <= now]
+        paid_ts = visible["paid_ts"].to_numpy(dtype="int64")
+        paid = (paid_ts >= 0) & (paid_ts <= now)
+        due = visible["due_ts"].to_numpy(dtype="int64")
+        status = np.where(paid, "paid", np.where(now > due + 90 * DAY, "uncollectible", "open"))
+        amount = visible["amount_due_cents"].to_numpy(dtype="int64")
+        sub_ids = "sub_" + visible["stripe_customer_id"].astype(str).str[4:]
+        frame = pd.DataFrame(
+            {
+                "id": _strings(visible["invoice_id"]),
+                "created_ts": visible["created_ts"].to_numpy(dtype="int64"),
+                "customer": _strings(visible["stripe_customer_id"]),
+                "subscription": sub_ids.to_numpy(dtype=object),
+                "status": status.astype(object),
+                "amount_due": amount,
+                "amount_paid": np.where(paid, amount, 0),
+                "due_date": due,
+                "period_start": visible["created_ts"].to_numpy(dtype="int64"),
+                "period_end": visible["period_end_ts"].to_numpy(dtype="int64"),
+                "paid_at": np.where(paid, paid_ts, -1),
+                "attempt_count": visible["attempt_count"].to_numpy(dtype="int64"),
+                "collection_method": _strings(visible["collection_method"]),
+            }
+        )
+        kinds = self._corrupt("invoices", frame, "id")
+        frame.loc[kinds == "null", "status"] = None
+        frame.loc[kinds == "out_of_range", "amount_due"] = -100
+        frame.loc[kinds == "unknown_fk", "customer"] = UNKNOWN_CUSTOMER_ID
+        return self._stripe_order(frame)
