@@ -1,0 +1,141 @@
+"""`healthscore` command line: sandbox, warehouse, config and demo commands.
+
+Heavy imports happen inside each command so `healthscore --help` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from datetime import date
+from pathlib import Path
+
+from healthscore.settings import Settings
+
+
+def _add_world_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--seed", type=int, default=42, help="portfolio seed (same seed, same data)")
+    parser.add_argument("--accounts", type=int, default=500, help="number of customer accounts (up to 100000)")
+    parser.add_argument("--start", type=date.fromisoformat, default=None,
+                        help="first simulated day (default: the generator's, 2025-10-01)")
+    parser.add_argument("--days", type=int, default=None, help="simulated days (default: through 2026-12-31)")
+
+
+def _cmd_sandbox_serve(args: argparse.Namespace) -> int:
+    from healthscore.sandbox.faults import FaultConfig
+    from healthscore.sandbox.runner import SandboxOptions, build_state, serve
+    from healthscore.sandbox.server import parse_instant
+
+    faults = FaultConfig.model_validate_json(args.faults) if args.faults else FaultConfig()
+    options = SandboxOptions(seed=args.seed, accounts=args.accounts, start=args.start, days=args.days,
+                             now=parse_instant(args.now) if args.now else None,
+                             rate_limit_scale=args.rate_limit_scale, faults=faults)
+    print(f"building portfolio: seed={args.seed} accounts={args.accounts} ...", flush=True)
+    state = build_state(options)
+    print(f"sandbox listening on http://{args.host}:{args.port} (clock: {args.now or 'wall time'})", flush=True)
+    serve(state, host=args.host, port=args.port)
+    return 0
+
+
+def _cmd_sandbox_ground_truth(args: argparse.Namespace) -> int:
+    from healthscore.sandbox.runner import SandboxOptions
+    from healthscore.sandbox.world import build_world
+
+    world = build_world(SandboxOptions(seed=args.seed, accounts=args.accounts, start=args.start,
+                                       days=args.days).world_spec())
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, frame in world.ground_truth().items():
+        path = out / f"{name}.parquet"
+        frame.to_parquet(path, index=False)
+        print(f"{path}: {len(frame)} rows")
+    return 0
+
+
+def _cmd_config_validate(args: argparse.Namespace) -> int:
+    from healthscore.config import ModelConfigError, load_model_config
+
+    try:
+        model = load_model_config(Path(args.path) if args.path else None)
+    except ModelConfigError as exc:
+        print(f"invalid: {exc}", file=sys.stderr)
+        return 1
+    print(f"ok: model {model.version} config_hash={model.config_hash}")
+    return 0
+
+
+def _cmd_warehouse(args: argparse.Namespace) -> int:
+    from healthscore.warehouse.engine import resolve_warehouse_url
+    from healthscore.warehouse.migrate import current_revision, downgrade, upgrade
+
+    settings = Settings.from_env()
+    if args.url:
+        settings = settings.model_copy(update={"warehouse_url": args.url})
+    url = resolve_warehouse_url(settings)
+    if args.action == "upgrade":
+        upgrade(url, args.revision or "head")
+    elif args.action == "downgrade":
+        downgrade(url, args.revision or "base")
+    print(json.dumps({"url": _masked(url), "revision": current_revision(url)}))
+    return 0
+
+
+def _masked(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from healthscore.demo import run_demo
+
+    return run_demo(Settings.from_env(), accounts=args.accounts, seed=args.seed)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="healthscore", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sandbox = sub.add_parser("sandbox", help="the local vendor-API sandbox").add_subparsers(dest="action",
+                                                                                           required=True)
+    serve = sandbox.add_parser("serve", help="serve HubSpot/Zendesk/Stripe/Mixpanel protocols over HTTP")
+    _add_world_args(serve)
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8800)
+    serve.add_argument("--now", default=None, help="pin the simulated clock (ISO date/time or epoch seconds)")
+    serve.add_argument("--rate-limit-scale", type=float, default=100.0,
+                       help="multiplier on the vendors' documented rate limits (1 = real limits)")
+    serve.add_argument("--faults", default=None, help='fault config as JSON, e.g. \'{"error_5xx_rate": 0.1}\'')
+    serve.set_defaults(func=_cmd_sandbox_serve)
+    truth = sandbox.add_parser("ground-truth", help="export latent health, shocks and outcomes (admin only)")
+    _add_world_args(truth)
+    truth.add_argument("--out", required=True, help="folder for the Parquet files")
+    truth.set_defaults(func=_cmd_sandbox_ground_truth)
+
+    config = sub.add_parser("config", help="model-as-code").add_subparsers(dest="action", required=True)
+    validate = config.add_parser("validate", help="validate a model YAML and print its config hash")
+    validate.add_argument("path", nargs="?", default=None, help="model YAML (default: the packaged model)")
+    validate.set_defaults(func=_cmd_config_validate)
+
+    warehouse = sub.add_parser("warehouse", help="warehouse schema migrations")
+    warehouse.add_argument("action", choices=["upgrade", "downgrade", "current"])
+    warehouse.add_argument("--revision", default=None)
+    warehouse.add_argument("--url", default=None, help="SQLAlchemy URL (default: connection/env/SQLite)")
+    warehouse.set_defaults(func=_cmd_warehouse)
+
+    demo = sub.add_parser("demo", help="run the main job end to end on SQLite and the local sandbox")
+    demo.add_argument("--accounts", type=int, default=300)
+    demo.add_argument("--seed", type=int, default=42)
+    demo.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

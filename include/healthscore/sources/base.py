@@ -1,0 +1,275 @@
+"""The source interface: a connection, an HTTP client with retries, and paginated record streams.
+
+A vendor module declares its objects (id field, updated-at field, how to page, how to resume) and
+nothing else; retries, rate-limit waits, auth errors and the sandbox clock live here once. Adding
+Salesforce or Intercom means one new module that implements ``Source``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+import requests
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
+
+log = logging.getLogger(__name__)
+
+SANDBOX_CLOCK_HEADER = "X-Sandbox-Now"
+
+
+class SourceError(RuntimeError):
+    """A source request failed for good; the message names the connection."""
+
+
+class SourceAuthError(SourceError):
+    """Credentials were refused: retrying cannot help."""
+
+
+class RetryableError(SourceError):
+    """Transient: 5xx, 429, timeout, connection reset, or a truncated/malformed body."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class SourceConnection:
+    """Where a source lives and how to authenticate; built from an Airflow connection."""
+
+    conn_id: str
+    base_url: str
+    login: str | None = None
+    password: str | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_sandbox(self) -> bool:
+        return bool(self.extra.get("sandbox"))
+
+    @classmethod
+    def from_airflow(cls, conn_id: str) -> SourceConnection:
+        from airflow.sdk import BaseHook
+
+        conn = BaseHook.get_connection(conn_id)
+        host = conn.host or ""
+        if "://" not in host:
+            scheme = conn.schema or "https"
+            host = f"{scheme}://{host}"
+        if conn.port and f":{conn.port}" not in host.split("://", 1)[1]:
+            host = f"{host}:{conn.port}"
+        return cls(conn_id, host.rstrip("/"), conn.login, conn.password, conn.extra_dejson or {})
+
+    def __repr__(self) -> str:  # never print the secret
+        return f"SourceConnection(conn_id={self.conn_id!r}, base_url={self.base_url!r}, login={self.login!r})"
+
+
+@dataclass
+class RetryPolicy:
+    attempts: int = 8
+    backoff_base: float = 0.25
+    backoff_max: float = 20.0
+    timeout: float = 30.0
+
+
+@dataclass
+class RequestStats:
+    requests: int = 0
+    retries: int = 0
+    pages: int = 0
+    records: int = 0
+
+
+class HttpClient:
+    """One requests session per source, with vendor-aware retry and rate-limit handling."""
+
+    def __init__(self, connection: SourceConnection, auth: requests.auth.AuthBase | None = None,
+                 headers: Mapping[str, str] | None = None, policy: RetryPolicy | None = None,
+                 as_of: datetime | None = None) -> None:
+        self.connection = connection
+        self.policy = policy or RetryPolicy()
+        self.stats = RequestStats()
+        self.session = requests.Session()
+        self.session.auth = auth
+        self.session.headers.update(headers or {})
+        self.session.headers["User-Agent"] = "healthscore/0.1"
+        if as_of is not None and connection.is_sandbox:
+            self.session.headers[SANDBOX_CLOCK_HEADER] = as_of.astimezone(UTC).isoformat()
+
+    def url(self, path_or_url: str) -> str:
+        return path_or_url if "://" in path_or_url else f"{self.connection.base_url}{path_or_url}"
+
+    def _wait(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, RetryableError) and exc.retry_after is not None:
+            return min(exc.retry_after, self.policy.backoff_max * 3)
+        return min(self.policy.backoff_max, self.policy.backoff_base * 2 ** (state.attempt_number - 1))
+
+    def _before_sleep(self, state: RetryCallState) -> None:
+        self.stats.retries += 1
+        exc = state.outcome.exception() if state.outcome else None
+        log.warning("%s: retry %d/%d in %.2fs after: %s", self.connection.conn_id, state.attempt_number,
+                    self.policy.attempts - 1, state.next_action.sleep if state.next_action else 0, exc)
+
+    def request(self, method: str, path_or_url: str, *, stream: bool = False, **kwargs: Any) -> requests.Response:
+        return self._retrying()(self._send, method, self.url(path_or_url), stream=stream, **kwargs)
+
+    def _retrying(self) -> Retrying:
+        return Retrying(retry=retry_if_exception_type(RetryableError), stop=stop_after_attempt(self.policy.attempts),
+                        wait=self._wait, before_sleep=self._before_sleep, reraise=True)
+
+    def _send(self, method: str, url: str, **kwargs: Any) -> requests.Response:
+        self.stats.requests += 1
+        try:
+            response = self.session.request(method, url, timeout=self.policy.timeout, **kwargs)
+        except (requests.Timeout, requests.ConnectionError) as exc:
+            raise RetryableError(f"{method} {url}: {exc.__class__.__name__}") from exc
+        self.check(response)
+        return response
+
+    def check(self, response: requests.Response) -> None:
+        """Raise the right error for a non-2xx answer."""
+        status = response.status_code
+        if status < 400:
+            return
+        summary = f"{response.request.method} {response.url.split('?')[0]} -> {status}: {response.text[:300]}"
+        if status == 429 or status >= 500:
+            raise RetryableError(summary, retry_after=self.retry_after(response))
+        if status in (401, 403):
+            raise SourceAuthError(
+                f"connection '{self.connection.conn_id}' was refused ({status}); check its credentials. {summary}")
+        raise SourceError(f"connection '{self.connection.conn_id}': {summary}")
+
+    @staticmethod
+    def retry_after(response: requests.Response) -> float | None:
+        if "Retry-After" in response.headers:
+            try:
+                return float(response.headers["Retry-After"])
+            except ValueError:
+                return None
+        interval = response.headers.get("X-HubSpot-RateLimit-Interval-Milliseconds")
+        if response.status_code == 429 and interval and response.headers.get("X-HubSpot-RateLimit-Remaining") == "0":
+            return float(interval) / 1000
+        return None
+
+    def get_json(self, path_or_url: str, **kwargs: Any) -> dict:
+        return self._json("GET", path_or_url, **kwargs)
+
+    def post_json(self, path_or_url: str, body: Any, **kwargs: Any) -> dict:
+        return self._json("POST", path_or_url, json=body, **kwargs)
+
+    def _json(self, method: str, path_or_url: str, **kwargs: Any) -> dict:
+        """A JSON body; a truncated or malformed one is retried like a 5xx."""
+        url = self.url(path_or_url)
+
+        def once() -> dict:
+            response = self._send(method, url, **kwargs)
+            try:
+                return response.json()
+            except ValueError as exc:
+                raise RetryableError(f"{method} {url.split('?')[0]}: malformed JSON body ({exc})") from exc
+
+        return self._retrying()(once)
+
+    def close(self) -> None:
+        self.session.close()
+
+
+@dataclass
+class Page:
+    """One page of records and the cursor that resumes after it."""
+
+    records: list[dict]
+    cursor: str | None
+
+
+@dataclass(frozen=True)
+class SourceObject:
+    """A vendor object the pipeline lands: where its id and modification time live in a record."""
+
+    name: str
+    id_field: str = "id"
+    updated_field: str | None = None
+
+    def record_id(self, record: Mapping[str, Any]) -> str:
+        return str(_dig(record, self.id_field))
+
+    def updated_at(self, record: Mapping[str, Any]) -> datetime | None:
+        return parse_timestamp(_dig(record, self.updated_field)) if self.updated_field else None
+
+
+def _dig(record: Mapping[str, Any], dotted: str) -> Any:
+    value: Any = record
+    for part in dotted.split("."):
+        value = value.get(part) if isinstance(value, Mapping) else None
+    return value
+
+
+def parse_timestamp(value: Any) -> datetime | None:
+    """Vendor timestamps: epoch seconds (Stripe, Mixpanel), epoch ms or ISO strings (HubSpot, Zendesk)."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, int | float) or (isinstance(value, str) and value.isdigit()):
+        number = float(value)
+        return datetime.fromtimestamp(number / 1000 if number > 1e11 else number, UTC)
+    return datetime.fromisoformat(str(value).replace("Z", "+00:00")).astimezone(UTC)
+
+
+class Source(ABC):
+    """One vendor. Subclasses declare ``name``, ``objects`` and how to page through each."""
+
+    name: ClassVar[str]
+    default_conn_id: ClassVar[str]
+    objects: ClassVar[dict[str, SourceObject]]
+
+    def __init__(self, connection: SourceConnection, as_of: datetime | None = None,
+                 policy: RetryPolicy | None = None) -> None:
+        self.connection = connection
+        self.as_of = as_of
+        self.client = HttpClient(connection, auth=self.auth(connection), headers=self.headers(connection),
+                                 policy=policy, as_of=as_of)
+
+    @staticmethod
+    def auth(connection: SourceConnection) -> requests.auth.AuthBase | None:
+        return None
+
+    @staticmethod
+    def headers(connection: SourceConnection) -> dict[str, str]:
+        return {}
+
+    @abstractmethod
+    def pages(self, obj: str, cursor: str | None = None) -> Iterator[Page]:
+        """Pages of ``obj`` records after ``cursor`` (None: from the beginning)."""
+
+    def records(self, obj: str, cursor: str | None = None) -> Iterator[dict]:
+        for page in self.pages(obj, cursor):
+            yield from page.records
+
+    def close(self) -> None:
+        self.client.close()
+
+    def __enter__(self) -> Source:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class BearerAuth(requests.auth.AuthBase):
+    def __init__(self, token: str | None) -> None:
+        self.token = token or ""
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers["Authorization"] = f"Bearer {self.token}"
+        return request
+
+
+def canonical_json(record: Any) -> str:
+    """The landing payload: stable key order, so equal records are byte-identical."""
+    return json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
