@@ -1,0 +1,144 @@
+"""The source modules against the sandbox over HTTP: complete pulls, retries under faults, auth, caps."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from datetime import UTC, date, datetime
+
+import pytest
+import requests
+
+from healthscore.sandbox import credentials as cred
+from healthscore.sandbox.runner import SandboxOptions, ThreadedSandbox, build_state
+from healthscore.sources import HubSpotSource, MixpanelSource, StripeSource, ZendeskSource
+from healthscore.sources.base import RetryPolicy, SourceAuthError, SourceConnection
+
+NOW = datetime(2026, 9, 30, 12, tzinfo=UTC)
+ADMIN = {"Authorization": f"Bearer {cred.ADMIN_TOKEN}"}
+FAST_RETRIES = RetryPolicy(attempts=10, backoff_base=0.01, backoff_max=0.2, timeout=0.5)
+
+
+def connections(base: str) -> dict[str, SourceConnection]:
+    extra = {"sandbox": True}
+    return {
+        "hubspot": SourceConnection("crm_hubspot", base, password=cred.HUBSPOT_TOKEN, extra=extra),
+        "zendesk": SourceConnection("support_zendesk", base, cred.ZENDESK_EMAIL, cred.ZENDESK_API_TOKEN, extra),
+        "stripe": SourceConnection("billing_stripe", base, password=cred.STRIPE_SECRET_KEY, extra=extra),
+        "mixpanel": SourceConnection("product_mixpanel", base, cred.MIXPANEL_SERVICE_ACCOUNT, cred.MIXPANEL_SECRET,
+                                     {**extra, "project_id": cred.MIXPANEL_PROJECT_ID}),
+    }
+
+
+SOURCES = {"hubspot": HubSpotSource, "zendesk": ZendeskSource, "stripe": StripeSource}
+
+
+@pytest.fixture(scope="module")
+def sandbox() -> Iterator[ThreadedSandbox]:
+    with ThreadedSandbox(build_state(SandboxOptions(seed=3, accounts=120, rate_limit_scale=1000))) as server:
+        yield server
+
+
+def set_faults(base: str, **faults) -> None:
+    requests.post(f"{base}/_sandbox/faults", headers=ADMIN, json=faults, timeout=5).raise_for_status()
+
+
+def pull_everything(base: str, policy: RetryPolicy | None = None) -> tuple[dict, int]:
+    conns, out, retries = connections(base), {}, 0
+    for name, cls in SOURCES.items():
+        with cls(conns[name], as_of=NOW, policy=policy) as source:
+            for obj, spec in cls.objects.items():
+                records = list(source.records(obj))
+                out[(name, obj)] = {spec.record_id(r): r for r in records}
+                assert len(out[(name, obj)]) == len(records), f"{name}.{obj} returned a record twice"
+            retries += source.client.stats.retries
+    with MixpanelSource(conns["mixpanel"], as_of=NOW, policy=policy) as mixpanel:
+        events = mixpanel.fold_day(date(2026, 9, 29), list, lambda acc, e: acc.append(e))
+        out[("mixpanel", "events")] = sorted(e["properties"]["$insert_id"] for e in events)
+        retries += mixpanel.client.stats.retries
+    return out, retries
+
+
+def test_faults_do_not_change_what_lands(sandbox, caplog):
+    clean, clean_retries = pull_everything(sandbox.url)
+    assert clean_retries == 0 and all(clean.values())
+    set_faults(sandbox.url, seed=11, error_5xx_rate=0.10, rate_429_rate=0.05, timeout_rate=0.02,
+               timeout_seconds=1.0, malformed_pages=2)
+    try:
+        with caplog.at_level(logging.WARNING, logger="healthscore.sources"):
+            faulty, retries = pull_everything(sandbox.url, FAST_RETRIES)
+    finally:
+        set_faults(sandbox.url)
+    assert faulty == clean
+    assert retries > 0
+    assert any("retry" in message for message in caplog.messages)
+
+
+def test_bad_credentials_fail_fast_naming_the_connection(sandbox):
+    conn = SourceConnection("crm_hubspot", sandbox.url, password="wrong", extra={"sandbox": True})
+    with HubSpotSource(conn, policy=FAST_RETRIES) as source, pytest.raises(SourceAuthError, match="crm_hubspot"):
+        list(source.records("companies"))
+    assert source.client.stats.requests == 1
+
+
+def test_secret_never_in_repr():
+    conn = SourceConnection("billing_stripe", "http://x", password=cred.STRIPE_SECRET_KEY)
+    assert cred.STRIPE_SECRET_KEY not in repr(conn)
+
+
+def test_clock_header_only_for_sandbox_connections(sandbox):
+    sandbox_conn = connections(sandbox.url)["stripe"]
+    real_conn = SourceConnection("billing_stripe", sandbox.url, password=cred.STRIPE_SECRET_KEY)
+    assert "X-Sandbox-Now" in StripeSource(sandbox_conn, as_of=NOW).client.session.headers
+    assert "X-Sandbox-Now" not in StripeSource(real_conn, as_of=NOW).client.session.headers
+
+
+def test_incremental_cursors_resume_where_the_last_pull_ended(sandbox):
+    conns = connections(sandbox.url)
+    early = datetime(2026, 6, 1, tzinfo=UTC)
+    with ZendeskSource(conns["zendesk"], as_of=early) as zendesk:
+        pages = list(zendesk.pages("tickets"))
+        first_ids = {t["id"] for p in pages for t in p.records}
+        cursor = pages[-1].cursor
+    with ZendeskSource(conns["zendesk"], as_of=NOW) as zendesk:
+        later = [t for p in zendesk.pages("tickets", cursor) for t in p.records]
+    with ZendeskSource(conns["zendesk"], as_of=NOW) as zendesk:
+        full = {t["id"] for t in zendesk.records("tickets")}
+    assert later and all(t["updated_at"] >= "2026-06-01" for t in later)
+    assert first_ids | {t["id"] for t in later} == full
+
+    with HubSpotSource(conns["hubspot"], as_of=early) as hubspot:
+        pages = list(hubspot.pages("companies"))
+        cursor = pages[-1].cursor
+    with HubSpotSource(conns["hubspot"], as_of=NOW) as hubspot:
+        changed = list(hubspot.records("companies", cursor))
+    since = datetime.fromtimestamp(int(cursor) / 1000, UTC)
+    assert changed and all(datetime.fromisoformat(c["properties"]["hs_lastmodifieddate"]) >= since for c in changed)
+
+
+def test_hubspot_search_restarts_its_window_before_the_10k_cap():
+    state = build_state(SandboxOptions(seed=5, accounts=10_600, rate_limit_scale=1000))
+    with ThreadedSandbox(state) as server:
+        conn = connections(server.url)["hubspot"]
+        with HubSpotSource(conn, as_of=NOW) as source:
+            found = [r["id"] for r in source.records("companies", cursor="0")]
+            requests_made = source.client.stats.requests
+    expected = (state.world.accounts["created_ts"] <= NOW.timestamp()).sum()
+    assert expected > 10_000
+    assert len(found) == len(set(found)) == expected
+    assert requests_made > expected // 200  # it had to start a second search window
+
+
+def test_mixpanel_cut_stream_rereads_the_whole_day(sandbox):
+    conn = connections(sandbox.url)["mixpanel"]
+    day = date(2026, 9, 28)
+    with MixpanelSource(conn, as_of=NOW) as source:
+        clean = source.fold_day(day, lambda: [0], lambda acc, _e: acc.__setitem__(0, acc[0] + 1))[0]
+    set_faults(sandbox.url, malformed_pages=1)
+    try:
+        with MixpanelSource(conn, as_of=NOW, policy=FAST_RETRIES) as source:
+            counted = source.fold_day(day, lambda: [0], lambda acc, _e: acc.__setitem__(0, acc[0] + 1))[0]
+            assert source.client.stats.retries == 1
+    finally:
+        set_faults(sandbox.url)
+    assert counted == clean > 0
