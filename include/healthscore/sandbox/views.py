@@ -58,6 +58,12 @@ def _strings(series: pd.Series) -> np.ndarray:
     return series.astype(str).to_numpy(dtype=object)
 
 
+def _by_numeric_id(frame: pd.DataFrame) -> pd.DataFrame:
+    """HubSpot pages in id order; ``_oid`` keeps the numeric id so paging needs no re-parsing."""
+    frame["_oid"] = frame["id"].astype("int64")
+    return frame.sort_values("_oid").reset_index(drop=True)
+
+
 class ViewCache:
     """LRU of built views keyed by (object, now, fault fingerprint)."""
 
@@ -165,7 +171,7 @@ class VendorViews:
         frame.loc[kinds == "null", "name"] = None
         frame.loc[kinds == "out_of_range", "licensed_seats"] = "-5"
         frame.loc[kinds == "unknown_fk", "hubspot_owner_id"] = UNKNOWN_OWNER_ID
-        return frame.sort_values("id", key=lambda s: s.astype("int64")).reset_index(drop=True)
+        return _by_numeric_id(frame)
 
     def _build_contacts(self, now: int) -> pd.DataFrame:
         contacts = self.world.contacts
@@ -194,7 +200,7 @@ class VendorViews:
         kinds = self._corrupt("contacts", frame, "id")
         frame.loc[kinds.isin(["null", "out_of_range"]).to_numpy(), "email"] = None
         frame.loc[kinds == "unknown_fk", ["associatedcompanyid", "company_id"]] = UNKNOWN_COMPANY_ID
-        return frame.sort_values("id", key=lambda s: s.astype("int64")).reset_index(drop=True)
+        return _by_numeric_id(frame)
 
     def _build_deals(self, now: int) -> pd.DataFrame:
         deals = self.world.deals
@@ -227,7 +233,7 @@ class VendorViews:
         frame.loc[kinds == "null", "dealstage"] = None
         frame.loc[kinds == "out_of_range", "amount"] = "-500.00"
         frame.loc[kinds == "unknown_fk", "company_id"] = UNKNOWN_COMPANY_ID
-        return frame.sort_values("id", key=lambda s: s.astype("int64")).reset_index(drop=True)
+        return _by_numeric_id(frame)
 
     def _build_meetings(self, now: int) -> pd.DataFrame:
         meetings = self.world.meetings
@@ -251,7 +257,7 @@ class VendorViews:
         kinds = self._corrupt("meetings", frame, "id")
         frame.loc[kinds.isin(["null", "out_of_range"]).to_numpy(), "hs_meeting_outcome"] = None
         frame.loc[kinds == "unknown_fk", "company_id"] = UNKNOWN_COMPANY_ID
-        return frame.sort_values("id", key=lambda s: s.astype("int64")).reset_index(drop=True)
+        return _by_numeric_id(frame)
 
     # ---- Zendesk ------------------------------------------------------------------------
     def _build_tickets(self, now: int) -> pd.DataFrame:

@@ -39,7 +39,7 @@ ALWAYS = {
 }
 MODIFIED = {"companies": "hs_lastmodifieddate", "contacts": "lastmodifieddate", "deals": "hs_lastmodifieddate",
             "meetings": "hs_lastmodifieddate"}
-INTERNAL_COLUMNS = {"id", "created_ts", "updated_ts", "company_id", "_bad"}
+INTERNAL_COLUMNS = {"id", "created_ts", "updated_ts", "company_id", "_bad", "_oid"}
 TASK_PROPERTIES = {"hs_timestamp", "hs_task_subject", "hs_task_body", "hubspot_owner_id", "hs_task_status",
                    "hs_task_priority", "hs_task_type"}
 
@@ -134,7 +134,7 @@ def list_objects(obj: str, limit: int = 10, after: str | None = None, properties
     view = _object_view(call, obj)
     if archived:
         return call.respond({"results": []})
-    ids = view["id"].astype("int64").to_numpy()
+    ids = view["_oid"].to_numpy()
     start = 0
     if after:
         if not after.isdigit():
@@ -177,7 +177,7 @@ def _filter_value(frame: pd.DataFrame, prop: str) -> pd.Series:
     if prop in ("createdate", "hs_createdate"):
         return frame["created_ts"].astype("int64") * 1000
     if prop == "hs_object_id":
-        return frame["id"].astype("int64")
+        return frame["_oid"]
     if prop not in frame.columns:
         raise VendorError(hubspot_error(400, f"There was a problem with the request: unknown property {prop}",
                                         "VALIDATION_ERROR"))
@@ -239,7 +239,7 @@ async def search(obj: str, request: Request, call: Call = SEARCH_CALL) -> Respon
         direction = "ASCENDING" if isinstance(sort, str) else str(sort.get("direction", "ASCENDING")).upper()
         keys.append(_filter_value(frame, prop).rename(f"_sort_{prop}"))
         ascending.append(direction == "ASCENDING")
-    ordered = frame.assign(_oid=frame["id"].astype("int64"), **{k.name: k for k in keys})
+    ordered = frame.assign(**{k.name: k for k in keys})
     ordered = ordered.sort_values([k.name for k in keys] + ["_oid"], ascending=ascending + [True], kind="stable")
     page = ordered.iloc[offset : offset + limit]
     payload: dict[str, Any] = {
