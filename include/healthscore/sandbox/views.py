@@ -162,6 +162,9 @@ class VendorViews:
                     dtype=object,
                 ),
                 "customer_since": iso_seconds(visible["created_ts"]),
+                # Set by the Zendesk-HubSpot integration: joins support data to the CRM company.
+                "zendesk_organization_id": _strings(visible["zendesk_organization_id"]),
+                "stripe_customer_id": _strings(visible["stripe_customer_id"]),
             }
         )
         frame["createdate"] = iso_millis(frame["created_ts"])

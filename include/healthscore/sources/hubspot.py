@@ -14,7 +14,8 @@ LIST_PAGE = 100
 PROPERTIES = {
     "companies": ["name", "domain", "industry", "numberofemployees", "hubspot_owner_id", "lifecyclestage",
                   "customer_segment", "plan_tier", "customer_status", "licensed_seats", "arr",
-                  "contract_renewal_date", "customer_since", "twitterfollowers", "createdate", "hs_lastmodifieddate"],
+                  "contract_renewal_date", "customer_since", "twitterfollowers", "zendesk_organization_id",
+                  "stripe_customer_id", "createdate", "hs_lastmodifieddate"],
     "contacts": ["firstname", "lastname", "email", "jobtitle", "department", "customer_role", "left_company",
                  "associatedcompanyid", "createdate", "lastmodifieddate"],
     "deals": ["dealname", "amount", "dealstage", "pipeline", "dealtype", "deal_category", "closedate", "createdate",
