@@ -1,0 +1,1 @@
+"""Alembic environment and revisions for the healthscore warehouse (shipped inside the package)."""

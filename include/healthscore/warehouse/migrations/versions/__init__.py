@@ -1,0 +1,1 @@
+"""Alembic revision scripts (loaded by Alembic, not imported as a package)."""

@@ -1,0 +1,460 @@
+"""Warehouse schema as typed SQLAlchemy 2 declarative models.
+
+These models are the reference the Alembic migrations must match (a test compares them after
+``upgrade head``). Schema changes go through a new migration, never ``create_all``.
+
+Conventions: every timestamp is ``UTCDateTime`` (aware UTC on both engines); JSON columns store SQL NULL
+for ``None``; money is integer cents; constraint names come from ``NAMING_CONVENTION`` so they are identical
+on SQLite and PostgreSQL and later migrations can address them by name.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from healthscore.warehouse.types import UTCDateTime, json_type
+
+NAMING_CONVENTION: dict[str, str] = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# Closed vocabularies enforced by CHECK constraints (changing one is a migration, on purpose).
+MODEL_ROLES = ("champion", "challenger", "candidate", "retired")
+PLAYBOOK_STATUSES = ("pending", "deferred", "sent", "failed", "suppressed")
+MOMENTUM_VALUES = ("up", "flat", "down")
+QUALITY_SEVERITIES = ("critical", "warning")
+OUTCOME_KINDS = ("churned", "renewed", "expanded", "contracted")
+
+#: Every raw landing table, one per (source, object). The single place a new vendor object is declared;
+#: a new entry here needs a migration creating ``raw_<source>_<object>`` (the autogenerate test will say so).
+LANDING_OBJECTS: tuple[tuple[str, str], ...] = (
+    ("hubspot", "companies"),
+    ("hubspot", "contacts"),
+    ("hubspot", "deals"),
+    ("hubspot", "owners"),
+    ("hubspot", "meetings"),
+    ("zendesk", "tickets"),
+    ("zendesk", "satisfaction_ratings"),
+    ("stripe", "customers"),
+    ("stripe", "subscriptions"),
+    ("stripe", "invoices"),
+)
+
+JSONDict = dict[str, Any]
+
+# SQLite only auto-increments an ``INTEGER PRIMARY KEY``; PostgreSQL gets a 64-bit identity.
+BigIntPK = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+NOW = sa.func.current_timestamp()
+
+
+def _one_of(column: str, values: tuple[str, ...], *, nullable: bool = False) -> sa.CheckConstraint:
+    """CHECK constraint named ``ck_<table>_<column>`` restricting a text column to a vocabulary."""
+    allowed = ", ".join(f"'{v}'" for v in values)
+    expr = f"{column} IN ({allowed})"
+    if nullable:
+        expr = f"{column} IS NULL OR {expr}"
+    return sa.CheckConstraint(expr, name=column)
+
+
+class Base(DeclarativeBase):
+    """Declarative base carrying the naming convention and the Python -> SQL type defaults."""
+
+    metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {
+        str: sa.Text(),
+        int: sa.Integer(),
+        float: sa.Double(),
+        bool: sa.Boolean(),
+        dt.date: sa.Date(),
+        dt.datetime: UTCDateTime(),
+        JSONDict: json_type(),
+    }
+
+
+# --------------------------------------------------------------------------------------------- extract
+
+
+class SourceCursor(Base):
+    """The cursor each batch ended at, per (source, object).
+
+    Kept per batch, not just the latest, so a rerun or backfill of a logical date starts from the
+    cursor of the batch before it and lands exactly what the first run landed. Written in the same
+    transaction as the landing rows.
+    """
+
+    __tablename__ = "source_cursors"
+
+    source: Mapped[str] = mapped_column(primary_key=True)
+    object: Mapped[str] = mapped_column(primary_key=True)
+    cursor_value: Mapped[str | None]
+    cursor_kind: Mapped[str | None]
+    high_watermark: Mapped[dt.datetime | None]
+    batch_date: Mapped[dt.date] = mapped_column(primary_key=True)
+    updated_at: Mapped[dt.datetime] = mapped_column(server_default=NOW, onupdate=NOW)
+
+
+class LandingRecord:
+    """Columns shared by every raw landing table (mixed into the generated classes).
+
+    ``payload`` is canonical JSON text (``canonical_json``) so re-landing a batch is byte-identical and
+    ``payload_sha256`` is reproducible. There is deliberately no landed-at column for the same reason.
+    """
+
+    record_id: Mapped[str] = mapped_column(primary_key=True)
+    batch_date: Mapped[dt.date] = mapped_column(primary_key=True, index=True)
+    source_updated_at: Mapped[dt.datetime | None]
+    payload: Mapped[str]
+    payload_sha256: Mapped[str]
+
+
+def landing_table_name(source: str, obj: str) -> str:
+    """``raw_<source>_<object>``: the naming rule for landing tables."""
+    return f"raw_{source}_{obj}"
+
+
+def _landing_model(source: str, obj: str) -> type[Base]:
+    class_name = "Raw" + "".join(part.title() for part in f"{source}_{obj}".split("_"))
+    attrs = {"__tablename__": landing_table_name(source, obj), "__module__": __name__}
+    return type(class_name, (LandingRecord, Base), attrs)
+
+
+#: ORM classes of the landing tables, generated from ``LANDING_OBJECTS``.
+LANDING_MODELS: dict[tuple[str, str], type[Base]] = {key: _landing_model(*key) for key in LANDING_OBJECTS}
+
+
+def landing_table(source: str, obj: str) -> sa.Table:
+    """The landing ``Table`` for a source object; KeyError names the registry if it is unknown."""
+    try:
+        return LANDING_MODELS[(source, obj)].__table__  # type: ignore[return-value]
+    except KeyError:
+        raise KeyError(f"({source!r}, {obj!r}) is not in LANDING_OBJECTS") from None
+
+
+class MixpanelUsageDaily(Base):
+    """Product usage aggregated while streaming Mixpanel events (raw events are never stored)."""
+
+    __tablename__ = "raw_mixpanel_usage_daily"
+
+    company_id: Mapped[str] = mapped_column(primary_key=True)
+    event_date: Mapped[dt.date] = mapped_column(primary_key=True)
+    # Each batch keeps its own view of the trailing days it re-pulled (late events), so reruns are
+    # byte-identical and a point-in-time read takes the newest batch <= as-of date.
+    batch_date: Mapped[dt.date] = mapped_column(primary_key=True, index=True)
+    active_users: Mapped[int] = mapped_column(server_default=sa.text("0"))
+    event_count: Mapped[int] = mapped_column(sa.BigInteger, server_default=sa.text("0"))
+    logins: Mapped[int] = mapped_column(server_default=sa.text("0"))
+    feature_counts: Mapped[JSONDict | None]
+    distinct_features: Mapped[int] = mapped_column(server_default=sa.text("0"))
+    insert_ids_seen: Mapped[int] = mapped_column(sa.BigInteger, server_default=sa.text("0"))
+    duplicates_dropped: Mapped[int] = mapped_column(sa.BigInteger, server_default=sa.text("0"))
+    nps_responses: Mapped[int] = mapped_column(server_default=sa.text("0"))
+    nps_sum: Mapped[float | None]
+    nps_latest: Mapped[float | None]
+    csat_responses: Mapped[int] = mapped_column(server_default=sa.text("0"))
+    csat_sum: Mapped[float | None]
+
+
+class ExtractRun(Base):
+    """What one run extracted per source object (volumes, pages, retries, outcome)."""
+
+    __tablename__ = "extract_runs"
+    __table_args__ = (sa.Index("ix_extract_runs_batch_date_source", "batch_date", "source"),)
+
+    run_id: Mapped[str] = mapped_column(primary_key=True)
+    source: Mapped[str] = mapped_column(primary_key=True)
+    object: Mapped[str] = mapped_column(primary_key=True)
+    batch_date: Mapped[dt.date]
+    records_landed: Mapped[int] = mapped_column(server_default=sa.text("0"))
+    pages: Mapped[int] = mapped_column(server_default=sa.text("0"))
+    retries: Mapped[int] = mapped_column(server_default=sa.text("0"))
+    started_at: Mapped[dt.datetime]
+    finished_at: Mapped[dt.datetime | None]
+    status: Mapped[str]
+
+
+# --------------------------------------------------------------------------------------------- quality
+
+
+class QualityResult(Base):
+    """One expectation result of a validation run."""
+
+    __tablename__ = "quality_results"
+    __table_args__ = (
+        _one_of("severity", QUALITY_SEVERITIES),
+        sa.Index("ix_quality_results_batch_date_source", "batch_date", "source"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    run_id: Mapped[str]
+    batch_date: Mapped[dt.date]
+    source: Mapped[str]
+    suite: Mapped[str]
+    expectation: Mapped[str]
+    column: Mapped[str | None]
+    severity: Mapped[str]
+    success: Mapped[bool]
+    observed_value: Mapped[str | None]
+    unexpected_count: Mapped[int | None]
+    element_count: Mapped[int | None]
+    details: Mapped[JSONDict | None]
+    created_at: Mapped[dt.datetime] = mapped_column(server_default=NOW)
+
+
+class Quarantine(Base):
+    """A landed record held back by an expectation; unique so re-validation does not duplicate."""
+
+    __tablename__ = "quarantine"
+    __table_args__ = (sa.UniqueConstraint("batch_date", "source", "object", "record_id", "expectation"),)
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    run_id: Mapped[str]
+    batch_date: Mapped[dt.date]
+    source: Mapped[str]
+    object: Mapped[str]
+    record_id: Mapped[str]
+    expectation: Mapped[str]
+    reason: Mapped[str | None]
+    payload: Mapped[str | None]
+    created_at: Mapped[dt.datetime] = mapped_column(server_default=NOW)
+
+
+class BatchReconciliation(Base):
+    """landed = accepted + quarantined, per batch and source object."""
+
+    __tablename__ = "batch_reconciliation"
+
+    batch_date: Mapped[dt.date] = mapped_column(primary_key=True)
+    source: Mapped[str] = mapped_column(primary_key=True)
+    object: Mapped[str] = mapped_column(primary_key=True)
+    run_id: Mapped[str]
+    landed: Mapped[int] = mapped_column(server_default=sa.text("0"))
+    accepted: Mapped[int] = mapped_column(server_default=sa.text("0"))
+    quarantined: Mapped[int] = mapped_column(server_default=sa.text("0"))
+
+
+# --------------------------------------------------------------------------------------------- scoring
+
+
+class AccountSignals(Base):
+    """Point-in-time inputs of one account on one as-of date (what a backtest replays)."""
+
+    __tablename__ = "account_signals"
+
+    account_id: Mapped[str] = mapped_column(primary_key=True)
+    as_of_date: Mapped[dt.date] = mapped_column(primary_key=True, index=True)
+    segment: Mapped[str | None]
+    plan: Mapped[str | None]
+    lifecycle_stage: Mapped[str | None]
+    tenure_days: Mapped[int | None]
+    arr_cents: Mapped[int | None] = mapped_column(sa.BigInteger)
+    renewal_date: Mapped[dt.date | None]
+    owner_id: Mapped[str | None]
+    signals: Mapped[JSONDict]
+    dimension_sources: Mapped[JSONDict]
+    built_at: Mapped[dt.datetime] = mapped_column(server_default=NOW)
+
+
+class ModelVersion(Base):
+    """Registry of model configs; at most one champion at a time (partial unique index)."""
+
+    __tablename__ = "model_versions"
+    __table_args__ = (
+        _one_of("role", MODEL_ROLES),
+        sa.Index(
+            "uq_model_versions_one_champion",
+            "role",
+            unique=True,
+            sqlite_where=sa.text("role = 'champion'"),
+            postgresql_where=sa.text("role = 'champion'"),
+        ),
+    )
+
+    version: Mapped[str] = mapped_column(primary_key=True)
+    config_hash: Mapped[str]
+    config_yaml: Mapped[str]
+    role: Mapped[str] = mapped_column(server_default=sa.text("'candidate'"))
+    created_at: Mapped[dt.datetime] = mapped_column(server_default=NOW)
+    promoted_at: Mapped[dt.datetime | None]
+    approved_by: Mapped[str | None]
+    parent_version: Mapped[str | None] = mapped_column(sa.ForeignKey("model_versions.version"))
+    metrics: Mapped[JSONDict | None]
+    notes: Mapped[str | None]
+
+
+class ScoreOverride(Base):
+    """A human override of an account's score or band, until it expires or is revoked."""
+
+    __tablename__ = "score_overrides"
+    __table_args__ = (
+        sa.CheckConstraint("override_score IS NOT NULL OR override_band IS NOT NULL", name="has_value"),
+        sa.CheckConstraint(
+            "override_score IS NULL OR (override_score >= 0 AND override_score <= 100)", name="score_range"
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    account_id: Mapped[str] = mapped_column(index=True)
+    override_score: Mapped[float | None]
+    override_band: Mapped[str | None]
+    reason: Mapped[str]
+    author: Mapped[str]
+    created_at: Mapped[dt.datetime] = mapped_column(server_default=NOW)
+    expires_on: Mapped[dt.date | None]
+    revoked_at: Mapped[dt.datetime | None]
+
+
+class HealthScore(Base):
+    """Score history: one row per (account, as-of date, model version); shadow rows fire no playbooks."""
+
+    __tablename__ = "health_scores"
+    __table_args__ = (
+        sa.UniqueConstraint("account_id", "as_of_date", "model_version"),
+        sa.Index("ix_health_scores_as_of_date_model_version", "as_of_date", "model_version"),
+        _one_of("momentum", MOMENTUM_VALUES, nullable=True),
+        sa.CheckConstraint("score IS NULL OR (score >= 0 AND score <= 100)", name="score_range"),
+        sa.CheckConstraint("score IS NOT NULL OR unscored_reason IS NOT NULL", name="unscored_has_reason"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    account_id: Mapped[str]
+    as_of_date: Mapped[dt.date]
+    model_version: Mapped[str] = mapped_column(sa.ForeignKey("model_versions.version"))
+    score: Mapped[float | None]
+    unscored_reason: Mapped[str | None]
+    band: Mapped[str | None]
+    raw_score: Mapped[float | None]
+    confidence: Mapped[float | None]
+    dimension_scores: Mapped[JSONDict | None]
+    contributions: Mapped[JSONDict | None]
+    trend_30d: Mapped[float | None]
+    trend_90d: Mapped[float | None]
+    trend_365d: Mapped[float | None]
+    momentum: Mapped[str | None]
+    projection_90d: Mapped[float | None]
+    attribution: Mapped[JSONDict | None]
+    segment: Mapped[str | None]
+    value_segment: Mapped[str | None]
+    lifecycle_stage: Mapped[str | None]
+    days_in_stage: Mapped[int | None]
+    override_score: Mapped[float | None]
+    override_band: Mapped[str | None]
+    override_id: Mapped[int | None] = mapped_column(sa.BigInteger, sa.ForeignKey("score_overrides.id"))
+    is_shadow: Mapped[bool] = mapped_column(server_default=sa.false())
+    config_hash: Mapped[str | None]
+    computed_at: Mapped[dt.datetime] = mapped_column(server_default=NOW)
+
+
+# --------------------------------------------------------------------------------------------- actions
+
+
+class PlaybookEvent(Base):
+    """A band crossing that calls for action; the idempotency key makes re-runs harmless."""
+
+    __tablename__ = "playbook_events"
+    __table_args__ = (
+        _one_of("status", PLAYBOOK_STATUSES),
+        sa.Index("ix_playbook_events_status_due_at", "status", "due_at"),
+        sa.Index("ix_playbook_events_account_id_crossing_date", "account_id", "crossing_date"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    idempotency_key: Mapped[str] = mapped_column(unique=True)
+    account_id: Mapped[str]
+    playbook: Mapped[str]
+    crossing_date: Mapped[dt.date]
+    model_version: Mapped[str] = mapped_column(sa.ForeignKey("model_versions.version"))
+    severity: Mapped[str | None]
+    owner_id: Mapped[str | None]
+    status: Mapped[str] = mapped_column(server_default=sa.text("'pending'"))
+    priority_score: Mapped[float | None]
+    payload: Mapped[JSONDict | None]
+    crm_task_id: Mapped[str | None]
+    attempts: Mapped[int] = mapped_column(server_default=sa.text("0"))
+    last_error: Mapped[str | None]
+    created_at: Mapped[dt.datetime] = mapped_column(server_default=NOW)
+    sent_at: Mapped[dt.datetime | None]
+    due_at: Mapped[dt.datetime | None]
+
+
+class CrmPublication(Base):
+    """Last values written to the CRM per account, so a PATCH is sent only on change."""
+
+    __tablename__ = "crm_publications"
+
+    account_id: Mapped[str] = mapped_column(primary_key=True)
+    health_score: Mapped[float | None]
+    health_band: Mapped[str | None]
+    health_trend: Mapped[str | None]
+    published_at: Mapped[dt.datetime]
+
+
+class NotificationOutbox(Base):
+    """Outbox of digests and alerts; ``dedupe_key`` makes enqueueing idempotent."""
+
+    __tablename__ = "notifications_outbox"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    channel: Mapped[str]
+    recipient: Mapped[str]
+    subject: Mapped[str | None]
+    body: Mapped[str]
+    created_at: Mapped[dt.datetime] = mapped_column(server_default=NOW)
+    sent_at: Mapped[dt.datetime | None] = mapped_column(index=True)
+    dedupe_key: Mapped[str] = mapped_column(unique=True)
+
+
+# ------------------------------------------------------------------------------------------ evaluation
+
+
+class Outcome(Base):
+    """A commercial outcome (churn, renewal, expansion, contraction) the scores are judged against."""
+
+    __tablename__ = "outcomes"
+    __table_args__ = (
+        sa.UniqueConstraint("account_id", "outcome_date", "outcome"),
+        _one_of("outcome", OUTCOME_KINDS),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    account_id: Mapped[str]
+    outcome_date: Mapped[dt.date] = mapped_column(index=True)
+    outcome: Mapped[str]
+    arr_before_cents: Mapped[int | None] = mapped_column(sa.BigInteger)
+    arr_after_cents: Mapped[int | None] = mapped_column(sa.BigInteger)
+    reason: Mapped[str | None]
+    source: Mapped[str | None]
+    recorded_at: Mapped[dt.datetime] = mapped_column(server_default=NOW)
+
+
+class AccuracyReport(Base):
+    """Monthly accuracy of one model version over a period and prediction horizon."""
+
+    __tablename__ = "accuracy_reports"
+    __table_args__ = (
+        # Explicit name: the convention's would exceed PostgreSQL's 63-character identifier limit.
+        sa.UniqueConstraint(
+            "model_version",
+            "period_start",
+            "period_end",
+            "horizon_days",
+            name="uq_accuracy_reports_version_period_horizon",
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    model_version: Mapped[str] = mapped_column(sa.ForeignKey("model_versions.version"))
+    period_start: Mapped[dt.date]
+    period_end: Mapped[dt.date]
+    horizon_days: Mapped[int]
+    at_risk_threshold: Mapped[float]
+    metrics: Mapped[JSONDict]
+    report_path: Mapped[str | None]
+    created_at: Mapped[dt.datetime] = mapped_column(server_default=NOW)
