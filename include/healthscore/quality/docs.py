@@ -1,0 +1,145 @@
+"""The Great Expectations runtime behind the gate: one cached data context per Data Docs folder.
+
+Why this shape:
+
+* An *ephemeral* context (nothing to initialise on disk, no ``great_expectations.yml`` shared between
+  concurrent tasks) whose **validation results store is a folder** (``<data_docs_dir>/../gx/validations``)
+  and whose Data Docs site is ``data_docs_dir``. GX rebuilds the docs index from the results store and
+  deletes pages it cannot find there; with an in-memory store every task process would wipe the pages
+  written by the others.
+* Every suite is registered when the context is created, for the same reason (expectation pages of
+  suites unknown to a process would be removed from the shared site).
+* Suites, validation definitions and checkpoints are built once per (object, plan) and reused, so a
+  chunked Mixpanel validation pays the GX setup once, not per chunk.
+* The checkpoint's ``UpdateDataDocsAction`` writes the validation page and the index on every run.
+
+Importing this module does not import GX; ``runner()`` does.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlparse
+
+from healthscore.quality.suites import Check, all_suites, build_suite, fingerprint, suite_name
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+SITE_NAME = "healthscore"
+DATASOURCE = "healthscore"
+INDEX_LIMIT = 200  # validation pages linked from index.html (older pages stay on disk)
+RESULT_FORMAT: dict[str, Any] = {
+    "result_format": "COMPLETE",
+    "unexpected_index_column_names": ["record_id"],
+    "return_unexpected_index_query": False,  # a pandas filter listing every failing index: huge, useless here
+    "partial_unexpected_count": 20,
+}
+
+_runners: dict[Path, GxRunner] = {}
+_runners_lock = threading.Lock()
+
+
+def results_store_dir(data_docs_dir: Path) -> Path:
+    """Where JSON validation results live (next to the docs site, so the index survives processes)."""
+    return data_docs_dir.parent / "gx" / "validations"
+
+
+def safe_run_name(run_id: str) -> str:
+    """Airflow run ids contain ':' and '+'; Data Docs paths should not."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", run_id).strip("_") or "run"
+
+
+class GxRunner:
+    """A GX ephemeral context with a filesystem results store and a Data Docs site."""
+
+    def __init__(self, data_docs_dir: Path) -> None:
+        os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")  # before GX is imported: never phone home
+        logging.getLogger("great_expectations").setLevel(logging.WARNING)  # its INFO chatter floods task logs
+        import great_expectations as gx
+        from great_expectations.data_context.types.base import (
+            DataContextConfig,
+            InMemoryStoreBackendDefaults,
+            ProgressBarsConfig,
+        )
+
+        self.data_docs_dir = data_docs_dir
+        defaults = InMemoryStoreBackendDefaults()
+        config = DataContextConfig(store_backend_defaults=defaults, analytics_enabled=False,
+                                   progress_bars=ProgressBarsConfig(globally=False))
+        config.stores[defaults.validation_results_store_name] = {
+            "class_name": "ValidationResultsStore",
+            "store_backend": {"class_name": "TupleFilesystemStoreBackend",
+                              "base_directory": str(results_store_dir(data_docs_dir))},
+        }
+        config.data_docs_sites = {SITE_NAME: {
+            "class_name": "SiteBuilder",
+            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(data_docs_dir)},
+            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder", "validation_results_limit": INDEX_LIMIT,
+                                   "show_how_to_buttons": False},
+        }}
+        self._gx = gx
+        self.context = gx.get_context(mode="ephemeral", project_config=config)
+        self._datasource = self.context.data_sources.add_pandas(DATASOURCE)
+        for suite in all_suites().values():
+            self.context.suites.add(suite)
+        self._checkpoints: dict[str, tuple[str, Any]] = {}
+        self._batches: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def index_path(self) -> Path:
+        return self.data_docs_dir / "index.html"
+
+    def _checkpoint(self, source: str, obj: str, checks: tuple[Check, ...]) -> Any:
+        """The checkpoint for this plan, rebuilt only when the plan changes."""
+        gx = self._gx
+        name = suite_name(source, obj)
+        key = fingerprint(checks)
+        cached = self._checkpoints.get(name)
+        if cached and cached[0] == key:
+            return cached[1]
+        suite = self.context.suites.add_or_update(build_suite(source, obj, checks))
+        batch = self._batches.get(name)
+        if batch is None:
+            asset = self._datasource.add_dataframe_asset(f"{source}_{obj}")
+            batch = self._batches[name] = asset.add_batch_definition_whole_dataframe("whole")
+        definition = self.context.validation_definitions.add_or_update(
+            gx.ValidationDefinition(name=name, data=batch, suite=suite))
+        checkpoint = self.context.checkpoints.add_or_update(gx.Checkpoint(
+            name=name, validation_definitions=[definition], result_format=RESULT_FORMAT,
+            actions=[gx.checkpoint.UpdateDataDocsAction(name="update_data_docs", site_names=[SITE_NAME])],
+        ))
+        self._checkpoints[name] = (key, checkpoint)
+        return checkpoint
+
+    def run(self, source: str, obj: str, checks: tuple[Check, ...], frame: pd.DataFrame,
+            parameters: dict[str, Any], run_id: str) -> tuple[Any, Path | None]:
+        """Validate ``frame``; returns the suite validation result and its Data Docs page."""
+        from great_expectations.data_context.data_context.context_factory import project_manager
+
+        with self._lock:
+            project_manager.set_project(self.context)  # GX resolves some lookups via the "current" context
+            checkpoint = self._checkpoint(source, obj, checks)
+            run = self._gx.RunIdentifier(run_name=safe_run_name(run_id), run_time=datetime.now(UTC))
+            result = checkpoint.run(batch_parameters={"dataframe": frame}, expectation_parameters=parameters,
+                                    run_id=run)
+            (key, validation), = result.run_results.items()
+            urls = self.context.get_docs_sites_urls(resource_identifier=key, site_names=[SITE_NAME])
+        page = next((Path(unquote(urlparse(u["site_url"]).path)) for u in urls if u.get("site_url")), None)
+        return validation, page
+
+
+def runner(data_docs_dir: Path) -> GxRunner:
+    """The cached runner for a Data Docs folder (created on first use)."""
+    key = Path(data_docs_dir).resolve()
+    with _runners_lock:
+        if key not in _runners:
+            _runners[key] = GxRunner(key)
+        return _runners[key]
