@@ -570,6 +570,13 @@ class Momentum(_Frozen):
     alert_drop_points: float = Field(gt=0, le=100)
     rapid_decline_points: float = Field(gt=0, le=100)
     trend_windows_days: list[Annotated[int, Field(gt=0)]] = Field(min_length=1)
+    lookup_tolerance_days: int = Field(
+        default=3,
+        ge=0,
+        le=31,
+        description="A trend compares with the newest archived score at most this many days older "
+        "than as-of minus the window (daily runs skip days).",
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> Momentum:
@@ -580,6 +587,23 @@ class Momentum(_Frozen):
             problems.append((("rapid_decline_points",), "rapid_decline_points must be >= alert_drop_points"))
         _raise_if("Momentum", problems)
         return self
+
+
+class ValueSegments(_Frozen):
+    """ARR line of the health x value matrix (High-Value At-Risk, Emerging Champions, ...).
+
+    Optional: a model without it gets the default line, so older model files stay valid.
+    """
+
+    high_value_min_arr: float = Field(
+        default=100_000, ge=0, allow_inf_nan=False, description="USD per year; at or above is High-Value."
+    )
+    by_segment: dict[Segment, Annotated[float, Field(ge=0, allow_inf_nan=False)]] = Field(
+        default_factory=dict, description="Per-segment replacement of high_value_min_arr."
+    )
+
+    def high_value_min_arr_for(self, segment: str | Segment) -> float:
+        return self.by_segment.get(as_segment(segment), self.high_value_min_arr)
 
 
 # ----------------------------------------------------------------------------------------- playbooks
@@ -700,6 +724,7 @@ class ModelConfig(_Frozen):
     lifecycle: Lifecycle
     momentum: Momentum
     playbooks: Playbooks
+    value_segments: ValueSegments = Field(default_factory=ValueSegments)
 
     @field_validator("bands")
     @classmethod

@@ -1,0 +1,216 @@
+"""Wall time of ``score_accounts`` against a bare-numpy reference doing the same arithmetic.
+
+The reference normalizes every signal (per segment x stage baselines), takes the weighted mean of the
+present signals per dimension and the renormalized weighted composite, and nothing else: no bands,
+trends, overrides, reasons or output frame. The engine is timed twice: its arithmetic path alone
+(input preparation + normalize + dimensions + composite, what the reference does) and the whole
+``score_accounts`` call (bands, exit gates, value segments, dicts per row, the output frame).
+
+Prints figures and ratios; asserts nothing (timings depend on the machine). Targets: ratio <= 2 and
+peak RSS <= 4 GiB.
+
+    .venv/bin/python bench/bench_scoring.py                        # 1,000,000 accounts
+    .venv/bin/python bench/bench_scoring.py --accounts 100000 --history
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import resource
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from healthscore.config import Direction, ModelConfig, load_model_config
+from healthscore.scoring import score_accounts
+from healthscore.scoring.compiled import compile_model
+from healthscore.scoring.engine import CHUNK_ROWS, _core
+from healthscore.scoring.inputs import calendar_stage, prepare_signals
+
+AS_OF = dt.date(2025, 6, 30)
+SEGMENTS = ("enterprise", "mid_market", "smb")
+
+
+def make_signals(model: ModelConfig, n: int, seed: int = 7) -> pd.DataFrame:
+    """n accounts of one as-of date with ~8% of signal values missing."""
+    rng = np.random.default_rng(seed)
+    frame: dict[str, Any] = {
+        "account_id": pd.Series(np.char.add("acc-", np.arange(n).astype(str)), dtype="str"),
+        "as_of_date": pd.Series(np.full(n, np.datetime64(AS_OF, "D"))),
+        "segment": pd.Series(np.array(SEGMENTS)[rng.integers(0, 3, n)], dtype="str"),
+        "plan": "pro",
+        "tenure_days": rng.integers(0, 2000, n),
+        "arr_cents": rng.integers(100_000, 200_000_000, n),
+        "renewal_date": pd.Series(
+            np.datetime64(AS_OF, "D") + rng.integers(1, 400, n).astype("timedelta64[D]")
+        ),
+        "owner_id": "owner-1",
+    }
+    for sig in model.all_signal_ids():
+        spec = model.signal(sig)
+        values = rng.uniform(spec.floor, spec.cap, n)
+        values[rng.random(n) < 0.08] = np.nan
+        frame[sig] = values
+    return pd.DataFrame(frame)
+
+
+def make_history(
+    signals: pd.DataFrame, model: ModelConfig, days_back: tuple[int, ...], seed: int = 8
+) -> pd.DataFrame:
+    """Archived rows for every account on the given days, with flat ``dim_<d>`` columns."""
+    rng = np.random.default_rng(seed)
+    parts = []
+    n = len(signals)
+    for back in days_back:
+        part = {
+            "account_id": signals["account_id"],
+            "as_of_date": pd.Series(np.full(n, np.datetime64(AS_OF - dt.timedelta(days=back), "D"))),
+            "score": rng.uniform(0, 100, n).round(1),
+            "lifecycle_stage": pd.Series(np.full(n, "maturity"), dtype="str"),
+            "model_version": "v1",
+        }
+        for dim in model.dimensions:
+            part[f"dim_{dim}"] = rng.uniform(0, 100, n).round(1)
+        parts.append(pd.DataFrame(part))
+    return pd.concat(parts, ignore_index=True)
+
+
+def numpy_reference(model: ModelConfig) -> Callable[[pd.DataFrame], np.ndarray]:
+    """The same arithmetic written directly in numpy (tables built here from the config)."""
+    signal_ids = model.all_signal_ids()
+    dims = list(model.dimensions)
+    stages = [s.name for s in model.lifecycle.stages]
+    starts = np.array([s.start_day for s in model.lifecycle.stages])
+    k = len(signal_ids)
+    lo = np.empty(k)
+    hi = np.empty(k)
+    higher = np.array([model.signal(s).direction is Direction.HIGHER_IS_BETTER for s in signal_ids])
+    base = np.empty((len(SEGMENTS), len(stages), k))
+    target = np.empty_like(base)
+    for j, sig in enumerate(signal_ids):
+        spec = model.signal(sig)
+        lo[j], hi[j] = spec.floor, spec.cap
+        for a, seg in enumerate(SEGMENTS):
+            for b, stage in enumerate(stages):
+                norm = model.normalization_for(sig, seg, stage)
+                base[a, b, j], target[a, b, j] = norm.baseline, norm.target
+    sig_w = np.array(
+        [[model.signal_weights_for(seg, model.dimension_of(s))[s] for s in signal_ids] for seg in SEGMENTS]
+    )
+    dim_of = np.array([dims.index(model.dimension_of(s)) for s in signal_ids])
+    onehot = (dim_of[:, None] == np.arange(len(dims))[None, :]).astype(float)  # (K, D)
+    dim_w = np.array([[model.weights_for(seg)[d] for d in dims] for seg in SEGMENTS])
+
+    up_cols, down_cols = np.flatnonzero(higher), np.flatnonzero(~higher)
+
+    def curve(
+        x: np.ndarray, b: np.ndarray, t: np.ndarray, f: np.ndarray, c: np.ndarray, up: bool
+    ) -> np.ndarray:
+        """Normalization.score, vectorized: worst end 0, baseline 50, target 100, linear between."""
+        x = np.clip(x, f, c)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if up:
+                return np.where(
+                    x >= t, 100.0, np.where(x >= b, 50 + 50 * (x - b) / (t - b), 50 * (x - f) / (b - f))
+                )
+            return np.where(
+                x <= t, 100.0, np.where(x <= b, 50 + 50 * (b - x) / (b - t), 50 * (c - x) / (c - b))
+            )
+
+    def composite(seg: np.ndarray, stage: np.ndarray, x: np.ndarray) -> np.ndarray:
+        y = np.empty(x.shape)
+        for cols, up in ((up_cols, True), (down_cols, False)):
+            b, t = base[seg, stage][:, cols], target[seg, stage][:, cols]
+            y[:, cols] = curve(x[:, cols], b, t, lo[cols], hi[cols], up)
+        present = ~np.isnan(y)
+        w = sig_w[seg] * present
+        num = (np.where(present, y, 0.0) * w) @ onehot
+        den = w @ onehot
+        with np.errstate(divide="ignore", invalid="ignore"):
+            dim_scores = num / den
+        dw = dim_w[seg] * (den > 0)
+        return (np.nan_to_num(dim_scores) * dw).sum(axis=1) / dw.sum(axis=1)
+
+    def run(frame: pd.DataFrame, block: int | None = None) -> np.ndarray:
+        """Whole arrays at once, or ``block`` rows at a time (less memory traffic, same arithmetic)."""
+        seg = pd.Categorical(frame["segment"], categories=SEGMENTS).codes.astype(np.intp)
+        stage = np.searchsorted(starts, frame["tenure_days"].to_numpy(), side="right") - 1
+        x = frame[list(signal_ids)].to_numpy(dtype=float)
+        if block is None:
+            return composite(seg, stage, x)
+        out = np.empty(len(frame))
+        for i in range(0, len(frame), block):
+            part = slice(i, i + block)
+            out[part] = composite(seg[part], stage[part], x[part])
+        return out
+
+    return run
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    start = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - start, result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--accounts", type=int, default=1_000_000)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--history",
+        action="store_true",
+        help="also pass 4 archived days per account (1, 30, 90, 365 days back)",
+    )
+    args = parser.parse_args()
+
+    model = load_model_config()
+    gen_s, signals = timed(lambda: make_signals(model, args.accounts, args.seed))
+    history = make_history(signals, model, (1, 30, 90, 365)) if args.history else None
+    print(f"accounts: {args.accounts:,}  signals: {len(model.all_signal_ids())}  generated in {gen_s:.2f}s")
+    if history is not None:
+        print(f"history rows: {len(history):,}")
+
+    reference = numpy_reference(model)
+    reference(signals.head(1000))  # warm-up
+    score_accounts(signals.head(1000), model, history=None, model_version="v1")
+    cm = compile_model(model)
+
+    def engine_arithmetic() -> np.ndarray:
+        prep = prepare_signals(signals, cm)
+        return _core(prep.raw, prep.segment_code, calendar_stage(prep, cm), prep.multiplier, cm).composite
+
+    ref_s, ref = timed(lambda: reference(signals))
+    blk_s, blk = timed(lambda: reference(signals, CHUNK_ROWS))
+    core_s, core = timed(engine_arithmetic)
+    full_s, out = timed(lambda: score_accounts(signals, model, history=history, model_version="v1"))
+
+    raw = out["raw_score"].to_numpy(dtype=float, na_value=np.nan)
+    gated = out["stage_gate_blocked"].to_numpy()
+    same = ~np.isnan(raw) & ~gated
+    agree = max(
+        np.nanmax(np.abs(core - ref)), np.nanmax(np.abs(blk - ref)), np.max(np.abs(raw[same] - ref[same]))
+    )
+    print(f"numpy reference, whole arrays   : {ref_s:6.2f}s")
+    print(f"numpy reference, {CHUNK_ROWS // 1024}k-row blocks : {blk_s:6.2f}s")
+    print(
+        f"engine arithmetic               : {core_s:6.2f}s   ratio {core_s / ref_s:4.2f} / {core_s / blk_s:4.2f}"
+        "  (vs whole / blocks; target <= 2)"
+    )
+    print(
+        f"score_accounts, full rows       : {full_s:6.2f}s   ratio {full_s / ref_s:4.2f} / {full_s / blk_s:4.2f}"
+    )
+    print(f"max |engine - reference|        : {agree:.1e}")
+    print(f"scored: {np.mean(~np.isnan(raw)):.1%}  gate-held: {gated.mean():.1%}")
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(f"peak RSS: {peak_kib / 1024**2:.2f} GiB (target <= 4 GiB)")
+
+
+if __name__ == "__main__":
+    main()
