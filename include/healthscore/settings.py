@@ -24,6 +24,8 @@ class Settings(BaseModel):
         description="SQLAlchemy URL. None: Airflow connection 'healthscore_warehouse', else SQLite in data_dir.",
     )
     model_config_path: Path | None = Field(default=None, description="Model YAML. None: the packaged default.")
+    quality_fail_on_critical: bool = Field(
+        default=False, description="Fail the run on a critical quality failure instead of carrying dimensions forward.")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -33,6 +35,8 @@ class Settings(BaseModel):
             values["data_dir"] = Path(env["HEALTHSCORE_DATA_DIR"])
         if env.get("HEALTHSCORE_WAREHOUSE_URL"):
             values["warehouse_url"] = env["HEALTHSCORE_WAREHOUSE_URL"]
+        if env.get("HEALTHSCORE_QUALITY_FAIL_ON_CRITICAL"):
+            values["quality_fail_on_critical"] = env["HEALTHSCORE_QUALITY_FAIL_ON_CRITICAL"].lower() in ("1", "true", "yes")
         if env.get("HEALTHSCORE_MODEL_CONFIG"):
             values["model_config_path"] = Path(env["HEALTHSCORE_MODEL_CONFIG"])
         return cls(**values)

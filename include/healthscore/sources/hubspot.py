@@ -24,6 +24,9 @@ PROPERTIES = {
                  "hs_lastmodifieddate"],
 }
 MODIFIED_PROPERTY = {"contacts": "lastmodifieddate"}
+# HubSpot search answers carry no associations, and deals/meetings name their company only through
+# one: they are listed in full each batch (contacts have associatedcompanyid, companies are the root).
+SNAPSHOT_OBJECTS = {"deals", "meetings"}
 
 
 class HubSpotSource(Source):
@@ -45,7 +48,7 @@ class HubSpotSource(Source):
         """Cursor = the newest modification time seen, in epoch ms. None: a full list."""
         if obj == "owners":
             yield from self._list("/crm/v3/owners", {"limit": LIST_PAGE})
-        elif cursor is None:
+        elif cursor is None or obj in SNAPSHOT_OBJECTS:
             params = {"limit": LIST_PAGE, "properties": ",".join(PROPERTIES[obj])}
             if obj != "companies":
                 params["associations"] = "companies"

@@ -1,0 +1,193 @@
+"""Validate one source's landed batch with its GX suites and store what the gate decided.
+
+Results, quarantine and reconciliation are replaced per (batch, source, object) in one transaction,
+so a rerun leaves one consistent verdict. Reference sets (known companies, owners, customers...) are
+read point-in-time: only what had landed at or before the batch date.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from healthscore.pipeline.extract import Batch
+from healthscore.warehouse.models import (
+    BatchReconciliation,
+    MixpanelUsageDaily,
+    QualityResult,
+    Quarantine,
+    landing_table,
+)
+from healthscore.warehouse.upsert import bulk_upsert
+
+if TYPE_CHECKING:
+    from healthscore.quality.gate import ValidationContext, ValidationOutcome
+
+log = logging.getLogger(__name__)
+
+OBJECTS = {
+    "hubspot": ("owners", "companies", "contacts", "deals", "meetings"),
+    "zendesk": ("tickets", "satisfaction_ratings"),
+    "stripe": ("customers", "subscriptions", "invoices"),
+    "mixpanel": ("usage_daily",),
+}
+
+
+@dataclass
+class QualityPaths:
+    data_docs_dir: Path
+    outbox_path: Path
+
+    @classmethod
+    def under(cls, data_dir: Path) -> QualityPaths:
+        from healthscore.quality.notify import default_outbox_path
+
+        return cls(data_dir / "data_docs", default_outbox_path(data_dir))
+
+
+def landed_records(conn: sa.Connection, source: str, obj: str, batch_date: date) -> list[dict]:
+    table = landing_table(source, obj)
+    rows = conn.execute(sa.select(table.c.payload).where(table.c.batch_date == batch_date)
+                        .order_by(table.c.record_id)).scalars()
+    return [json.loads(payload) for payload in rows]
+
+
+def _latest_payloads(conn: sa.Connection, source: str, obj: str, batch_date: date) -> Iterable[dict]:
+    """Each record's newest landed version at or before the batch date."""
+    table = landing_table(source, obj)
+    newest = (sa.select(table.c.record_id, sa.func.max(table.c.batch_date).label("batch_date"))
+              .where(table.c.batch_date <= batch_date).group_by(table.c.record_id).subquery())
+    query = sa.select(table.c.payload).join(
+        newest, sa.and_(table.c.record_id == newest.c.record_id, table.c.batch_date == newest.c.batch_date))
+    for payload in conn.execute(query).scalars():
+        yield json.loads(payload)
+
+
+def _ids_until(conn: sa.Connection, source: str, obj: str, batch_date: date) -> set[str]:
+    table = landing_table(source, obj)
+    return set(conn.execute(sa.select(table.c.record_id).where(table.c.batch_date <= batch_date).distinct()).scalars())
+
+
+def _volume_history(conn: sa.Connection, source: str, obj: str, batch_date: date, days: int = 7) -> list[int]:
+    if source == "mixpanel":
+        table = MixpanelUsageDaily.__table__
+        query = (sa.select(table.c.batch_date, sa.func.count()).where(table.c.batch_date < batch_date,
+                 table.c.event_date == table.c.batch_date).group_by(table.c.batch_date))
+    else:
+        table = landing_table(source, obj)
+        query = sa.select(table.c.batch_date, sa.func.count()).where(table.c.batch_date < batch_date).group_by(
+            table.c.batch_date)
+    counts = sorted(conn.execute(query).all())[-days:]
+    return [int(n) for _, n in counts]
+
+
+def build_context(engine: Engine, source: str, batch: Batch, paths: QualityPaths,
+                  fail_on_critical: bool = False) -> ValidationContext:
+    from healthscore.quality.gate import ValidationContext
+
+    with engine.connect() as conn:
+        companies = list(_latest_payloads(conn, "hubspot", "companies", batch.batch_date))
+        organizations = {
+            str(props["zendesk_organization_id"]): c["id"]
+            for c in companies if (props := c.get("properties") or {}).get("zendesk_organization_id")
+        }
+        return ValidationContext(
+            run_id=batch.run_id, batch_date=batch.batch_date, data_interval_end=batch.as_of,
+            data_docs_dir=paths.data_docs_dir,
+            known_company_ids={c["id"] for c in companies},
+            known_owner_ids=_ids_until(conn, "hubspot", "owners", batch.batch_date),
+            known_organization_ids=organizations,
+            known_customer_ids=_ids_until(conn, "stripe", "customers", batch.batch_date),
+            known_ticket_ids=_ids_until(conn, "zendesk", "tickets", batch.batch_date),
+            volume_history={f"{source}.{obj}": _volume_history(conn, source, obj, batch.batch_date)
+                            for obj in OBJECTS[source]},
+            fail_on_critical=fail_on_critical,
+        )
+
+
+def _usage_frame(conn: sa.Connection, batch: Batch) -> Any:
+    """Today's usage aggregate joined to licensed seats from the CRM (seats >= active users)."""
+    from healthscore.sources.schemas import flatten
+
+    table = MixpanelUsageDaily.__table__
+    rows = conn.execute(sa.select(table.c.company_id, table.c.event_date, table.c.active_users, table.c.event_count)
+                        .where(table.c.batch_date == batch.batch_date, table.c.event_date == batch.batch_date)
+                        .order_by(table.c.company_id)).mappings().all()
+    seats = {c["id"]: (c.get("properties") or {}).get("licensed_seats")
+             for c in _latest_payloads(conn, "hubspot", "companies", batch.batch_date)}
+    return flatten("mixpanel", "usage_daily", [
+        {**row, "event_date": row["event_date"].isoformat(), "licensed_seats": seats.get(row["company_id"])}
+        for row in rows])
+
+
+def store_outcome(conn: sa.Connection, outcome: ValidationOutcome, payloads: dict[str, str]) -> None:
+    """Replace this batch's verdict for one object (results, quarantine, reconciliation)."""
+    key = {"batch_date": outcome.batch_date, "source": outcome.source}
+    for model in (QualityResult, Quarantine):
+        table = model.__table__
+        conn.execute(sa.delete(table).where(table.c.batch_date == outcome.batch_date,
+                                            table.c.source == outcome.source,
+                                            _object_filter(table, outcome.obj, outcome.suite)))
+    if outcome.results:
+        conn.execute(sa.insert(QualityResult), _result_rows(outcome))
+    if outcome.quarantine:
+        conn.execute(sa.insert(Quarantine), [
+            {**key, "run_id": outcome.run_id, "object": outcome.obj, "record_id": q["record_id"],
+             "expectation": q["expectation"], "reason": q["reason"], "payload": payloads.get(q["record_id"])}
+            for q in outcome.quarantine])
+    rec = outcome.reconciliation
+    bulk_upsert(conn, BatchReconciliation, [{**key, "object": outcome.obj, "run_id": outcome.run_id,
+                                            "landed": rec["landed"], "accepted": rec["accepted"],
+                                            "quarantined": rec["quarantined"]}],
+                ["batch_date", "source", "object"])
+
+
+def _object_filter(table: sa.Table, obj: str, suite: str) -> Any:
+    return table.c.object == obj if "object" in table.c else table.c.suite == suite
+
+
+def _result_rows(outcome: ValidationOutcome) -> list[dict]:
+    columns = set(QualityResult.__table__.c.keys()) - {"id", "created_at"}
+    return [{k: v for k, v in row.items() if k in columns} for row in outcome.results]
+
+
+def validate_source(source: str, engine: Engine, batch: Batch, paths: QualityPaths,
+                    fail_on_critical: bool = False) -> list[dict]:
+    """Validate every object of a source for the batch; alert (and optionally fail) on a critical block."""
+    from healthscore.quality.gate import QualityGateError, validate
+    from healthscore.quality.notify import QualityAlertNotifier
+    from healthscore.sources.schemas import flatten
+
+    context = build_context(engine, source, batch, paths)
+    summaries, blocked = [], []
+    for obj in OBJECTS[source]:
+        with engine.connect() as conn:
+            if obj == "usage_daily":
+                frame, payloads = _usage_frame(conn, batch), {}
+            else:
+                records = landed_records(conn, source, obj, batch.batch_date)
+                frame = flatten(source, obj, records)
+                payloads = dict(zip(frame["record_id"], (json.dumps(r, sort_keys=True) for r in records), strict=True))
+        outcome = validate(source, obj, frame, context)
+        with engine.begin() as conn:
+            store_outcome(conn, outcome, payloads)
+        summary = outcome.summary()
+        summaries.append(summary)
+        log.info("%s.%s %s: landed=%d accepted=%d quarantined=%d; Data Docs: %s", source, obj, batch.batch_date,
+                 summary["landed"], summary["accepted"], summary["quarantined"], summary["docs_path"])
+        if outcome.critical_failed:
+            log.error("%s.%s critical quality failure: %s; blocked dimensions: %s", source, obj,
+                      "; ".join(outcome.block_reasons), outcome.blocked_dimensions)
+            QualityAlertNotifier(paths.outbox_path, outcome=outcome).notify({"run_id": batch.run_id})
+            blocked.append(outcome)
+    if blocked and fail_on_critical:
+        raise QualityGateError(blocked[0])
+    return summaries
