@@ -24,6 +24,8 @@ class Settings(BaseModel):
         description="SQLAlchemy URL. None: Airflow connection 'healthscore_warehouse', else SQLite in data_dir.",
     )
     model_config_path: Path | None = Field(default=None, description="Model YAML. None: the packaged default.")
+    mixpanel_backfill_days: int = Field(
+        default=35, ge=1, description="Days of product events the first Mixpanel batch pulls (30-day signals need 30).")
     quality_fail_on_critical: bool = Field(
         default=False, description="Fail the run on a critical quality failure instead of carrying dimensions forward.")
 
@@ -37,6 +39,8 @@ class Settings(BaseModel):
             values["warehouse_url"] = env["HEALTHSCORE_WAREHOUSE_URL"]
         if env.get("HEALTHSCORE_QUALITY_FAIL_ON_CRITICAL"):
             values["quality_fail_on_critical"] = env["HEALTHSCORE_QUALITY_FAIL_ON_CRITICAL"].lower() in ("1", "true", "yes")
+        if env.get("HEALTHSCORE_MIXPANEL_BACKFILL_DAYS"):
+            values["mixpanel_backfill_days"] = int(env["HEALTHSCORE_MIXPANEL_BACKFILL_DAYS"])
         if env.get("HEALTHSCORE_MODEL_CONFIG"):
             values["model_config_path"] = Path(env["HEALTHSCORE_MODEL_CONFIG"])
         return cls(**values)

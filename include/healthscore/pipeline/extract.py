@@ -297,10 +297,11 @@ def extract_mixpanel(source: MixpanelSource, engine: Engine, batch: Batch,
 
 
 def extract_source(name: str, connection: SourceConnection, engine: Engine, batch: Batch,
-                   policy: RetryPolicy | None = None, validation: ValidationContext | None = None) -> list[ObjectSummary]:
+                   policy: RetryPolicy | None = None, validation: ValidationContext | None = None,
+                   mixpanel_backfill_days: int = MIXPANEL_BACKFILL_DAYS) -> list[ObjectSummary]:
     """Every object of one source for one batch; the unit an Airflow extract task runs."""
     source_cls = SOURCES[name]
     with source_cls(connection, as_of=batch.as_of, policy=policy) as source:
         if isinstance(source, MixpanelSource):
-            return [extract_mixpanel(source, engine, batch, validation)]
+            return [extract_mixpanel(source, engine, batch, validation, backfill_days=mixpanel_backfill_days)]
         return [extract_object(source, obj, engine, batch) for obj in source_cls.objects]

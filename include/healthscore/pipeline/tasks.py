@@ -27,7 +27,8 @@ def run_extract(source: str, conn_id: str, context: Mapping[str, Any]) -> list[d
         validation = None
         if source == "mixpanel":
             validation = build_context(engine, "mixpanel", batch, QualityPaths.under(settings.data_dir))
-        summaries = extract_source(source, connection, engine, batch, validation=validation)
+        summaries = extract_source(source, connection, engine, batch, validation=validation,
+                                   mixpanel_backfill_days=settings.mixpanel_backfill_days)
         return [{k: v for k, v in asdict(s).items()} for s in summaries]
     finally:
         engine.dispose()

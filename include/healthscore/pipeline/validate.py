@@ -171,7 +171,10 @@ def validate_source(source: str, engine: Engine, batch: Batch, paths: QualityPat
     for obj in OBJECTS[source]:
         with engine.connect() as conn:
             if obj == "usage_daily":
-                frame, payloads = _usage_frame(conn, batch), {}
+                frame = _usage_frame(conn, batch)
+                # The aggregate row itself is what gets quarantined: keep it as the payload.
+                payloads = {row["record_id"]: json.dumps(row, sort_keys=True, default=str)
+                            for row in frame.drop(columns=["parse_errors"], errors="ignore").to_dict("records")}
             else:
                 records = landed_records(conn, source, obj, batch.batch_date)
                 frame = flatten(source, obj, records)

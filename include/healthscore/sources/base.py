@@ -232,6 +232,8 @@ class Source(ABC):
                  policy: RetryPolicy | None = None) -> None:
         self.connection = connection
         self.as_of = as_of
+        if policy is None and "timeout" in connection.extra:
+            policy = RetryPolicy(timeout=float(connection.extra["timeout"]))
         self.client = HttpClient(connection, auth=self.auth(connection), headers=self.headers(connection),
                                  policy=policy, as_of=as_of)
 

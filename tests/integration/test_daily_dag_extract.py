@@ -1,0 +1,215 @@
+"""customer_health_daily, extract + validate, run by Airflow (`airflow dags test`) against the sandbox."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import pytest
+import requests
+import sqlalchemy as sa
+
+from healthscore.sandbox import credentials as cred
+from healthscore.sandbox.runner import SandboxOptions, ThreadedSandbox, build_state
+from healthscore.warehouse.models import (
+    BatchReconciliation,
+    ExtractRun,
+    QualityResult,
+    Quarantine,
+    landing_table,
+)
+from tests.integration.airflow_harness import AirflowHome, landing_snapshot, pipeline_env
+
+pytestmark = [pytest.mark.airflow, pytest.mark.slow]
+
+LOGICAL_DATE = "2026-09-20"  # the batch is 2026-09-19, data as of 2026-09-20T00:00Z
+AS_OF = datetime(2026, 9, 20, tzinfo=UTC)
+ADMIN = {"Authorization": f"Bearer {cred.ADMIN_TOKEN}"}
+
+
+@pytest.fixture(scope="module")
+def airflow_home(tmp_path_factory) -> AirflowHome:
+    home = AirflowHome(tmp_path_factory.mktemp("airflow"))
+    home.migrate()
+    return home
+
+
+@pytest.fixture(scope="module")
+def sandbox() -> Iterator[ThreadedSandbox]:
+    with ThreadedSandbox(build_state(SandboxOptions(seed=4, accounts=120, rate_limit_scale=1000))) as server:
+        yield server
+
+
+@pytest.fixture
+def faults(sandbox):
+    def set_faults(**config):
+        requests.post(f"{sandbox.url}/_sandbox/faults", headers=ADMIN, json=config, timeout=5).raise_for_status()
+
+    yield set_faults
+    set_faults()
+
+
+@pytest.fixture(scope="module")
+def clean_run(airflow_home, sandbox, tmp_path_factory) -> dict:
+    """One fault-free run of the batch on SQLite: the reference the other tests compare against."""
+    tmp = tmp_path_factory.mktemp("clean")
+    url = f"sqlite:///{tmp / 'warehouse.db'}"
+    result = airflow_home.dags_test(LOGICAL_DATE, pipeline_env(sandbox.url, url, tmp / "data"))
+    assert result.state == "success", result.output[-4000:]
+    return {"url": url, "data_dir": tmp / "data", "result": result, "snapshot": landing_snapshot(url)}
+
+
+def _count(url: str, query) -> int:
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        value = conn.execute(query).scalar_one()
+    engine.dispose()
+    return value
+
+
+def assert_landed_and_reconciled(url: str, sandbox: ThreadedSandbox) -> None:
+    world = sandbox.state.world
+    companies = landing_table("hubspot", "companies")
+    expected = int((world.accounts["created_ts"] <= AS_OF.timestamp()).sum())
+    assert _count(url, sa.select(sa.func.count()).select_from(companies)) == expected
+    for source, obj in [("zendesk", "tickets"), ("stripe", "invoices"), ("hubspot", "deals")]:
+        assert _count(url, sa.select(sa.func.count()).select_from(landing_table(source, obj))) > 0
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        recs = conn.execute(sa.select(BatchReconciliation)).mappings().all()
+        assert {(r["source"], r["object"]) for r in recs} >= {("hubspot", "companies"), ("zendesk", "tickets"),
+                                                             ("stripe", "invoices"), ("mixpanel", "events"),
+                                                             ("mixpanel", "usage_daily")}
+        for r in recs:
+            assert r["landed"] == r["accepted"] + r["quarantined"], dict(r)
+        assert conn.execute(sa.select(sa.func.count()).select_from(QualityResult)).scalar_one() > 20
+    engine.dispose()
+
+
+def test_extract_and_validate_in_airflow_on_sqlite(clean_run, sandbox, airflow_home):
+    assert_landed_and_reconciled(clean_run["url"], sandbox)
+    docs = clean_run["data_dir"] / "data_docs" / "index.html"
+    assert docs.exists() and "hubspot.companies" in docs.read_text()
+    assert "Data Docs for RevOps" in clean_run["result"].output
+    events = airflow_home.asset_events()
+    for name in ("hubspot", "zendesk", "stripe", "mixpanel"):
+        assert f"healthscore://warehouse/landing/{name}" in events
+        assert f"healthscore://warehouse/validated/{name}" in events
+
+
+def test_extract_and_validate_in_airflow_on_postgres(airflow_home, sandbox, postgres_url, tmp_path, clean_run):
+    result = airflow_home.dags_test(LOGICAL_DATE, pipeline_env(sandbox.url, postgres_url, tmp_path / "data"))
+    assert result.state == "success", result.output[-4000:]
+    assert_landed_and_reconciled(postgres_url, sandbox)
+    assert landing_snapshot(postgres_url) == clean_run["snapshot"]
+
+
+def test_three_runs_of_one_date_give_identical_tables_and_the_next_day_is_incremental(
+        airflow_home, sandbox, tmp_path, clean_run):
+    url = f"sqlite:///{tmp_path / 'warehouse.db'}"
+    env = pipeline_env(sandbox.url, url, tmp_path / "data")
+    snapshots = []
+    for _ in range(3):
+        result = airflow_home.dags_test(LOGICAL_DATE, env)
+        assert result.state == "success", result.output[-4000:]
+        snapshots.append(landing_snapshot(url))
+    assert snapshots[0] == snapshots[1] == snapshots[2] == clean_run["snapshot"]
+
+    result = airflow_home.dags_test("2026-09-21", env)
+    assert result.state == "success", result.output[-4000:]
+    companies = landing_table("hubspot", "companies")
+    full = _count(url, sa.select(sa.func.count()).select_from(companies).where(companies.c.batch_date == "2026-09-19"))
+    changed = _count(url, sa.select(sa.func.count()).select_from(companies).where(companies.c.batch_date == "2026-09-20"))
+    assert 0 <= changed < full  # only what changed since the previous batch's cursor
+    tickets = landing_table("zendesk", "tickets")
+    assert _count(url, sa.select(sa.func.count()).select_from(tickets).where(tickets.c.batch_date == "2026-09-20")) < \
+        _count(url, sa.select(sa.func.count()).select_from(tickets).where(tickets.c.batch_date == "2026-09-19"))
+
+
+def test_faults_land_exactly_what_a_clean_run_lands(airflow_home, sandbox, faults, tmp_path, clean_run):
+    faults(seed=9, error_5xx_rate=0.10, rate_429_rate=0.05, timeout_rate=0.02, timeout_seconds=3,
+           malformed_pages=1)
+    url = f"sqlite:///{tmp_path / 'warehouse.db'}"
+    result = airflow_home.dags_test(LOGICAL_DATE, pipeline_env(sandbox.url, url, tmp_path / "data", timeout="1"))
+    assert result.state == "success", result.output[-4000:]
+    assert landing_snapshot(url) == clean_run["snapshot"]
+    assert "retry" in result.output and ("502" in result.output or "503" in result.output or "500" in result.output)
+    injected = requests.get(f"{sandbox.url}/_sandbox/faults", headers=ADMIN, timeout=5).json()["injected"]
+    assert injected.get("5xx", 0) > 0 and injected.get("malformed_page") == 1
+    retries = _count(url, sa.select(sa.func.sum(ExtractRun.retries)))
+    assert retries > 0
+
+
+def test_killed_extraction_reruns_without_gap_or_duplicate(airflow_home, sandbox, faults, tmp_path, clean_run):
+    faults(latency_ms=40)  # slow enough to kill it mid-way
+    url = f"sqlite:///{tmp_path / 'warehouse.db'}"
+    env = pipeline_env(sandbox.url, url, tmp_path / "data")
+    proc = airflow_home.start(LOGICAL_DATE, env, tmp_path / "killed.log")
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            assert proc.poll() is None, "the run ended before it could be killed"
+            assert time.monotonic() < deadline, "no extraction committed within 300 s"
+            if os.path.exists(tmp_path / "warehouse.db"):
+                try:
+                    if _count(url, sa.select(sa.func.count()).select_from(ExtractRun)) >= 2:
+                        break
+                except sa.exc.OperationalError:
+                    pass  # tables not migrated yet, or a writer holds the lock
+            time.sleep(0.2)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    partial = landing_snapshot(url)
+    assert partial != clean_run["snapshot"], "the kill came too late to test anything"
+    faults()
+    result = airflow_home.dags_test(LOGICAL_DATE, env)
+    assert result.state == "success", result.output[-4000:]
+    assert landing_snapshot(url) == clean_run["snapshot"]
+
+
+def test_bad_records_are_quarantined_by_their_expectation_and_critical_failures_block_and_notify(
+        airflow_home, sandbox, faults, tmp_path):
+    faults(seed=2, bad_record_rate=0.3)
+    url = f"sqlite:///{tmp_path / 'warehouse.db'}"
+    env = pipeline_env(sandbox.url, url, tmp_path / "data")
+    result = airflow_home.dags_test(LOGICAL_DATE, env)
+    assert result.state == "success", result.output[-4000:]
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        quarantined = conn.execute(sa.select(Quarantine.object, Quarantine.expectation, Quarantine.reason,
+                                             Quarantine.payload)).all()
+        recs = conn.execute(sa.select(BatchReconciliation)).mappings().all()
+        blocked = conn.execute(sa.select(QualityResult.source).where(
+            QualityResult.expectation == "gate_max_quarantine_share", QualityResult.success.is_(False))).scalars().all()
+    engine.dispose()
+    reasons = {}
+    for obj, expectation, reason, payload in quarantined:
+        reasons.setdefault(obj, []).append(f"{expectation}: {reason}")
+        assert payload, "a quarantined record keeps its payload"
+    text = {obj: "\n".join(r) for obj, r in reasons.items()}
+    # Each injected kind is caught by the expectation meant for it.
+    assert "priority" in text["tickets"] and "status" in text["tickets"] and "organization_id" in text["tickets"]
+    assert "amount_due" in text["invoices"] and "customer_id" in text["invoices"]
+    assert "quantity" in text["subscriptions"] and "status" in text["subscriptions"]
+    assert "licensed_seats" in text["companies"] and "name" in text["companies"]
+    assert "company_id" in text["events"] and "distinct_id" in text["events"]
+    for r in recs:
+        assert r["landed"] == r["accepted"] + r["quarantined"]
+        assert r["quarantined"] > 0 or r["object"] in ("owners", "usage_daily")
+    assert set(blocked) >= {"zendesk", "stripe"}
+    alerts = _alerts(tmp_path / "data")
+    assert any(a["critical_failed"] and a["blocked_dimensions"] for a in alerts)
+    assert all(cred.STRIPE_SECRET_KEY not in json.dumps(a) for a in alerts)
+
+    failing = airflow_home.dags_test(LOGICAL_DATE, {**env, "HEALTHSCORE_QUALITY_FAIL_ON_CRITICAL": "true"})
+    assert failing.state == "failed"
+    assert "QualityGateError" in failing.output
+
+
+def _alerts(data_dir) -> list[dict]:
+    return [json.loads(line) for path in data_dir.rglob("*.jsonl") for line in path.read_text().splitlines() if line]
