@@ -1,48 +1,33 @@
-"""`healthscore demo`: the main job on the embedded defaults (SQLite warehouse + local sandbox).
+"""`healthscore demo`: the main job on the embedded defaults.
 
-It starts the sandbox as a separate process, exactly as an operator would, points the Airflow
-connections at it, and runs whatever part of the pipeline exists.
+SQLite warehouse under data/, Airflow on its own SQLite metadata DB under data/airflow/, and the
+sandbox started as a separate process, exactly as an operator would run them. The daily DAG runs in
+Airflow for a few consecutive days, then the demo prints what landed, what the quality gate did and
+where the reports are.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 
 import requests
+import sqlalchemy as sa
 
-from healthscore.sandbox import credentials as cred
 from healthscore.settings import Settings
 
-DEMO_NOW = datetime(2026, 9, 30, 6, tzinfo=UTC)
-
-
-def sandbox_connections(base_url: str) -> dict[str, str]:
-    """Airflow connections (as AIRFLOW_CONN_* JSON) that point every source at a sandbox."""
-    def conn(login: str | None, password: str, **extra: object) -> str:
-        return json.dumps({"conn_type": "http", "host": base_url, "login": login, "password": password,
-                           "extra": {"sandbox": True, **extra}})
-
-    return {
-        "AIRFLOW_CONN_CRM_HUBSPOT": conn(None, cred.HUBSPOT_TOKEN),
-        "AIRFLOW_CONN_SUPPORT_ZENDESK": conn(cred.ZENDESK_EMAIL, cred.ZENDESK_API_TOKEN),
-        "AIRFLOW_CONN_BILLING_STRIPE": conn(None, cred.STRIPE_SECRET_KEY),
-        "AIRFLOW_CONN_PRODUCT_MIXPANEL": conn(cred.MIXPANEL_SERVICE_ACCOUNT, cred.MIXPANEL_SECRET,
-                                              project_id=cred.MIXPANEL_PROJECT_ID),
-    }
+DEMO_LAST_DAY = date(2026, 9, 30)
 
 
 @contextmanager
-def sandbox_process(port: int, accounts: int, seed: int, now: datetime) -> Iterator[str]:
+def sandbox_process(port: int, accounts: int, seed: int) -> Iterator[str]:
     """Run `healthscore sandbox serve` as a child process until the block ends."""
     command = [sys.executable, "-m", "healthscore.cli", "sandbox", "serve", "--port", str(port),
-               "--accounts", str(accounts), "--seed", str(seed), "--now", now.isoformat()]
+               "--accounts", str(accounts), "--seed", str(seed)]
     proc = subprocess.Popen(command)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -68,41 +53,69 @@ def sandbox_process(port: int, accounts: int, seed: int, now: datetime) -> Itera
             proc.wait()
 
 
-def run_demo(settings: Settings, accounts: int = 300, seed: int = 42) -> int:
+def run_demo(settings: Settings, accounts: int = 300, seed: int = 42, days: int = 3) -> int:
     from healthscore.config import load_model_config
+    from healthscore.local_airflow import LocalAirflow, pipeline_env
     from healthscore.sandbox.runner import free_port
-    from healthscore.sources import SOURCES, SourceConnection
     from healthscore.warehouse.engine import make_engine, resolve_warehouse_url
     from healthscore.warehouse.migrate import upgrade
     from healthscore.warehouse.registry import register_model_version
 
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir = settings.data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
     url = resolve_warehouse_url(settings)
     upgrade(url)
-    model = load_model_config(settings.model_config_path)
     engine = make_engine(url)
+    model = load_model_config(settings.model_config_path)
     register_model_version(engine, model)
-    print(f"warehouse: {engine.url.render_as_string(hide_password=True)} (migrated)")
-    print(f"model: {model.version} config_hash={model.config_hash[:12]}")
+    print(f"warehouse: {engine.url.render_as_string(hide_password=True)}; model {model.version} "
+          f"(config {model.config_hash[:12]})", flush=True)
 
-    with sandbox_process(free_port(), accounts, seed, DEMO_NOW) as base:
-        os.environ.update(sandbox_connections(base))
-        print(f"sandbox: {base} ({accounts} accounts, seed {seed}, clock {DEMO_NOW.isoformat()})")
-        for name, source_cls in SOURCES.items():
-            connection = SourceConnection.from_airflow(source_cls.default_conn_id)
-            with source_cls(connection, as_of=DEMO_NOW) as source:
-                for obj in source_cls.objects:
-                    if name == "mixpanel":
-                        day = (DEMO_NOW - timedelta(days=1)).date()
-                        count = source.fold_day(day, lambda: [0], _count_event)[0]
-                        print(f"  {name}.{obj}: {count} events on {day}")
-                        continue
-                    count = sum(len(page.records) for page in source.pages(obj))
-                    print(f"  {name}.{obj}: {count} records")
-                print(f"  {name}: {source.client.stats.requests} requests, {source.client.stats.retries} retries")
-    print(f"demo finished {date.today().isoformat()}: the daily DAG lands here as its issues are resolved")
+    airflow = LocalAirflow(data_dir / "airflow")
+    print(f"airflow: home {airflow.home} (SQLite metadata DB); migrating and importing pools ...", flush=True)
+    airflow.migrate()
+    logs = data_dir / "airflow" / "demo-logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    with sandbox_process(free_port(), accounts, seed) as base:
+        print(f"sandbox: {base} ({accounts} accounts, seed {seed})", flush=True)
+        env = pipeline_env(base, url, data_dir)
+        for offset in range(days - 1, -1, -1):
+            logical = DEMO_LAST_DAY - timedelta(days=offset)
+            started = time.monotonic()
+            result = airflow.dags_test(logical.isoformat(), env)
+            (logs / f"customer_health_daily-{logical}.log").write_text(result.output)
+            print(f"customer_health_daily {logical}: {result.state} in {time.monotonic() - started:.0f} s",
+                  flush=True)
+            if result.state != "success":
+                print(result.output[-3000:], file=sys.stderr)
+                return 1
+    print_summary(engine, data_dir)
+    engine.dispose()
     return 0
 
 
-def _count_event(acc: list[int], _event: dict) -> None:
-    acc[0] += 1
+def print_summary(engine: sa.Engine, data_dir) -> None:
+    from healthscore.warehouse.models import BatchReconciliation, HealthScore, QualityResult
+
+    with engine.connect() as conn:
+        recon = conn.execute(sa.select(BatchReconciliation.batch_date, BatchReconciliation.source,
+                                       BatchReconciliation.object, BatchReconciliation.landed,
+                                       BatchReconciliation.accepted, BatchReconciliation.quarantined)
+                             .order_by(BatchReconciliation.batch_date.desc(), BatchReconciliation.source,
+                                       BatchReconciliation.object)).all()
+        failed = conn.execute(sa.select(sa.func.count()).select_from(QualityResult)
+                              .where(QualityResult.success.is_(False))).scalar_one()
+        bands = conn.execute(sa.select(HealthScore.band, sa.func.count()).where(
+            HealthScore.as_of_date == sa.select(sa.func.max(HealthScore.as_of_date)).scalar_subquery(),
+            HealthScore.is_shadow.is_(False)).group_by(HealthScore.band)).all()
+    if recon:
+        latest = recon[0][0]
+        print(f"\nbatch {latest}: landed = accepted + quarantined")
+        for _, source, obj, landed, accepted, quarantined in (r for r in recon if r[0] == latest):
+            print(f"  {source}.{obj:22s} {landed:7d} = {accepted:7d} + {quarantined}")
+    print(f"failed expectations across runs: {failed}")
+    if bands:
+        print("latest scores by band: " + ", ".join(f"{band or 'unscored'}: {n}" for band, n in sorted(
+            bands, key=lambda b: str(b[0]))))
+    print(f"Data Docs (RevOps): {data_dir / 'data_docs' / 'index.html'}")
+    print(f"Task logs: {data_dir / 'airflow' / 'demo-logs'}")

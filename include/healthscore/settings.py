@@ -24,6 +24,8 @@ class Settings(BaseModel):
         description="SQLAlchemy URL. None: Airflow connection 'healthscore_warehouse', else SQLite in data_dir.",
     )
     model_config_path: Path | None = Field(default=None, description="Model YAML. None: the packaged default.")
+    archive_url: str | None = Field(
+        default=None, description="ObjectStoragePath URL for the Parquet archive. None: file://<data_dir>/archive.")
     mixpanel_backfill_days: int = Field(
         default=35, ge=1, description="Days of product events the first Mixpanel batch pulls (30-day signals need 30).")
     quality_fail_on_critical: bool = Field(
@@ -39,11 +41,17 @@ class Settings(BaseModel):
             values["warehouse_url"] = env["HEALTHSCORE_WAREHOUSE_URL"]
         if env.get("HEALTHSCORE_QUALITY_FAIL_ON_CRITICAL"):
             values["quality_fail_on_critical"] = env["HEALTHSCORE_QUALITY_FAIL_ON_CRITICAL"].lower() in ("1", "true", "yes")
+        if env.get("HEALTHSCORE_ARCHIVE_URL"):
+            values["archive_url"] = env["HEALTHSCORE_ARCHIVE_URL"]
         if env.get("HEALTHSCORE_MIXPANEL_BACKFILL_DAYS"):
             values["mixpanel_backfill_days"] = int(env["HEALTHSCORE_MIXPANEL_BACKFILL_DAYS"])
         if env.get("HEALTHSCORE_MODEL_CONFIG"):
             values["model_config_path"] = Path(env["HEALTHSCORE_MODEL_CONFIG"])
         return cls(**values)
+
+    @property
+    def resolved_archive_url(self) -> str:
+        return self.archive_url or f"file://{(self.data_dir / 'archive').resolve()}"
 
     @property
     def default_sqlite_url(self) -> str:

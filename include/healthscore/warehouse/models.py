@@ -344,6 +344,7 @@ class HealthScore(Base):
     value_segment: Mapped[str | None]
     lifecycle_stage: Mapped[str | None]
     days_in_stage: Mapped[int | None]
+    stage_gate_blocked: Mapped[bool] = mapped_column(server_default=sa.false())
     override_score: Mapped[float | None]
     override_band: Mapped[str | None]
     override_id: Mapped[int | None] = mapped_column(sa.BigInteger, sa.ForeignKey("score_overrides.id"))

@@ -273,6 +273,7 @@ def upgrade() -> None:
         _text("value_segment", nullable=True),
         _text("lifecycle_stage", nullable=True),
         sa.Column("days_in_stage", sa.Integer(), nullable=True),
+        sa.Column("stage_gate_blocked", sa.Boolean(), server_default=sa.false(), nullable=False),
         sa.Column("override_score", sa.Double(), nullable=True),
         _text("override_band", nullable=True),
         sa.Column("override_id", sa.BigInteger(), nullable=True),
