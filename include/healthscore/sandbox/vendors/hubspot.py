@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import fnmatch
 import json
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -222,6 +224,8 @@ async def search(obj: str, request: Request, call: Call = SEARCH_CALL) -> Respon
         raise VendorError(hubspot_error(
             400, f"There was a problem with the request. Search results are capped at {SEARCH_RESULT_CAP}; "
             "narrow the filters instead of paging further.", "VALIDATION_ERROR"))
+    if obj == "tasks":
+        return _search_tasks(call, body, limit, offset)
     frame = _object_view(call, obj)
     groups = body.get("filterGroups") or []
     if groups:
@@ -247,6 +251,73 @@ async def search(obj: str, request: Request, call: Call = SEARCH_CALL) -> Respon
         "results": _serialize(page, obj, _requested(obj, body.get("properties")), []),
     }
     if offset + limit < len(ordered):
+        payload["paging"] = {"next": {"after": str(offset + limit)}}
+    return call.respond(payload)
+
+
+# ---- task search ------------------------------------------------------------------------------
+TASK_SEARCH_DEFAULT = ["hs_createdate", "hs_lastmodifieddate", "hs_object_id"]
+_TOKEN = re.compile(r"\w+")
+
+
+def _tokens(text: str | None) -> list[str]:
+    """Words of a text property, lower-cased: what CONTAINS_TOKEN matches against."""
+    return _TOKEN.findall((text or "").lower())
+
+
+TASK_OPERATORS = {"EQ", "NEQ", "CONTAINS_TOKEN", "NOT_CONTAINS_TOKEN", "HAS_PROPERTY", "NOT_HAS_PROPERTY"}
+
+
+def _check_task_filter(flt: dict) -> None:
+    prop, op = str(flt.get("propertyName")), str(flt.get("operator", "EQ")).upper()
+    if prop not in TASK_PROPERTIES and prop not in TASK_SEARCH_DEFAULT:
+        raise VendorError(hubspot_error(400, f"There was a problem with the request: unknown property {prop}",
+                                        "VALIDATION_ERROR"))
+    if op not in TASK_OPERATORS:
+        raise VendorError(hubspot_error(400, f"Unsupported operator {op} for tasks", "VALIDATION_ERROR"))
+
+
+def _task_matches(props: dict[str, str | None], flt: dict) -> bool:
+    prop, op = str(flt.get("propertyName")), str(flt.get("operator", "EQ")).upper()
+    have = props.get(prop)
+    if op == "HAS_PROPERTY":
+        return have not in (None, "")
+    if op == "NOT_HAS_PROPERTY":
+        return have in (None, "")
+    value = "" if flt.get("value") is None else str(flt.get("value"))
+    if op in ("EQ", "NEQ"):
+        return (have == value) == (op == "EQ")
+    if op in ("CONTAINS_TOKEN", "NOT_CONTAINS_TOKEN"):
+        words = _tokens(have)
+        # A value with * is one wildcard token; otherwise every word of the value must occur.
+        wanted = [value.lower()] if "*" in value else _tokens(value)
+        hit = bool(wanted) and all(any(fnmatch.fnmatchcase(w, t) for w in words) for t in wanted)
+        return hit == (op == "CONTAINS_TOKEN")
+    raise AssertionError(op)  # _check_task_filter rejected it already
+
+
+def _search_tasks(call: Call, body: dict, limit: int, offset: int) -> Response:
+    """Task search over what clients created: EQ/NEQ, (NOT_)CONTAINS_TOKEN, (NOT_)HAS_PROPERTY.
+
+    Filters in a group are ANDed, groups ORed, ordered by creation (id); no associations in the answer,
+    as in HubSpot's search.
+    """
+    with call.state.hubspot.lock:
+        tasks = list(call.state.hubspot.tasks)
+    groups = body.get("filterGroups") or []
+    for group in groups:
+        for flt in group.get("filters", []):
+            _check_task_filter(flt)
+    if groups:
+        tasks = [t for t in tasks
+                 if any(all(_task_matches(t["properties"], f) for f in g.get("filters", [])) for g in groups)]
+    wanted = body.get("properties") or TASK_SEARCH_DEFAULT
+    names = list(dict.fromkeys([*wanted, *TASK_SEARCH_DEFAULT]))
+    page = tasks[offset : offset + limit]
+    results = [{"id": t["id"], "properties": {n: t["properties"].get(n) for n in names},
+                "createdAt": t["createdAt"], "updatedAt": t["updatedAt"], "archived": False} for t in page]
+    payload: dict[str, Any] = {"total": len(tasks), "results": results}
+    if offset + limit < len(tasks):
         payload["paging"] = {"next": {"after": str(offset + limit)}}
     return call.respond(payload)
 
