@@ -1,4 +1,4 @@
-"""customer_health_daily: extract the four sources, validate each batch with Great Expectations.
+"""customer_health_daily: extract -> validate -> signals -> score -> archive -> playbooks -> publish.
 
 Thin wiring only: every step is a function in ``healthscore.pipeline``. Runs are sequential
 (``max_active_runs=1``, ``depends_on_past`` on extraction) because each batch resumes from the cursor
@@ -20,6 +20,8 @@ SOURCES = {
 }
 LANDING_ASSETS = {name: Asset(f"healthscore://warehouse/landing/{name}") for name in SOURCES}
 VALIDATED_ASSETS = {name: Asset(f"healthscore://warehouse/validated/{name}") for name in SOURCES}
+SCORES_ASSET = Asset("healthscore://warehouse/health_scores")
+CRM_WRITES_POOL = "crm_writes"  # one deliverer at a time: exactly-once recovery searches the CRM first
 
 
 @dag(
@@ -34,11 +36,11 @@ VALIDATED_ASSETS = {name: Asset(f"healthscore://warehouse/validated/{name}") for
 )
 def customer_health_daily():
     @task
-    def migrate_warehouse() -> None:
-        """Schema changes only through Alembic; a no-op when already at head."""
-        from healthscore.pipeline.runtime import warehouse_engine
+    def prepare_warehouse(**context) -> dict:
+        """Alembic migrations (a no-op at head) and the configured model version registered."""
+        from healthscore.pipeline.tasks import run_prepare
 
-        warehouse_engine(migrate=True).dispose()
+        return run_prepare(context)
 
     def extract_task(name: str, conn_id: str, pool: str):
         @task(task_id=f"extract_{name}", pool=pool, outlets=[LANDING_ASSETS[name]], depends_on_past=True)
@@ -58,13 +60,35 @@ def customer_health_daily():
 
         return validate()
 
-    migrated = migrate_warehouse()
+    @task
+    def build_signals(**context) -> dict:
+        """account_signals for the batch: point-in-time, blocked sources carried forward and flagged."""
+        from healthscore.pipeline.tasks import run_signals
+
+        return run_signals(context)
+
+    @task(outlets=[SCORES_ASSET])
+    def score_and_archive(**context) -> dict:
+        """Champion and shadow challengers scored; history upserted and written as Parquet."""
+        from healthscore.pipeline.tasks import run_score
+
+        return run_score(context)
+
+    @task(pool=CRM_WRITES_POOL, retries=3, retry_delay=timedelta(minutes=2))
+    def run_playbooks(**context) -> dict:
+        """Crossings -> CRM tasks exactly once, digests and alerts, CRM health fields on change."""
+        from healthscore.pipeline.tasks import run_act
+
+        return run_act(SOURCES["hubspot"][0], context)
+
+    migrated = prepare_warehouse()
     extracts = {name: extract_task(name, conn_id, pool) for name, (conn_id, pool) in SOURCES.items()}
     validations = {name: validate_task(name) for name in SOURCES}
     for name in SOURCES:
         migrated >> extracts[name] >> validations[name]
     # Referential checks need the CRM batch: Mixpanel validates its events while it streams them.
     extracts["hubspot"] >> [extracts["mixpanel"], validations["zendesk"], validations["stripe"]]
+    list(validations.values()) >> build_signals() >> score_and_archive() >> run_playbooks()
 
 
 customer_health_daily()

@@ -40,6 +40,8 @@ LANDING_CHUNK = 5_000
 MIXPANEL_TRAILING_DAYS = 3
 MIXPANEL_BACKFILL_DAYS = 35
 LOGIN_EVENT = "Login"
+# Vanity traffic: a page view is not product use, so it does not make a user "active".
+NOT_ACTIVITY_EVENTS = frozenset({"Page Viewed"})
 
 
 @dataclass(frozen=True)
@@ -216,7 +218,8 @@ class DayUsage:
             agg = self.companies.setdefault(str(company), {"users": set(), "events": 0, "logins": 0,
                                                            "features": {}, "nps": [], "csat": []})
             agg["events"] += len(group)
-            agg["users"].update(group["distinct_id"].dropna().astype(str))
+            active = group[~group["event"].isin(NOT_ACTIVITY_EVENTS)]
+            agg["users"].update(active["distinct_id"].dropna().astype(str))
             names = group["event"].value_counts()
             agg["logins"] += int(names.get(LOGIN_EVENT, 0))
             for name, count in names.items():

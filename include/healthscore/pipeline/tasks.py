@@ -45,3 +45,66 @@ def run_validate(source: str, context: Mapping[str, Any]) -> list[dict]:
         return [{**s, "batch_date": str(s["batch_date"])} for s in summaries]
     finally:
         engine.dispose()
+
+
+def run_prepare(context: Mapping[str, Any]) -> dict:
+    """Migrate the warehouse and register the configured model (the first becomes champion)."""
+    from healthscore.config import load_model_config
+    from healthscore.warehouse.registry import register_model_version
+
+    settings = Settings.from_env()
+    engine = warehouse_engine(settings, migrate=True)
+    try:
+        model = load_model_config(settings.model_config_path)
+        role = register_model_version(engine, model)
+        return {"model_version": model.version, "config_hash": model.config_hash, "role": role}
+    finally:
+        engine.dispose()
+
+
+def run_signals(context: Mapping[str, Any]) -> dict:
+    from healthscore.pipeline.score import registered_models
+    from healthscore.pipeline.signals import build_signals, store_signals
+
+    settings = Settings.from_env()
+    batch = batch_from_context(context)
+    engine = warehouse_engine(settings)
+    try:
+        champion = next(model for model, shadow in registered_models(engine) if not shadow)
+        frame = build_signals(engine, batch.as_of, batch.batch_date, champion)
+        store_signals(engine, frame)
+        blocked = sorted({d for dims in frame.get("blocked_dimensions", []) for d in (dims or [])})
+        return {"accounts": len(frame), "blocked_dimensions": blocked}
+    finally:
+        engine.dispose()
+
+
+def run_score(context: Mapping[str, Any]) -> dict:
+    from healthscore.pipeline.score import score_batch
+    from healthscore.pipeline.signals import load_signals
+
+    settings = Settings.from_env()
+    batch = batch_from_context(context)
+    engine = warehouse_engine(settings)
+    try:
+        signals = load_signals(engine, batch.batch_date)
+        written = score_batch(engine, signals, batch, archive_url=settings.resolved_archive_url)
+        log.info("archive: %s rows per model version; Parquet under %s", written, settings.resolved_archive_url)
+        return written
+    finally:
+        engine.dispose()
+
+
+def run_act(conn_id: str, context: Mapping[str, Any]) -> dict:
+    from healthscore.pipeline.act import act
+    from healthscore.playbooks.notifiers import default_outbox_path
+    from healthscore.sources import HubSpotSource
+
+    settings = Settings.from_env()
+    batch = batch_from_context(context)
+    engine = warehouse_engine(settings)
+    try:
+        with HubSpotSource(SourceConnection.from_airflow(conn_id), as_of=batch.as_of) as hubspot:
+            return act(engine, batch, hubspot.client, default_outbox_path(settings.data_dir))
+    finally:
+        engine.dispose()

@@ -8,6 +8,9 @@ from typing import ClassVar
 from healthscore.sources.base import BearerAuth, Page, Source, SourceConnection, SourceObject
 
 PAGE = 100
+# Invoices change after creation (paid, uncollectible): each batch re-reads this trailing window of
+# creation dates, so a payment made weeks later still lands. Net-30 terms plus dunning fit in 120 days.
+INVOICE_LOOKBACK_SECONDS = 120 * 86_400
 STRIPE_VERSION = "2025-10-29.clover"
 
 
@@ -29,14 +32,15 @@ class StripeSource(Source):
         return {"Stripe-Version": str(connection.extra.get("stripe_version", STRIPE_VERSION))}
 
     def pages(self, obj: str, cursor: str | None = None) -> Iterator[Page]:
-        """Cursor = lower bound on ``created`` (epoch s). Subscriptions are always a full snapshot with
-        ``status=all``, since their state changes long after creation."""
+        """Cursor = the newest ``created`` seen (epoch s). Subscriptions are always a full snapshot with
+        ``status=all`` and invoices re-read a trailing window: their state changes long after creation."""
         params: dict = {"limit": PAGE}
         if obj == "subscriptions":
             params["status"] = "all"
             cursor = None
         elif cursor:
-            params["created[gte]"] = int(cursor)
+            lookback = INVOICE_LOOKBACK_SECONDS if obj == "invoices" else 0
+            params["created[gte]"] = max(0, int(cursor) - lookback)
         newest = int(cursor or 0)
         while True:
             body = self.client.get_json(f"/v1/{obj}", params=params)

@@ -1,0 +1,109 @@
+"""Turn the champion's archived scores into action: playbook events, CRM tasks, digests, CRM fields.
+
+Crossings are decided against the archive (never a recomputation), every event is stored with its
+idempotency key before anything is sent, and shadow (challenger) scores never get here.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from healthscore.pipeline.extract import Batch
+from healthscore.pipeline.score import registered_models
+from healthscore.sources.base import HttpClient
+from healthscore.warehouse.models import AccountSignals, HealthScore, PlaybookEvent, landing_table
+
+log = logging.getLogger(__name__)
+
+LOOKBACK_DAYS = 120
+SCORE_COLUMNS = ["account_id", "as_of_date", "score", "band", "trend_30d", "segment", "lifecycle_stage",
+                 "dimension_scores", "attribution", "override_band", "override_score", "model_version", "momentum"]
+
+
+def _scores(conn: sa.Connection, version: str, start: Any, end: Any) -> pd.DataFrame:
+    table = HealthScore.__table__
+    rows = conn.execute(sa.select(*[table.c[c] for c in SCORE_COLUMNS]).where(
+        table.c.model_version == version, table.c.is_shadow.is_(False),
+        table.c.as_of_date >= start, table.c.as_of_date <= end)).mappings().all()
+    return pd.DataFrame(rows, columns=SCORE_COLUMNS)
+
+
+def _account_context(conn: sa.Connection, as_of_date: Any) -> pd.DataFrame:
+    """Owner, ARR, renewal date and name of each account, as of the scored date."""
+    table = AccountSignals.__table__
+    rows = conn.execute(sa.select(table.c.account_id, table.c.owner_id, table.c.arr_cents, table.c.renewal_date)
+                        .where(table.c.as_of_date == as_of_date)).mappings().all()
+    frame = pd.DataFrame(rows, columns=["account_id", "owner_id", "arr_cents", "renewal_date"])
+    companies = landing_table("hubspot", "companies")
+    newest = (sa.select(companies.c.record_id, sa.func.max(companies.c.batch_date).label("batch_date"))
+              .where(companies.c.batch_date <= as_of_date).group_by(companies.c.record_id).subquery())
+    names = {}
+    for record_id, payload in conn.execute(sa.select(companies.c.record_id, companies.c.payload).join(
+            newest, sa.and_(companies.c.record_id == newest.c.record_id,
+                            companies.c.batch_date == newest.c.batch_date))):
+        names[record_id] = (json.loads(payload).get("properties") or {}).get("name")
+    frame["account_name"] = frame["account_id"].map(names)
+    return frame
+
+
+def _events(conn: sa.Connection, *where: Any) -> pd.DataFrame:
+    from healthscore.playbooks.rules import EVENT_COLUMNS
+
+    table = PlaybookEvent.__table__
+    rows = conn.execute(sa.select(*[table.c[c] for c in EVENT_COLUMNS]).where(*where)).mappings().all()
+    return pd.DataFrame(rows, columns=list(EVENT_COLUMNS))
+
+
+def decide_and_record(engine: Engine, batch: Batch) -> Any:
+    """Decide today's events for the champion and store them (pending/deferred/suppressed) before sending."""
+    from healthscore.playbooks.delivery import record_events
+    from healthscore.playbooks.rules import decide_playbook_events
+
+    champion = next((model for model, shadow in registered_models(engine) if not shadow), None)
+    if champion is None:
+        raise RuntimeError("no champion model version is registered; run the scoring task first")
+    day = batch.batch_date
+    with engine.connect() as conn:
+        context = _account_context(conn, day)
+        today = _scores(conn, champion.version, day, day).merge(context, on="account_id", how="left")
+        history = _scores(conn, champion.version, day - timedelta(days=LOOKBACK_DAYS), day - timedelta(days=1))
+        past = _events(conn, PlaybookEvent.crossing_date < day)
+        deferred = _events(conn, PlaybookEvent.status == "deferred", PlaybookEvent.crossing_date < day)
+    decision = decide_playbook_events(today, history, past, champion, deferred=deferred, as_of_date=day)
+    stored = record_events(engine, decision)
+    log.info("playbooks %s: %d pending, %d deferred, %d suppressed (%d new rows)", day, len(decision.pending),
+             len(decision.deferred), len(decision.suppressed), stored)
+    return decision
+
+
+def act(engine: Engine, batch: Batch, hubspot: HttpClient, outbox_path: Path) -> dict[str, Any]:
+    """Events -> CRM tasks (exactly once) -> digests and alerts -> CRM health fields."""
+    from healthscore.playbooks.delivery import deliver_pending, publish_scores
+    from healthscore.playbooks.notifiers import send_critical_alerts, send_daily_digests
+
+    decision = decide_and_record(engine, batch)
+    delivery = deliver_pending(engine, hubspot, as_of=batch.as_of)
+    digests = send_daily_digests(engine, decision.pending, outbox_path, batch.batch_date)
+    alerts = send_critical_alerts(engine, decision.pending, outbox_path, batch.batch_date)
+    champion = next(model for model, shadow in registered_models(engine) if not shadow)
+    with engine.connect() as conn:
+        today = _scores(conn, champion.version, batch.batch_date, batch.batch_date)
+    published = publish_scores(engine, hubspot, today)
+    summary = {"pending": len(decision.pending), "deferred": len(decision.deferred),
+               "suppressed": len(decision.suppressed), "delivery": _plain(asdict(delivery)),
+               "digests": digests, "alerts": alerts, "published": published}
+    log.info("act %s: %s", batch.batch_date, summary)
+    return summary
+
+
+def _plain(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
