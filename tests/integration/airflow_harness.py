@@ -16,7 +16,7 @@ def pipeline_env(base_url: str, warehouse_url: str, data_dir: Path, timeout: str
                  **extra: str) -> dict[str, str]:
     """A short Mixpanel backfill keeps each Airflow run in tests to seconds."""
     return _pipeline_env(base_url, warehouse_url, data_dir, float(timeout) if timeout else None,
-                         HEALTHSCORE_MIXPANEL_BACKFILL_DAYS="3", **extra)
+                         **{"HEALTHSCORE_MIXPANEL_BACKFILL_DAYS": "3", **extra})
 
 
 def landing_snapshot(warehouse_url: str) -> dict[str, list[tuple]]:

@@ -1,0 +1,113 @@
+"""customer_health_daily end to end in Airflow: archive, shadow challenger, overrides, CRM tasks exactly once."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import date
+
+import pandas as pd
+import pytest
+import requests
+import sqlalchemy as sa
+
+from healthscore.config import load_model_config, model_config_from_dict
+from healthscore.sandbox import credentials as cred
+from healthscore.sandbox.runner import SandboxOptions, ThreadedSandbox, build_state
+from healthscore.warehouse.engine import make_engine
+from healthscore.warehouse.models import (
+    AccountSignals,
+    CrmPublication,
+    HealthScore,
+    PlaybookEvent,
+    ScoreOverride,
+)
+from healthscore.warehouse.registry import register_model_version
+from tests.integration.airflow_harness import AirflowHome, pipeline_env
+
+pytestmark = [pytest.mark.airflow, pytest.mark.slow]
+HUBSPOT = {"Authorization": f"Bearer {cred.HUBSPOT_TOKEN}"}
+
+
+@pytest.fixture(scope="module")
+def airflow_home(tmp_path_factory) -> AirflowHome:
+    home = AirflowHome(tmp_path_factory.mktemp("airflow"))
+    home.migrate()
+    return home
+
+
+@pytest.fixture(scope="module")
+def sandbox() -> Iterator[ThreadedSandbox]:
+    with ThreadedSandbox(build_state(SandboxOptions(seed=8, accounts=100, rate_limit_scale=1000))) as server:
+        yield server
+
+
+def archive(engine: sa.Engine) -> list[dict]:
+    columns = [c for c in HealthScore.__table__.columns if c.name != "id"]
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(*columns).order_by(HealthScore.model_version, HealthScore.as_of_date,
+                                                         HealthScore.account_id)).mappings().all()
+    return [dict(r) for r in rows]
+
+
+def crm_tasks(base: str) -> list[dict]:
+    return requests.get(f"{base}/crm/v3/objects/tasks", headers=HUBSPOT, params={"limit": 100}, timeout=10).json()[
+        "results"]
+
+
+def test_reruns_give_an_identical_archive_and_one_crm_task_per_event(airflow_home, sandbox, tmp_path):
+    url = f"sqlite:///{tmp_path / 'warehouse.db'}"
+    env = pipeline_env(sandbox.url, url, tmp_path / "data", HEALTHSCORE_MIXPANEL_BACKFILL_DAYS="35")
+    first = airflow_home.dags_test("2026-09-20", env)
+    assert first.state == "success", first.output[-4000:]
+    engine = make_engine(url)
+    day1 = archive(engine)
+    assert day1 and {r["as_of_date"] for r in day1} == {date(2026, 9, 19)}
+    assert sum(r["score"] is not None for r in day1) > 0.8 * len(day1)
+    assert all(r["score"] is None or 0 <= r["score"] <= 100 for r in day1)
+    assert all(r["config_hash"] == load_model_config().config_hash for r in day1)
+    parquet = tmp_path / "data" / "archive" / "health_scores" / "as_of_date=2026-09-19" / "model_version=v1"
+    assert len(pd.read_parquet(parquet / "scores.parquet")) == len(day1)
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(AccountSignals)).scalar_one() == len(day1)
+        published = conn.execute(sa.select(sa.func.count()).select_from(CrmPublication)).scalar_one()
+    assert published == sum(r["score"] is not None for r in day1)
+
+    # A CSM override into At Risk and a challenger model registered before day 2.
+    account = next(r for r in day1 if r["band"] == "Healthy")["account_id"]
+    with engine.begin() as conn:
+        conn.execute(sa.insert(ScoreOverride).values(
+            account_id=account, override_band="At Risk", override_score=40.0, reason="champion left last week",
+            author="csm@example.com", expires_on=date(2026, 12, 31)))
+    data = json.loads(load_model_config().canonical_json())
+    data["version"] = "v2-challenger"
+    data["weights"]["smb"] = {**data["weights"]["smb"]}
+    register_model_version(engine, model_config_from_dict(data, "challenger"), role="challenger")
+
+    archives, tasks = [], []
+    for _ in range(3):
+        run = airflow_home.dags_test("2026-09-21", env)
+        assert run.state == "success", run.output[-4000:]
+        archives.append(archive(engine))
+        tasks.append(crm_tasks(sandbox.url))
+    assert archives[0] == archives[1] == archives[2]
+    assert tasks[0] == tasks[1] == tasks[2]
+
+    with engine.connect() as conn:
+        events = conn.execute(sa.select(PlaybookEvent)).mappings().all()
+    sent = [e for e in events if e["status"] == "sent"]
+    assert any(e["account_id"] == account and e["playbook"] == "save_plan" for e in sent)
+    assert len(tasks[0]) == len(sent) == len({e["idempotency_key"] for e in sent})
+    assert {t["id"] for t in tasks[0]} == {e["crm_task_id"] for e in sent}
+    save_plan = next(t for t in tasks[0] if account in t["properties"]["hs_task_body"]
+                     or t["associations"]["companies"]["results"][0]["id"] == account)
+    assert "At Risk" in save_plan["properties"]["hs_task_subject"] + save_plan["properties"]["hs_task_body"]
+    assert "healthscore-key" in save_plan["properties"]["hs_task_body"]
+
+    day2 = [r for r in archives[0] if r["as_of_date"] == date(2026, 9, 20)]
+    shadow = [r for r in day2 if r["model_version"] == "v2-challenger"]
+    assert shadow and all(r["is_shadow"] for r in shadow)
+    assert all(e["model_version"] == "v1" for e in events), "a challenger never fires playbooks"
+    overridden = next(r for r in day2 if r["account_id"] == account and r["model_version"] == "v1")
+    assert overridden["override_band"] == "At Risk" and overridden["band"] != "At Risk"  # both archived
+    engine.dispose()
