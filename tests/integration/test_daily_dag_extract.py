@@ -22,20 +22,13 @@ from healthscore.warehouse.models import (
     Quarantine,
     landing_table,
 )
-from tests.integration.airflow_harness import AirflowHome, landing_snapshot, pipeline_env
+from tests.integration.airflow_harness import landing_snapshot, pipeline_env
 
 pytestmark = [pytest.mark.airflow, pytest.mark.slow]
 
 LOGICAL_DATE = "2026-09-20"  # the batch is 2026-09-19, data as of 2026-09-20T00:00Z
 AS_OF = datetime(2026, 9, 20, tzinfo=UTC)
 ADMIN = {"Authorization": f"Bearer {cred.ADMIN_TOKEN}"}
-
-
-@pytest.fixture(scope="module")
-def airflow_home(tmp_path_factory) -> AirflowHome:
-    home = AirflowHome(tmp_path_factory.mktemp("airflow"))
-    home.migrate()
-    return home
 
 
 @pytest.fixture(scope="module")

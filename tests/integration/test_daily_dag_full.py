@@ -23,17 +23,10 @@ from healthscore.warehouse.models import (
     ScoreOverride,
 )
 from healthscore.warehouse.registry import register_model_version
-from tests.integration.airflow_harness import AirflowHome, pipeline_env
+from tests.integration.airflow_harness import pipeline_env
 
 pytestmark = [pytest.mark.airflow, pytest.mark.slow]
 HUBSPOT = {"Authorization": f"Bearer {cred.HUBSPOT_TOKEN}"}
-
-
-@pytest.fixture(scope="module")
-def airflow_home(tmp_path_factory) -> AirflowHome:
-    home = AirflowHome(tmp_path_factory.mktemp("airflow"))
-    home.migrate()
-    return home
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,54 @@
+"""The DAG files parse cleanly, stay thin, and only use pools that airflow/pools.json defines."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from healthscore.local_airflow import DAGS_FOLDER, POOLS_FILE
+
+PARSE = """
+import json, sys
+from airflow.dag_processing.dagbag import DagBag
+bag = DagBag(dag_folder=sys.argv[1])
+dag = bag.dags["customer_health_daily"]
+heavy = sorted(m for m in ("pandas", "great_expectations", "sklearn", "pyarrow") if m in sys.modules)
+print(json.dumps({
+    "errors": {k: str(v) for k, v in bag.import_errors.items()},
+    "dags": sorted(bag.dag_ids),
+    "tasks": {t.task_id: {"pool": t.pool, "upstream": sorted(t.upstream_task_ids)} for t in dag.tasks},
+    "max_active_runs": dag.max_active_runs,
+    "heavy_modules": heavy,
+}))
+"""
+
+
+def parse(home: Path) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
+    env.update({"AIRFLOW__CORE__LOAD_EXAMPLES": "False", "AIRFLOW_HOME": str(home)})
+    out = subprocess.run([sys.executable, "-c", PARSE, str(DAGS_FOLDER)], capture_output=True, text=True, env=env,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_daily_dag_parses_wires_the_pipeline_and_uses_defined_pools(tmp_path):
+    info = parse(tmp_path)
+    assert info["errors"] == {}
+    assert "customer_health_daily" in info["dags"]
+    tasks = info["tasks"]
+    for source in ("hubspot", "zendesk", "stripe", "mixpanel"):
+        assert tasks[f"extract_{source}"]["upstream"] == (["prepare_warehouse"] if source != "mixpanel"
+                                                          else ["extract_hubspot", "prepare_warehouse"])
+        assert f"extract_{source}" in tasks[f"validate_{source}"]["upstream"]
+        assert f"validate_{source}" in tasks["build_signals"]["upstream"]
+    assert tasks["score_and_archive"]["upstream"] == ["build_signals"]
+    assert tasks["run_playbooks"]["upstream"] == ["score_and_archive"]
+    assert info["max_active_runs"] == 1  # each batch resumes from the previous batch's cursor
+    pools = json.loads(POOLS_FILE.read_text())
+    used = {t["pool"] for t in tasks.values()} - {"default_pool"}
+    assert used and used <= set(pools)
+    assert info["heavy_modules"] == [], "DAG files must not import heavy libraries at parse time"
