@@ -173,16 +173,22 @@ EVENT_CHUNK = 100_000
 
 @dataclass
 class DayUsage:
-    """One day's events, de-duplicated on $insert_id, validated in chunks, folded per company."""
+    """One day's events, de-duplicated on $insert_id, validated in chunks, folded per company.
+
+    Each chunk is reduced with pandas group-bys to small partial aggregates (counts per company and
+    event, distinct active company-user pairs, survey answers); ``rows`` combines them once.
+    """
 
     day: date
     validation: ValidationContext | None = None
     seen: set[str] = field(default_factory=set)
     duplicates: int = 0
     buffer: list[dict] = field(default_factory=list)
-    companies: dict[str, dict] = field(default_factory=dict)
     outcomes: list = field(default_factory=list)
     quarantined_payloads: dict[str, str] = field(default_factory=dict)
+    _event_counts: list = field(default_factory=list)
+    _active_pairs: list = field(default_factory=list)
+    _answers: list = field(default_factory=list)
 
     def add(self, event: dict) -> None:
         insert_id = (event.get("properties") or {}).get("$insert_id")
@@ -202,7 +208,7 @@ class DayUsage:
 
         frame = flatten("mixpanel", "events", self.buffer)
         if self.validation is not None:
-            outcome = validate("mixpanel", "events", frame, self.validation, partial=True)
+            outcome = validate("mixpanel", "events", frame, self.validation, partial=True, keep_accepted_ids=False)
             self.outcomes.append(outcome)
             bad = outcome.quarantined_ids
             if bad:
@@ -214,36 +220,54 @@ class DayUsage:
         self.buffer = []
 
     def _fold(self, frame: Any) -> None:
-        for company, group in frame.groupby("company_id", sort=False):
-            agg = self.companies.setdefault(str(company), {"users": set(), "events": 0, "logins": 0,
-                                                           "features": {}, "nps": [], "csat": []})
-            agg["events"] += len(group)
-            active = group[~group["event"].isin(NOT_ACTIVITY_EVENTS)]
-            agg["users"].update(active["distinct_id"].dropna().astype(str))
-            names = group["event"].value_counts()
-            agg["logins"] += int(names.get(LOGIN_EVENT, 0))
-            for name, count in names.items():
-                agg["features"][name] = agg["features"].get(name, 0) + int(count)
-            for column, bucket in (("nps_score", "nps"), ("csat_score", "csat")):
-                answered = group[group[column].notna()]
-                agg[bucket] += list(zip(answered["event_ts"].astype("int64"), answered[column].astype(float),
-                                        strict=True))
+        import pandas as pd
+
+        frame = frame[frame["company_id"].notna()]
+        company = frame["company_id"].astype(str)
+        self._event_counts.append(frame.groupby([company, frame["event"]], sort=False).size())
+        active = frame[~frame["event"].isin(NOT_ACTIVITY_EVENTS) & frame["distinct_id"].notna()]
+        pairs = {"company_id": company[active.index], "user": active["distinct_id"].astype(str)}
+        self._active_pairs.append(pd.DataFrame(pairs).drop_duplicates())
+        for column, bucket in (("nps_score", "nps"), ("csat_score", "csat")):
+            answered = frame[frame[column].notna()]
+            if len(answered):
+                self._answers.append(pd.DataFrame({
+                    "company_id": company[answered.index], "bucket": bucket,
+                    "ts": answered["event_ts"].astype("int64"), "score": answered[column].astype(float)}))
 
     def rows(self, batch: Batch) -> list[dict]:
-        rows = []
-        for company, agg in sorted(self.companies.items()):
-            nps, csat = sorted(agg["nps"]), agg["csat"]
-            rows.append({
-                "company_id": company, "event_date": self.day, "batch_date": batch.batch_date,
-                "active_users": len(agg["users"]), "event_count": agg["events"], "logins": agg["logins"],
-                "feature_counts": dict(sorted(agg["features"].items())), "distinct_features": len(agg["features"]),
-                "insert_ids_seen": agg["events"], "duplicates_dropped": 0,
-                "nps_responses": len(nps), "nps_sum": float(sum(s for _, s in nps)),
-                "nps_latest": nps[-1][1] if nps else None,
-                "csat_responses": len(csat), "csat_sum": float(sum(s for _, s in csat)),
-            })
+        import pandas as pd
+
+        if not self._event_counts:
+            return []
+        counts = pd.concat(self._event_counts).groupby(level=[0, 1], sort=True).sum()
+        users = pd.concat(self._active_pairs).drop_duplicates().groupby("company_id").size().to_dict()
+        answers = {}
+        if self._answers:
+            frame = pd.concat(self._answers).sort_values(["company_id", "bucket", "ts", "score"], kind="stable")
+            for (company, bucket), group in frame.groupby(["company_id", "bucket"], sort=False):
+                answers[(company, bucket)] = group["score"].tolist()
+        rows: list[dict] = []
+        current: dict | None = None
+        for (company, event), count in zip(counts.index.tolist(), counts.tolist(), strict=True):
+            if current is None or current["company_id"] != company:
+                nps, csat = answers.get((company, "nps"), []), answers.get((company, "csat"), [])
+                current = {
+                    "company_id": company, "event_date": self.day, "batch_date": batch.batch_date,
+                    "active_users": int(users.get(company, 0)), "event_count": 0, "logins": 0,
+                    "feature_counts": {}, "distinct_features": 0, "insert_ids_seen": 0, "duplicates_dropped": 0,
+                    "nps_responses": len(nps), "nps_sum": float(sum(nps)), "nps_latest": nps[-1] if nps else None,
+                    "csat_responses": len(csat), "csat_sum": float(sum(csat)),
+                }
+                rows.append(current)
+            current["feature_counts"][event] = int(count)
+            current["event_count"] += int(count)
+            current["distinct_features"] += 1
+            current["insert_ids_seen"] += int(count)
+            if event == LOGIN_EVENT:
+                current["logins"] += int(count)
         if rows:
-            rows[0]["duplicates_dropped"] = self.duplicates  # a day-level figure, kept once
+            rows[0]["duplicates_dropped"] = self.duplicates
         return rows
 
 
@@ -276,6 +300,7 @@ def extract_mixpanel(source: MixpanelSource, engine: Engine, batch: Batch,
         outcomes += usage.outcomes
         quarantined.update(usage.quarantined_payloads)
         rows += usage.rows(batch)
+        del usage  # the day's $insert_id set is the largest object: free it before streaming the next day
         summary.pages += 1
     outcome = merge(outcomes) if outcomes else None
     with engine.begin() as conn:

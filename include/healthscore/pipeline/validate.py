@@ -94,15 +94,16 @@ def build_context(engine: Engine, source: str, batch: Batch, paths: QualityPaths
     from healthscore.quality.gate import ValidationContext
 
     with engine.connect() as conn:
-        companies = list(_latest_payloads(conn, "hubspot", "companies", batch.batch_date))
-        organizations = {
-            str(props["zendesk_organization_id"]): c["id"]
-            for c in companies if (props := c.get("properties") or {}).get("zendesk_organization_id")
-        }
+        # Keep only the two ids per company: 100k full payloads would be a few hundred MiB for nothing.
+        company_ids, organizations = set(), {}
+        for company in _latest_payloads(conn, "hubspot", "companies", batch.batch_date):
+            company_ids.add(company["id"])
+            if organization := (company.get("properties") or {}).get("zendesk_organization_id"):
+                organizations[str(organization)] = company["id"]
         return ValidationContext(
             run_id=batch.run_id, batch_date=batch.batch_date, data_interval_end=batch.as_of,
             data_docs_dir=paths.data_docs_dir,
-            known_company_ids={c["id"] for c in companies},
+            known_company_ids=company_ids,
             known_owner_ids=_ids_until(conn, "hubspot", "owners", batch.batch_date),
             known_organization_ids=organizations,
             known_customer_ids=_ids_until(conn, "stripe", "customers", batch.batch_date),

@@ -104,7 +104,7 @@ class ValidationOutcome:
     results: list[dict[str, Any]]
     quarantine: list[dict[str, Any]]
     flagged: list[dict[str, Any]]
-    accepted_ids: list[str]
+    accepted_ids: list[str] | None  # None when not kept (streamed chunks only count their rows)
     reconciliation: dict[str, Any]
     critical_failed: bool = False
     blocked_dimensions: dict[str, list[str]] = field(default_factory=dict)
@@ -133,8 +133,11 @@ class ValidationOutcome:
 
 # ---- public entry points -------------------------------------------------------------------------
 def validate(source: str, obj: str, frame: pd.DataFrame, context: ValidationContext, *,
-             partial: bool = False) -> ValidationOutcome:
-    """Validate one flattened batch (or one chunk of it with ``partial=True``); see the module doc."""
+             partial: bool = False, keep_accepted_ids: bool = True) -> ValidationOutcome:
+    """Validate one flattened batch (or one chunk of it with ``partial=True``); see the module doc.
+
+    ``keep_accepted_ids=False`` spares a caller that streams millions of rows the list of accepted ids.
+    """
     from healthscore.quality.docs import runner
 
     if "record_id" not in frame.columns:
@@ -167,7 +170,7 @@ def validate(source: str, obj: str, frame: pd.DataFrame, context: ValidationCont
         source=source, obj=obj, suite=suite_name(source, obj), run_id=context.run_id,
         batch_date=context.batch_date, results=results, quarantine=quarantine,
         flagged=list(bad["warning"].values()),
-        accepted_ids=list(dict.fromkeys(record_ids[~quarantined].tolist())),
+        accepted_ids=list(dict.fromkeys(record_ids[~quarantined].tolist())) if keep_accepted_ids else None,
         reconciliation={**base, "landed": landed, "accepted": landed - n_quarantined,
                         "quarantined": n_quarantined},
         docs_path=gx_runner.index_path, validation_pages=[page] if page else [],
@@ -212,7 +215,8 @@ def merge(outcomes: Sequence[ValidationOutcome]) -> ValidationOutcome:
         results=results,
         quarantine=list({(q["record_id"], q["expectation"]): q for o in outcomes for q in o.quarantine}.values()),
         flagged=list({(q["record_id"], q["expectation"]): q for o in outcomes for q in o.flagged}.values()),
-        accepted_ids=list(dict.fromkeys(i for o in outcomes for i in o.accepted_ids)),
+        accepted_ids=(None if any(o.accepted_ids is None for o in outcomes)
+                      else list(dict.fromkeys(i for o in outcomes for i in o.accepted_ids))),
         reconciliation=rec, docs_path=first.docs_path,
         validation_pages=[p for o in outcomes for p in o.validation_pages],
         skipped_checks=sorted({s for o in outcomes for s in o.skipped_checks}),
