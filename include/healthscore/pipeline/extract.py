@@ -208,7 +208,8 @@ class DayUsage:
 
         frame = flatten("mixpanel", "events", self.buffer)
         if self.validation is not None:
-            outcome = validate("mixpanel", "events", frame, self.validation, partial=True, keep_accepted_ids=False)
+            outcome = validate("mixpanel", "events", frame, self.validation, partial=True, keep_accepted_ids=False,
+                               publish=False)
             self.outcomes.append(outcome)
             bad = outcome.quarantined_ids
             if bad:
@@ -279,7 +280,7 @@ def extract_mixpanel(source: MixpanelSource, engine: Engine, batch: Batch,
     The first batch of a project backfills ``backfill_days`` so 30/90-day usage signals have history.
     Events failing the GX events suite are quarantined (with their payload) and never aggregated.
     """
-    from healthscore.quality.gate import merge
+    from healthscore.quality.gate import merge, publish_docs
 
     summary = ObjectSummary("mixpanel", "usage_daily")
     with engine.connect() as conn:
@@ -302,6 +303,8 @@ def extract_mixpanel(source: MixpanelSource, engine: Engine, batch: Batch,
         rows += usage.rows(batch)
         del usage  # the day's $insert_id set is the largest object: free it before streaming the next day
         summary.pages += 1
+    if validation is not None:
+        publish_docs(validation.data_docs_dir)
     outcome = merge(outcomes) if outcomes else None
     with engine.begin() as conn:
         table = MixpanelUsageDaily.__table__

@@ -163,7 +163,7 @@ def _result_rows(outcome: ValidationOutcome) -> list[dict]:
 def validate_source(source: str, engine: Engine, batch: Batch, paths: QualityPaths,
                     fail_on_critical: bool = False) -> list[dict]:
     """Validate every object of a source for the batch; alert (and optionally fail) on a critical block."""
-    from healthscore.quality.gate import QualityGateError, validate
+    from healthscore.quality.gate import QualityGateError, publish_docs, validate
     from healthscore.quality.notify import QualityAlertNotifier
     from healthscore.sources.schemas import flatten
 
@@ -180,7 +180,7 @@ def validate_source(source: str, engine: Engine, batch: Batch, paths: QualityPat
                 records = landed_records(conn, source, obj, batch.batch_date)
                 frame = flatten(source, obj, records)
                 payloads = dict(zip(frame["record_id"], (json.dumps(r, sort_keys=True) for r in records), strict=True))
-        outcome = validate(source, obj, frame, context)
+        outcome = validate(source, obj, frame, context, publish=False)
         with engine.begin() as conn:
             store_outcome(conn, outcome, payloads)
         summary = outcome.summary()
@@ -192,6 +192,7 @@ def validate_source(source: str, engine: Engine, batch: Batch, paths: QualityPat
                       "; ".join(outcome.block_reasons), outcome.blocked_dimensions)
             QualityAlertNotifier(paths.outbox_path, outcome=outcome).notify({"run_id": batch.run_id})
             blocked.append(outcome)
+    publish_docs(paths.data_docs_dir)  # once for every suite of the source: the index is the costly part
     if blocked and fail_on_critical:
         raise QualityGateError(blocked[0])
     return summaries

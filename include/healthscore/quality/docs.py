@@ -11,7 +11,9 @@ Why this shape:
   suites unknown to a process would be removed from the shared site).
 * Suites, validation definitions and checkpoints are built once per (object, plan) and reused, so a
   chunked Mixpanel validation pays the GX setup once, not per chunk.
-* The checkpoint's ``UpdateDataDocsAction`` writes the validation page and the index on every run.
+* Data Docs are built by ``publish()``, not by a checkpoint action: rendering the index reads up to
+  ``INDEX_LIMIT`` stored results, so a task that validates many suites (or a Mixpanel day in chunks)
+  builds its pages and the index once at the end instead of once per validation.
 
 Importing this module does not import GX; ``runner()`` does.
 """
@@ -91,6 +93,7 @@ class GxRunner:
             self.context.suites.add(suite)
         self._checkpoints: dict[str, tuple[str, Any]] = {}
         self._batches: dict[str, Any] = {}
+        self._unpublished: list[Any] = []  # result and suite identifiers whose pages are not built yet
         self._lock = threading.Lock()
 
     @property
@@ -113,9 +116,7 @@ class GxRunner:
         definition = self.context.validation_definitions.add_or_update(
             gx.ValidationDefinition(name=name, data=batch, suite=suite))
         checkpoint = self.context.checkpoints.add_or_update(gx.Checkpoint(
-            name=name, validation_definitions=[definition], result_format=RESULT_FORMAT,
-            actions=[gx.checkpoint.UpdateDataDocsAction(name="update_data_docs", site_names=[SITE_NAME])],
-        ))
+            name=name, validation_definitions=[definition], result_format=RESULT_FORMAT, actions=[]))
         self._checkpoints[name] = (key, checkpoint)
         return checkpoint
 
@@ -123,6 +124,7 @@ class GxRunner:
             parameters: dict[str, Any], run_id: str) -> tuple[Any, Path | None]:
         """Validate ``frame``; returns the suite validation result and its Data Docs page."""
         from great_expectations.data_context.data_context.context_factory import project_manager
+        from great_expectations.data_context.types.resource_identifiers import ExpectationSuiteIdentifier
 
         with self._lock:
             project_manager.set_project(self.context)  # GX resolves some lookups via the "current" context
@@ -131,9 +133,23 @@ class GxRunner:
             result = checkpoint.run(batch_parameters={"dataframe": frame}, expectation_parameters=parameters,
                                     run_id=run)
             (key, validation), = result.run_results.items()
-            urls = self.context.get_docs_sites_urls(resource_identifier=key, site_names=[SITE_NAME])
+            self._unpublished += [key, ExpectationSuiteIdentifier(name=validation.suite_name)]
+            urls = self.context.get_docs_sites_urls(resource_identifier=key, site_names=[SITE_NAME],
+                                                    only_if_exists=False)  # built by publish()
         page = next((Path(unquote(urlparse(u["site_url"]).path)) for u in urls if u.get("site_url")), None)
         return validation, page
+
+    def publish(self) -> None:
+        """Build the pages of the validations run since the last publish, and the index, once."""
+        from great_expectations.data_context.data_context.context_factory import project_manager
+
+        with self._lock:
+            if not self._unpublished:
+                return
+            project_manager.set_project(self.context)
+            identifiers = list(dict.fromkeys(self._unpublished))
+            self.context.build_data_docs(site_names=[SITE_NAME], resource_identifiers=identifiers, build_index=True)
+            self._unpublished = []
 
 
 def runner(data_docs_dir: Path) -> GxRunner:

@@ -133,10 +133,11 @@ class ValidationOutcome:
 
 # ---- public entry points -------------------------------------------------------------------------
 def validate(source: str, obj: str, frame: pd.DataFrame, context: ValidationContext, *,
-             partial: bool = False, keep_accepted_ids: bool = True) -> ValidationOutcome:
+             partial: bool = False, keep_accepted_ids: bool = True, publish: bool = True) -> ValidationOutcome:
     """Validate one flattened batch (or one chunk of it with ``partial=True``); see the module doc.
 
     ``keep_accepted_ids=False`` spares a caller that streams millions of rows the list of accepted ids.
+    ``publish=False`` defers the Data Docs pages to one ``publish_docs`` call for many validations.
     """
     from healthscore.quality.docs import runner
 
@@ -150,6 +151,8 @@ def validate(source: str, obj: str, frame: pd.DataFrame, context: ValidationCont
     params = _parameters(run_checks, frame, context, history)
     gx_runner = runner(context.data_docs_dir)
     validation, page = gx_runner.run(source, obj, run_checks, frame, params, context.run_id)
+    if publish:
+        gx_runner.publish()
 
     by_check = {(r.expectation_config.meta or {}).get("check"): r for r in validation.results}
     record_ids = frame["record_id"]
@@ -181,6 +184,15 @@ def validate(source: str, obj: str, frame: pd.DataFrame, context: ValidationCont
     if not partial:
         _decide(outcome, context)
     return outcome
+
+
+def publish_docs(data_docs_dir: Path) -> Path:
+    """Build the Data Docs pages of every validation run with ``publish=False``, and the index; its path."""
+    from healthscore.quality.docs import runner
+
+    gx_runner = runner(data_docs_dir)
+    gx_runner.publish()
+    return gx_runner.index_path
 
 
 def merge(outcomes: Sequence[ValidationOutcome]) -> ValidationOutcome:
@@ -229,11 +241,12 @@ def merge(outcomes: Sequence[ValidationOutcome]) -> ValidationOutcome:
 def validate_chunks(source: str, obj: str, frames: Iterable[pd.DataFrame],
                     context: ValidationContext) -> ValidationOutcome:
     """Validate a stream of chunks (bounded memory) and merge them; raises like ``validate``."""
-    outcomes = [validate(source, obj, frame, context, partial=True) for frame in frames]
+    outcomes = [validate(source, obj, frame, context, partial=True, publish=False) for frame in frames]
     if not outcomes:
         from healthscore.sources.schemas import empty_frame
 
-        outcomes = [validate(source, obj, empty_frame(source, obj), context, partial=True)]
+        outcomes = [validate(source, obj, empty_frame(source, obj), context, partial=True, publish=False)]
+    publish_docs(context.data_docs_dir)
     return merge(outcomes)
 
 
