@@ -1,8 +1,12 @@
 """customer_health_daily: extract -> validate -> signals -> score -> archive -> playbooks -> publish.
 
-Thin wiring only: every step is a function in ``healthscore.pipeline``. Runs are sequential
-(``max_active_runs=1``, ``depends_on_past`` on extraction) because each batch resumes from the cursor
-the previous batch committed; catchup replays history through the sandbox clock.
+Thin wiring only: every step is a function in ``healthscore.pipeline``. Runs are strictly sequential:
+each batch resumes from the cursors the previous batch committed, scores against the history it
+archived, and sees its CRM writes. ``max_active_runs=1`` holds scheduled runs; a backfill has its own
+concurrency (10 runs by default), so ``prepare_warehouse`` waits for the whole previous run
+(``wait_for_downstream`` with ``run_playbooks``, the last task, directly downstream of it).
+Backfill with ``airflow backfill create ... --reprocess-behavior failed``; against the sandbox the
+batch instant is sent as the sandbox clock, so history replays exactly.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ CRM_WRITES_POOL = "crm_writes"  # one deliverer at a time: exactly-once recovery
     doc_md=__doc__,
 )
 def customer_health_daily():
-    @task
+    @task(depends_on_past=True, wait_for_downstream=True)
     def prepare_warehouse(**context) -> dict:
         """Alembic migrations (a no-op at head) and the configured model version registered."""
         from healthscore.pipeline.tasks import run_prepare
@@ -88,7 +92,9 @@ def customer_health_daily():
         migrated >> extracts[name] >> validations[name]
     # Referential checks need the CRM batch: Mixpanel validates its events while it streams them.
     extracts["hubspot"] >> [extracts["mixpanel"], validations["zendesk"], validations["stripe"]]
-    list(validations.values()) >> build_signals() >> score_and_archive() >> run_playbooks()
+    act = run_playbooks()
+    list(validations.values()) >> build_signals() >> score_and_archive() >> act
+    migrated >> act  # so the next run's prepare_warehouse waits for this run's last task too
 
 
 customer_health_daily()

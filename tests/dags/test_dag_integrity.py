@@ -19,7 +19,9 @@ heavy = sorted(m for m in ("pandas", "great_expectations", "sklearn", "pyarrow")
 print(json.dumps({
     "errors": {k: str(v) for k, v in bag.import_errors.items()},
     "dags": sorted(bag.dag_ids),
-    "tasks": {t.task_id: {"pool": t.pool, "upstream": sorted(t.upstream_task_ids)} for t in dag.tasks},
+    "tasks": {t.task_id: {"pool": t.pool, "upstream": sorted(t.upstream_task_ids),
+                          "depends_on_past": t.depends_on_past, "wait_for_downstream": t.wait_for_downstream}
+              for t in dag.tasks},
     "max_active_runs": dag.max_active_runs,
     "heavy_modules": heavy,
 }))
@@ -46,8 +48,10 @@ def test_daily_dag_parses_wires_the_pipeline_and_uses_defined_pools(tmp_path):
         assert f"extract_{source}" in tasks[f"validate_{source}"]["upstream"]
         assert f"validate_{source}" in tasks["build_signals"]["upstream"]
     assert tasks["score_and_archive"]["upstream"] == ["build_signals"]
-    assert tasks["run_playbooks"]["upstream"] == ["score_and_archive"]
+    assert tasks["run_playbooks"]["upstream"] == ["prepare_warehouse", "score_and_archive"]
     assert info["max_active_runs"] == 1  # each batch resumes from the previous batch's cursor
+    # Backfills run up to 10 runs at once: the first task waits for the previous run's last task.
+    assert tasks["prepare_warehouse"]["depends_on_past"] and tasks["prepare_warehouse"]["wait_for_downstream"]
     pools = json.loads(POOLS_FILE.read_text())
     used = {t["pool"] for t in tasks.values()} - {"default_pool"}
     assert used and used <= set(pools)
