@@ -17,6 +17,7 @@ import numpy as np
 from healthscore.config import Direction, ModelConfig, Segment
 
 SEGMENTS: tuple[str, ...] = tuple(s.value for s in Segment)
+CHUNK_ROWS = 65_536  # row block of the (rows x signals) arithmetic: bounds its temporaries
 
 
 @dataclass(frozen=True, eq=False)

@@ -16,11 +16,6 @@ Pipeline (every step over all accounts at once):
 
 from __future__ import annotations
 
-import functools
-import gc
-import re
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,7 +30,7 @@ from healthscore.scoring.bands import (
     round_half_up,
     value_segment_codes,
 )
-from healthscore.scoring.compiled import CompiledModel, compile_model
+from healthscore.scoring.compiled import CHUNK_ROWS, CompiledModel, compile_model
 from healthscore.scoring.composite import (
     ChurnModel,
     ScoringInputError,
@@ -48,20 +43,22 @@ from healthscore.scoring.composite import (
 )
 from healthscore.scoring.history import (
     MOMENTUM_UP,
+    History,
     attribution_deltas,
-    lookup_back,
+    lookups_back,
     momentum_codes,
     past_dimensions,
     prepare_history,
     projection,
+    score_change,
     stage_runs,
     top_attribution,
-    trend,
 )
-from healthscore.scoring.inputs import Prepared, calendar_stage, prepare_signals
+from healthscore.scoring.inputs import Prepared, calendar_stage, prepare_signals, string_column
 from healthscore.scoring.lifecycle import days_in_stage, plan_gates
 from healthscore.scoring.normalize import normalize_matrix
 from healthscore.scoring.overrides import active_overrides
+from healthscore.scoring.pyobjects import gc_paused, object_array, records_builder, tenths_floats
 
 OUTPUT_COLUMNS: tuple[str, ...] = (
     "account_id",
@@ -93,21 +90,7 @@ OUTPUT_COLUMNS: tuple[str, ...] = (
 ARCHIVE_TREND_WINDOWS = (30, 90, 365)
 MOMENTUM = ("up", "flat", "down")
 ATTRIBUTION_TOP = 3
-CHUNK_ROWS = 65_536  # bounds the (rows x signals) temporaries of normalization
 COVERAGE_EPS = 1e-9
-_IDENTIFIER = re.compile(r"[a-z][a-z0-9_]*")
-
-
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Building millions of small dicts triggers the cyclic GC over and over; none of them form cycles."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 @dataclass
@@ -195,10 +178,9 @@ def _unscored_reasons(
     minimum = cm.model.scoring.weighted_average.min_weight_coverage
     reasons: list[str] = []
     dims = cm.dimension_ids
-    segments = prep.segment.to_numpy(dtype=object)
-    for r in rows.tolist():
+    segments = prep.segment.iloc[rows].to_numpy(dtype=object)  # only the unscored rows: few
+    for r, value in zip(rows.tolist(), segments, strict=True):
         if seg[r] == cm.unknown_segment:
-            value = segments[r]
             reasons.append("segment missing" if pd.isna(value) else f"unknown segment {value!r}")
             continue
         if not eligible[r]:
@@ -230,36 +212,29 @@ def _unscored_reasons(
     return reasons
 
 
-@functools.cache
-def _record_builder(keys: tuple[str, ...]) -> Callable[..., dict[str, Any]]:
-    """``lambda v0, v1, ...: {"usage": v0, ...}`` for fixed keys: a dict display is about twice as fast
-    as ``dict(zip(keys, values))``, which matters at a million rows x two dict columns. Keys are config
-    identifiers (``^[a-z][a-z0-9_]*$``) and are embedded with ``repr``, so the source is inert."""
-    if not all(_IDENTIFIER.fullmatch(k) for k in keys):
-        return lambda *values: dict(zip(keys, values, strict=True))
-    params = ", ".join(f"v{i}" for i in range(len(keys)))
-    body = ", ".join(f"{key!r}: v{i}" for i, key in enumerate(keys))
-    return eval(f"lambda {params}: {{{body}}}", {"__builtins__": {}})  # inert source, see docstring
-
-
-def _dict_column(keys: tuple[str, ...], values: np.ndarray, rows: np.ndarray | None = None) -> list[Any]:
-    """Per row {key: value rounded to 0.1, or None when missing}; rows outside ``rows`` get None."""
-    n = values.shape[0]
+def _dict_column(keys: tuple[str, ...], values: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+    """Object array of per row {key: value rounded to 0.1, or None when missing}; rows outside ``rows``
+    get None."""
     sub = values if rows is None else values[rows]
-    rounded = round_half_up(sub, 1)
-    cols = []
-    for j in range(len(keys)):
-        col = rounded[:, j].tolist()
-        for i in np.flatnonzero(np.isnan(rounded[:, j])).tolist():  # JSON has no NaN
-            col[i] = None
-        cols.append(col)
-    built = list(map(_record_builder(keys), *cols))
+    tenths = sub * 10.0  # round_half_up(sub, 1) before its division by 10, in place
+    tenths += 0.5
+    np.floor(tenths, out=tenths)
+    cols = [tenths_floats(tenths[:, j]) for j in range(len(keys))]
+    built = object_array(records_builder(keys)(*cols))
     if rows is None:
         return built
-    out: list[Any] = [None] * n
-    for r, item in zip(rows.tolist(), built, strict=True):
-        out[r] = item
+    out = np.full(values.shape[0], None, dtype=object)
+    out[rows] = built
     return out
+
+
+def _trend(
+    hist: History | None, score: np.ndarray, lookup: tuple[np.ndarray, np.ndarray] | None
+) -> np.ndarray:
+    """``score_change`` at a ``lookups_back`` result; all NaN without history."""
+    if hist is None or lookup is None:
+        return np.full(score.size, np.nan)
+    return score_change(hist, score, *lookup)
 
 
 def _labels(codes: np.ndarray, names: tuple[str, ...]) -> pd.Categorical:
@@ -334,19 +309,22 @@ def score_accounts(
     # -- history: trends, momentum, projection, attribution
     tolerance = model.momentum.lookup_tolerance_days
     windows = sorted(set(model.momentum.trend_windows_days))
-    trends = {w: trend(hist, score, prep.as_of, w, tolerance) for w in windows}
     window = model.momentum.window_days
-    trend_window = trends[window] if window in trends else trend(hist, score, prep.as_of, window, tolerance)
+    lookups: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # one per window: trend and attribution share
+    if hist is not None:
+        lookups = lookups_back(hist, prep.as_of, sorted({*windows, window}), tolerance)
+    trends = {w: _trend(hist, score, lookups.get(w)) for w in windows}
+    trend_window = trends[window] if window in trends else _trend(hist, score, lookups.get(window))
     moves = momentum_codes(trend_window, model.momentum.stable_band_points)
     projected = projection(hist, score, prep.as_of)
-    attribution: list[Any] = [None] * n
+    attribution = np.full(n, None, dtype=object)
     if hist is not None:
-        pos, found = lookup_back(hist, prep.as_of, window, tolerance)
+        pos, found = lookups[window]
         past = past_dimensions(hist, pos, found, cm)
         has_past = found & scored & ~np.all(np.isnan(past), axis=1)
         if has_past.any():
             deltas = attribution_deltas(core.contributions, past, seg, cm)
-            with _gc_paused():
+            with gc_paused():
                 attribution = top_attribution(deltas, has_past, cm.dimension_ids, ATTRIBUTION_TOP)
 
     value_codes = value_segment_codes(bands, trend_window, moves == MOMENTUM_UP, prep.arr_usd, seg, cm)
@@ -361,13 +339,13 @@ def score_accounts(
         o_band = names_from_codes(band_codes(o_score, seg, stage, prep.days_to_renewal, cm), cm.band_names)
         filled = override_band.to_numpy(dtype=object).copy()
         filled[need_band] = o_band[need_band]
-        override_band = pd.Series(filled, dtype="str")
+        override_band = string_column(filled)
 
     # -- assemble
     unscored_rows = np.flatnonzero(~scored)
     reasons = np.full(n, None, dtype=object)
     reasons[unscored_rows] = _unscored_reasons(prep, core, seg, eligible, unscored_rows, cm)
-    with _gc_paused():
+    with gc_paused():
         dimension_scores = _dict_column(cm.dimension_ids, core.dims)
         contributions = _dict_column(cm.dimension_ids, core.contributions, np.flatnonzero(scored))
 
@@ -376,7 +354,7 @@ def score_accounts(
         "as_of_date": signals["as_of_date"].reset_index(drop=True),
         "model_version": _constant(model_version, n),
         "score": _floats(score),
-        "unscored_reason": pd.Series(reasons, dtype="str"),
+        "unscored_reason": string_column(reasons),
         "band": _labels(bands, cm.band_names),
         "raw_score": _floats(raw_score),
         "confidence": np.round(core.confidence, 3),

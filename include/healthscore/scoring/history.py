@@ -16,17 +16,17 @@ accounts costs a sort, not a join per window.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from healthscore.scoring.compiled import CompiledModel
+from healthscore.scoring.compiled import CHUNK_ROWS, CompiledModel
 from healthscore.scoring.composite import ScoringInputError, weighted_average
 from healthscore.scoring.inputs import category_codes, positions_in, to_days
+from healthscore.scoring.pyobjects import object_array, tenths_floats
 
 DIM_PREFIX = "dim_"
 PROJECTION_DAYS = 90
@@ -69,6 +69,7 @@ class History:
     src: np.ndarray  # position of each row in ``source``
     origin: int
     key_span: int
+    keys: np.ndarray  # key(row, day) of each row, ascending
 
     def key(self, row: np.ndarray, day: np.ndarray) -> np.ndarray:
         return row.astype(np.int64) * self.key_span + day
@@ -77,7 +78,7 @@ class History:
     def scored(self) -> tuple[np.ndarray, np.ndarray]:
         """(positions, sorted keys) of the rows that carry a score: what trend lookups search."""
         pos = np.flatnonzero(~np.isnan(self.score))
-        return pos, self.key(self.row[pos], self.day[pos])
+        return pos, self.keys[pos]
 
 
 def prepare_history(
@@ -93,43 +94,46 @@ def prepare_history(
     missing = [c for c in ("account_id", "as_of_date", "score") if c not in history.columns]
     if missing:
         raise ScoringInputError(f"history frame lacks required columns {missing}")
+    if len(account_id) == 0:
+        return None
     row = positions_in(account_id, history["account_id"])
-    day = to_days(history["as_of_date"]).astype(np.int64)
-    today = as_of.astype(np.int64)
-    keep = row >= 0
-    keep[keep] &= day[keep] < today[row[keep]]
-    src = np.flatnonzero(keep)
+    day = to_days(history["as_of_date"]).view(np.int64)
+    today = as_of.view(np.int64)
+    src = np.flatnonzero((row >= 0) & (day < today[row]))  # row -1 reads the last account: masked anyway
     if src.size == 0:
         return None
     row, day = row[src], day[src]
+    origin = int(min(day.min(), today.min()))
+    span = int(max(today.max(), day.max()) - origin) + 1
+    key = np.multiply(row, span, dtype=np.int64)  # orders like (row, day)
+    key += day
+    key -= origin
     preferred = np.zeros(src.size, dtype=np.int8)
     if "model_version" in history.columns:
-        codes, uniques = pd.factorize(history["model_version"])
-        mine = np.flatnonzero(np.asarray(uniques, dtype=object) == model_version)
-        if mine.size:
-            preferred = (codes[src] == mine[0]).astype(np.int8)
-    order = np.lexsort((preferred, day, row))  # the last of each (row, day) is the preferred one
-    row, day, src = row[order], day[order], src[order]
+        mine = (history["model_version"] == model_version).to_numpy(dtype=bool, na_value=False)
+        preferred = mine[src].astype(np.int8)
+    order = np.lexsort((preferred, key))  # the last of each (row, day) is the preferred one
+    key, src = key[order], src[order]
     last_of_day = np.ones(src.size, dtype=bool)
-    last_of_day[:-1] = (row[1:] != row[:-1]) | (day[1:] != day[:-1])
-    row, day, src = row[last_of_day], day[last_of_day], src[last_of_day]
+    last_of_day[:-1] = key[1:] != key[:-1]
+    keys, src = key[last_of_day], src[last_of_day]
+    row, day = np.divmod(keys, span)
 
     score = pd.to_numeric(history["score"], errors="coerce").to_numpy(dtype=float, na_value=np.nan)[src]
     stage = np.full(src.size, -1, dtype=np.intp)
     if "lifecycle_stage" in history.columns:
         codes, _ = category_codes(history["lifecycle_stage"], cm.stages, -1)
         stage = codes[src]
-    origin = int(min(day.min(), today.min()))
-    span = int(max(today.max(), day.max()) - origin) + 1
     return History(
-        row=row,
-        day=day - origin,
+        row=row.astype(np.intp, copy=False),
+        day=day,
         score=score,
         stage=stage,
         source=history,
         src=src,
         origin=origin,
         key_span=span,
+        keys=keys,
     )
 
 
@@ -140,17 +144,28 @@ def lookup_back(
 
     Returns ``(position, found)``: position into ``hist`` arrays (valid where ``found``).
     """
+    return lookups_back(hist, as_of, (days_back,), tolerance)[days_back]
+
+
+def lookups_back(
+    hist: History, as_of: np.ndarray, windows: Iterable[int], tolerance: int
+) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """``lookup_back`` for several windows, sharing today's keys between them."""
     pos_scored, keys = hist.scored
     rows = np.arange(as_of.size)
-    # A target before the archive starts yields a key inside an earlier account's block (or -1): not found.
-    target = _shift(hist, as_of) - days_back
-    at = np.searchsorted(keys, hist.key(rows, target), side="right") - 1
-    at_clipped = np.clip(at, 0, None)
-    pos = pos_scored[at_clipped] if pos_scored.size else np.zeros(as_of.size, dtype=np.intp)
-    found = (
-        (at >= 0) & (pos_scored.size > 0) & (hist.row[pos] == rows) & (hist.day[pos] >= target - tolerance)
-    )
-    return pos, found
+    today = _shift(hist, as_of)
+    today_key = hist.key(rows, today)
+    out = {}
+    for days_back in windows:
+        # A target before the archive starts yields a key inside an earlier account's block (or -1): not found.
+        at = np.searchsorted(keys, today_key - days_back, side="right") - 1
+        if pos_scored.size == 0:
+            out[days_back] = np.zeros(as_of.size, dtype=np.intp), np.zeros(as_of.size, dtype=bool)
+            continue
+        pos = pos_scored[np.clip(at, 0, None)]
+        found = (at >= 0) & (hist.row[pos] == rows) & (hist.day[pos] >= today - (days_back + tolerance))
+        out[days_back] = pos, found
+    return out
 
 
 def _shift(hist: History, as_of: np.ndarray) -> np.ndarray:
@@ -162,10 +177,14 @@ def trend(
     hist: History | None, score: np.ndarray, as_of: np.ndarray, days_back: int, tolerance: int
 ) -> np.ndarray:
     """Score now minus the archived score ``days_back`` ago; NaN without a comparable archived score."""
-    out = np.full(score.size, np.nan)
     if hist is None:
-        return out
-    pos, found = lookup_back(hist, as_of, days_back, tolerance)
+        return np.full(score.size, np.nan)
+    return score_change(hist, score, *lookup_back(hist, as_of, days_back, tolerance))
+
+
+def score_change(hist: History, score: np.ndarray, pos: np.ndarray, found: np.ndarray) -> np.ndarray:
+    """Score now minus the archived score at a ``lookup_back`` result (NaN where not found)."""
+    out = np.full(score.size, np.nan)
     out[found] = np.round(score[found] - hist.score[pos[found]], 1)
     return out
 
@@ -190,10 +209,11 @@ def projection(hist: History | None, score: np.ndarray, as_of: np.ndarray) -> np
     out = np.full(n_rows, np.nan)
     if hist is None:
         return out
-    today = _shift(hist, as_of)
-    t = (hist.day - today[hist.row]).astype(float)  # <= -1
-    use = (t >= -PROJECTION_DAYS) & ~np.isnan(hist.score)
-    r, t, y = hist.row[use], t[use], hist.score[use]
+    age = _shift(hist, as_of)[hist.row]
+    age -= hist.day  # days before today, >= 1
+    use = (age <= PROJECTION_DAYS) & ~np.isnan(hist.score)
+    r, y = hist.row[use], hist.score[use]
+    t = -age[use].astype(float)  # the same as (day - today) as float
     now = ~np.isnan(score)
     y0 = np.where(now, score, 0.0)
     n = np.bincount(r, minlength=n_rows) + now
@@ -202,7 +222,8 @@ def projection(hist: History | None, score: np.ndarray, as_of: np.ndarray) -> np
     stt = np.bincount(r, weights=t * t, minlength=n_rows)
     sty = np.bincount(r, weights=t * y, minlength=n_rows)
     oldest = np.full(n_rows, 0.0)
-    np.minimum.at(oldest, r, t)
+    first = np.flatnonzero(np.diff(r, prepend=-1))  # sorted by (row, day): an account's first point
+    oldest[r[first]] = t[first]  # is its oldest (t < 0)
     with np.errstate(divide="ignore", invalid="ignore"):
         denom = n * stt - st * st
         slope = (n * sty - st * sy) / denom
@@ -241,32 +262,55 @@ def attribution_deltas(
     (renormalized over the dimensions present then), so a model-version change is not mistaken for a
     dimension moving, and the deltas sum to the change of the weighted composite.
     """
-    _, past = weighted_average(past_dims, segment_code, cm)
-    return np.nan_to_num(contributions_now) - np.nan_to_num(past)
+    out = np.empty(past_dims.shape)
+    for start in range(0, past_dims.shape[0], CHUNK_ROWS):  # row blocks keep temporaries in cache
+        part = slice(start, start + CHUNK_ROWS)
+        _, past = weighted_average(past_dims[part], segment_code[part], cm)
+        np.subtract(np.nan_to_num(contributions_now[part]), np.nan_to_num(past), out=out[part])
+    return out
 
 
 def top_attribution(
     deltas: np.ndarray, valid: np.ndarray, dimensions: tuple[str, ...], top: int = 3
-) -> list[Any]:
+) -> np.ndarray:
     """Per row: up to ``top`` ``{"dimension", "delta"}`` sorted by |delta| (rounded deltas of 0 dropped).
 
-    Ties keep catalogue order. None for rows without a reference (``valid`` False).
+    Ties keep catalogue order. None for rows without a reference (``valid`` False). Returns an object
+    array. Rows are built in groups sharing the same kept positions among their top entries, each group
+    by one comprehension and C-level grouping: at a million accounts a Python loop per row would cost
+    more than all of the history arithmetic.
     """
-    out: list[Any] = [None] * deltas.shape[0]
+    out = np.full(deltas.shape[0], None, dtype=object)
     rows = np.flatnonzero(valid)
     if rows.size == 0:
         return out
-    d = np.round(deltas[rows], 1) + 0.0  # + 0.0 turns -0.0 into 0.0
-    order = np.argsort(-np.abs(d), axis=1, kind="stable")[:, :top]
-    picked = np.take_along_axis(d, order, axis=1)
-    names = np.array(dimensions, dtype=object)[order]
-    name_cols = [names[:, k].tolist() for k in range(order.shape[1])]
-    delta_cols = [picked[:, k].tolist() for k in range(order.shape[1])]
-    for r, ns, vs in zip(
-        rows.tolist(), zip(*name_cols, strict=True), zip(*delta_cols, strict=True), strict=True
-    ):
-        out[r] = [{"dimension": n, "delta": v} for n, v in zip(ns, vs, strict=True) if v != 0.0]
+    tenths = deltas[rows] * 10.0  # np.round(x, 1) is exactly rint(x * 10) / 10
+    np.rint(tenths, out=tenths)
+    magnitude = np.abs(tenths / 10.0)  # |rounded delta|; abs also turns -0.0 into 0.0
+    np.negative(magnitude, out=magnitude)
+    order = np.argsort(magnitude, axis=1, kind="stable")[:, :top]
+    picked = np.take_along_axis(tenths, order, axis=1)
+    names = np.array(dimensions, dtype=object)
+    kept = picked != 0.0
+    pattern = kept @ (1 << np.arange(order.shape[1]))  # bit k set: top entry k is kept
+    for p in np.flatnonzero(np.bincount(pattern)).tolist():
+        sel = np.flatnonzero(pattern == p)
+        cols = np.flatnonzero(kept[sel[0]])
+        at = np.ix_(sel, cols)
+        out[rows[sel]] = _attribution_lists(names[order[at]], picked[at])
     return out
+
+
+def _attribution_lists(names: np.ndarray, tenths: np.ndarray) -> np.ndarray:
+    """Object array of one ``[{"dimension", "delta"}, ...]`` list per row of the (m, k) inputs."""
+    m, k = names.shape
+    if k == 0:
+        return object_array([[] for _ in range(m)])
+    flat = [
+        {"dimension": n, "delta": v}
+        for n, v in zip(names.ravel().tolist(), tenths_floats(tenths.ravel()), strict=True)
+    ]
+    return object_array(list(map(list, zip(*[iter(flat)] * k, strict=True))))  # consecutive runs of k
 
 
 def stage_runs(hist: History | None, as_of: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from healthscore.scoring.composite import ScoringInputError
-from healthscore.scoring.inputs import positions_in, to_days
+from healthscore.scoring.inputs import positions_in, string_column, to_days
 
 
 def active_overrides(
@@ -32,8 +32,8 @@ def active_overrides(
     return pd.DataFrame(
         {
             "override_score": pd.array(score_col, dtype="Float64"),  # NaN -> <NA>
-            "override_band": pd.Series(band_col, dtype="str"),
-            "override_id": pd.array(np.where(np.isnan(id_col), None, id_col), dtype="Int64"),
+            "override_band": string_column(band_col),
+            "override_id": pd.array(id_col, dtype="Int64"),  # NaN -> <NA>; non-integers raise
         }
     )
 
