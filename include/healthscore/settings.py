@@ -28,6 +28,9 @@ class Settings(BaseModel):
         default=None, description="ObjectStoragePath URL for the Parquet archive. None: file://<data_dir>/archive.")
     mixpanel_backfill_days: int = Field(
         default=35, ge=1, description="Days of product events the first Mixpanel batch pulls (30-day signals need 30).")
+    data_docs_index_limit: int = Field(
+        default=200, ge=1, description="Validations linked from the Data Docs index (pages of older ones stay on disk). "
+        "Each build reads that many stored results, once per validate task.")
     quality_fail_on_critical: bool = Field(
         default=False, description="Fail the run on a critical quality failure instead of carrying dimensions forward.")
 
@@ -45,6 +48,8 @@ class Settings(BaseModel):
             values["archive_url"] = env["HEALTHSCORE_ARCHIVE_URL"]
         if env.get("HEALTHSCORE_MIXPANEL_BACKFILL_DAYS"):
             values["mixpanel_backfill_days"] = int(env["HEALTHSCORE_MIXPANEL_BACKFILL_DAYS"])
+        if env.get("HEALTHSCORE_DATA_DOCS_INDEX_LIMIT"):
+            values["data_docs_index_limit"] = int(env["HEALTHSCORE_DATA_DOCS_INDEX_LIMIT"])
         if env.get("HEALTHSCORE_MODEL_CONFIG"):
             values["model_config_path"] = Path(env["HEALTHSCORE_MODEL_CONFIG"])
         return cls(**values)

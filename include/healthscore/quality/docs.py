@@ -12,8 +12,8 @@ Why this shape:
 * Suites, validation definitions and checkpoints are built once per (object, plan) and reused, so a
   chunked Mixpanel validation pays the GX setup once, not per chunk.
 * Data Docs are built by ``publish()``, not by a checkpoint action: rendering the index reads up to
-  ``INDEX_LIMIT`` stored results, so a task that validates many suites (or a Mixpanel day in chunks)
-  builds its pages and the index once at the end instead of once per validation.
+  ``HEALTHSCORE_DATA_DOCS_INDEX_LIMIT`` (200) stored results, so a task that validates many suites
+  (or a Mixpanel day in chunks) builds its pages and the index once at the end, not per validation.
 
 Importing this module does not import GX; ``runner()`` does.
 """
@@ -36,7 +36,6 @@ if TYPE_CHECKING:
 
 SITE_NAME = "healthscore"
 DATASOURCE = "healthscore"
-INDEX_LIMIT = 200  # validation pages linked from index.html (older pages stay on disk)
 RESULT_FORMAT: dict[str, Any] = {
     "result_format": "COMPLETE",
     "unexpected_index_column_names": ["record_id"],
@@ -61,7 +60,7 @@ def safe_run_name(run_id: str) -> str:
 class GxRunner:
     """A GX ephemeral context with a filesystem results store and a Data Docs site."""
 
-    def __init__(self, data_docs_dir: Path) -> None:
+    def __init__(self, data_docs_dir: Path, index_limit: int) -> None:
         os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")  # before GX is imported: never phone home
         logging.getLogger("great_expectations").setLevel(logging.WARNING)  # its INFO chatter floods task logs
         import great_expectations as gx
@@ -83,7 +82,7 @@ class GxRunner:
         config.data_docs_sites = {SITE_NAME: {
             "class_name": "SiteBuilder",
             "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(data_docs_dir)},
-            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder", "validation_results_limit": INDEX_LIMIT,
+            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder", "validation_results_limit": index_limit,
                                    "show_how_to_buttons": False},
         }}
         self._gx = gx
@@ -154,8 +153,10 @@ class GxRunner:
 
 def runner(data_docs_dir: Path) -> GxRunner:
     """The cached runner for a Data Docs folder (created on first use)."""
+    from healthscore.settings import Settings
+
     key = Path(data_docs_dir).resolve()
     with _runners_lock:
         if key not in _runners:
-            _runners[key] = GxRunner(key)
+            _runners[key] = GxRunner(key, Settings.from_env().data_docs_index_limit)
         return _runners[key]
