@@ -26,7 +26,7 @@ from tests.integration.airflow_harness import pipeline_env
 
 pytestmark = [pytest.mark.airflow, pytest.mark.slow]
 FIRST = date(2026, 9, 22)  # logical date of the first run; its batch is the day before
-DAYS = 6
+DAYS = 5
 
 
 def patch_seats(base: str, company_id: str, seats: int, at: datetime) -> None:
