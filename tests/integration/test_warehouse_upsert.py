@@ -11,16 +11,21 @@ import numpy as np
 import pandas as pd
 import pytest
 import sqlalchemy as sa
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from healthscore.warehouse import (
     bulk_upsert,
     canonical_json,
+    dumps_json,
     landing_table,
     make_engine,
     replace_partition,
     upgrade,
 )
+from healthscore.warehouse import upsert as upsert_module
 from healthscore.warehouse.models import HealthScore, MixpanelUsageDaily, ModelVersion, SourceCursor
+from healthscore.warehouse.types import dumps_json_many, json_column_serialiser
 
 KEYS = ["account_id", "as_of_date", "model_version"]
 DAY = dt.date(2026, 3, 1)
@@ -327,3 +332,138 @@ def test_types_without_binary_copy_fall_back_to_text_copy(engine: sa.Engine) -> 
         got = {r.entry_id: r for r in conn.execute(sa.select(table))}
     assert got["e1"].amount == Decimal("1.10") and got["e1"].tags == {"k": ["v", 1]}
     assert got["e2"].amount is None and got["e2"].tags is None
+
+
+# ------------------------------------------------------------------ bulk JSON serialisation, big batches
+
+# Floats that msgspec and repr spell differently (exponents, 1e-5 <= x < 1e-4) or that are easy to get
+# wrong (shortest round-trip, signed zero, subnormals, NaN/inf -> null).
+TRICKY_FLOATS = [0.1, 1 / 3, -2 / 3, 1e-7, 1e-5, 0.00009999, 1.5e-4, 0.0001, 1e15, 1e16, 1.2345678901234568e16,
+                 9999999999999998.0, 2.0**53, 2.0**60, 5e-324, 2.2250738585072014e-308, 1.7976931348623157e308,
+                 -1e-300, 0.0, -0.0, 100.0, float("nan"), float("inf"), float("-inf")]  # fmt: skip
+SCALARS = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from(TRICKY_FLOATS),
+    st.integers(min_value=-(2**80), max_value=2**80),
+    st.booleans(),
+    st.none(),
+)
+KEYS_ = st.one_of(
+    st.sampled_from(["usage", "e1", "0.0000", "é", "naïve", "x y", "null", "", "a:b", "c,d"]), st.text()
+)
+JSON_VALUES = st.one_of(
+    st.none(),
+    st.dictionaries(KEYS_, SCALARS, max_size=6),  # the bulk path's shape (when keys are plain)
+    st.dictionaries(
+        st.text(max_size=3), st.recursive(SCALARS | st.text(), lambda c: st.lists(c, max_size=3))
+    ),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(JSON_VALUES, max_size=30), st.randoms(use_true_random=False))
+def test_bulk_json_is_dumps_json_byte_for_byte(values: list[object], rnd) -> None:
+    expected = [None if v is None else dumps_json(v) for v in values]
+    assert dumps_json_many(values) == expected
+    serialise = json_column_serialiser(values)
+    if serialise is not None:  # and then any subset serialises the same
+        subset = [v for v in values if rnd.random() < 0.5]
+        assert serialise(subset) == [None if v is None else dumps_json(v) for v in subset]
+
+
+def test_bulk_json_tricky_values() -> None:
+    flat = [{"usage": f, "e1": -f, "0.0000": f / 3} for f in TRICKY_FLOATS] + [
+        {},
+        None,
+        {"b": True, "n": None},
+    ]
+    assert dumps_json_many(flat) == [None if v is None else dumps_json(v) for v in flat]
+    assert dumps_json_many(flat)[:2] == [
+        '{"usage": 0.1, "e1": -0.1, "0.0000": 0.03333333333333333}',
+        '{"usage": 0.3333333333333333, "e1": -0.3333333333333333, "0.0000": 0.1111111111111111}',
+    ]
+    assert dumps_json_many([{"a": 1e16, "b": 1e-05, "c": float("nan")}]) == [
+        '{"a": 1e+16, "b": 1e-05, "c": null}'
+    ]
+    odd = [{"a": {"nested": 1e-7}}, {"é": [1, 2.5, "x"]}, {1: 2}, {"t": dt.date(2026, 1, 1)}, {"d": Decimal("1.50")},
+           {"s": {3, 1}}, {"np": np.float64(0.3)}, {"big": 2**70}, {"k:v": 1.0}, {'q"': 1.0}]  # fmt: skip
+    assert dumps_json_many(odd) == [dumps_json(v) for v in odd]
+    assert json_column_serialiser(odd) is None and json_column_serialiser([{"big": 2**70}]) is None
+    with pytest.raises(ValueError, match="digits"):  # what dumps_json raises, not a msgspec error
+        dumps_json_many([{"huge": 10**5000}])
+
+
+def _big_batch(n: int, score: float) -> list[dict[str, object]]:
+    rows = []
+    for i in range(n):
+        f = TRICKY_FLOATS[i % len(TRICKY_FLOATS)]
+        rows.append(
+            _score_row(
+                f"acc-{i % (n - 5):03d}",  # the last 5 rows repeat earlier keys: last one wins
+                score,
+                dimension_scores={"usage": f, "engagement": i / 7, "value": None} if i % 6 else None,
+                contributions={"usage": -f, "n": i * 0.1},
+                attribution={"top": ["usage", f], "rank": i},  # not the bulk path's shape
+                trend_30d=float(i),
+            )
+        )
+    return rows
+
+
+def _table_text(conn: sa.Connection) -> list[tuple[object, ...]]:
+    """Every stored value as the database prints it (JSON as its exact text), ordered by id."""
+    table = HealthScore.__table__
+    return [
+        tuple(r)
+        for r in conn.execute(sa.select(*(sa.cast(c, sa.Text) for c in table.c)).order_by(table.c.id))
+    ]
+
+
+def test_big_batches_merge_in_chunks_with_the_same_result(engine: sa.Engine, monkeypatch) -> None:
+    """Chunked staging (pipelined merges, deferred JSON and DataFrame conversions, writer thread) stores
+    exactly what one statement does: same ids, values and JSON text, and the same returned counts."""
+    first, second = _big_batch(60, 10.0), _big_batch(70, 20.0)  # the second updates 55 rows, adds 10
+    third = pd.DataFrame(_big_batch(80, 30.0))  # updates 65, adds 10; str, float, datetime64 dtypes
+    third.loc[[11, 12, 76], ["score", "unscored_reason"]] = [np.nan, "new account"]  # 76 overrides 1
+    third.loc[10, "computed_at"] = pd.NaT
+
+    def load() -> tuple[list[int], list[tuple[object, ...]]]:
+        with engine.begin() as conn:
+            conn.execute(sa.delete(HealthScore))
+            counts = [bulk_upsert(conn, HealthScore, rows, KEYS) for rows in (first, second)]
+        with pytest.raises(sa.exc.IntegrityError), engine.begin() as conn:  # NULL computed_at
+            bulk_upsert(conn, HealthScore, third, KEYS)
+        with engine.begin() as conn:
+            counts.append(bulk_upsert(conn, HealthScore, third.drop(index=10), KEYS))
+            stored = _table_text(conn)
+        return counts, [row[1:] for row in stored]  # ids: compared relative to the first one below
+
+    def ids() -> list[int]:
+        with engine.connect() as conn:
+            return list(conn.scalars(sa.select(HealthScore.id).order_by(HealthScore.id)))
+
+    counts, whole = load()
+    whole_ids = ids()
+    monkeypatch.setattr(upsert_module, "COPY_PIPELINE_ROWS", 7)
+    monkeypatch.setattr(upsert_module, "COPY_SERIALISE_ROWS", 4)
+    monkeypatch.setattr(upsert_module, "COPY_QUEUED_MIN_ROWS", 1)
+    assert load() == (counts, whole) and counts == [55, 65, 74]
+    assert str(third["computed_at"].dtype) == "datetime64[us, UTC]"
+    chunked_ids = ids()
+    assert [i - chunked_ids[0] for i in chunked_ids] == [i - whole_ids[0] for i in whole_ids]
+    stored = {row[0]: row for row in whole}  # account_id -> row
+    last = third.drop_duplicates("account_id", keep="last").set_index("account_id")
+    assert [stored[f"acc-{i:03d}"][3] for i in (1, 11, 12)] == [None, None, None]
+    assert float(stored["acc-013"][3]) == 30.0
+    assert stored["acc-007"][8] == dumps_json(last.loc["acc-007", "dimension_scores"])  # dumps_json's text
+
+
+def test_a_bad_value_anywhere_in_a_big_batch_writes_nothing(engine: sa.Engine, monkeypatch) -> None:
+    monkeypatch.setattr(upsert_module, "COPY_PIPELINE_ROWS", 7)
+    rows = _big_batch(60, 10.0)
+    rows[-1]["days_in_stage"] = 2.5
+    with engine.begin() as conn:
+        with pytest.raises(ValueError, match="non-integral"):
+            bulk_upsert(conn, HealthScore, rows, KEYS)
+        # Checked before anything was written: the transaction is still usable and empty-handed.
+        assert conn.scalar(sa.select(sa.func.count()).select_from(HealthScore)) == 0
