@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: venv demo test lint requirements bench clean
+.PHONY: venv demo test test-long lint requirements bench clean
 
 venv: $(STAMP)
 
@@ -21,6 +21,9 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/pytest
+
+test-long: $(STAMP)
+	$(BIN)/pytest -m long
 
 lint: $(STAMP)
 	$(BIN)/ruff check dags include plugins tests bench

@@ -34,7 +34,7 @@ from healthscore.warehouse.models import (
     PlaybookEvent,
 )
 
-pytestmark = [pytest.mark.slow]
+pytestmark = [pytest.mark.slow, pytest.mark.long]  # about 9 minutes: `make test-long`
 FIRST = date(2026, 9, 2)
 DAYS = 60
 SOURCES = (("hubspot", "crm_hubspot"), ("zendesk", "support_zendesk"), ("stripe", "billing_stripe"),
