@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection, Iterable
 from pathlib import Path
 
+import requests
 import sqlalchemy as sa
 
 from healthscore.local_airflow import LocalAirflow
@@ -32,3 +34,31 @@ def landing_snapshot(warehouse_url: str) -> dict[str, list[tuple]]:
             out[table.name] = [tuple(str(v) for v in row) for row in rows]
     engine.dispose()
     return out
+
+
+def table_rows(warehouse_url: str, models: Iterable[type], ignore: Collection[str]) -> dict[str, list[dict]]:
+    """Rows of each model's table without the ``ignore`` columns (ids, wall-clock stamps), in a stable order."""
+    engine = sa.create_engine(warehouse_url)
+    out = {}
+    with engine.connect() as conn:
+        for model in models:
+            columns = [c for c in model.__table__.columns if c.name not in ignore]
+            out[model.__tablename__] = [dict(r) for r in conn.execute(
+                sa.select(*columns).order_by(*columns[:4])).mappings()]
+    engine.dispose()
+    return out
+
+
+def crm_task_properties(base_url: str) -> list[dict]:
+    """Every task in the sandbox CRM (all pages), as properties, in a stable order."""
+    from healthscore.sandbox import credentials as cred
+
+    headers = {"Authorization": f"Bearer {cred.HUBSPOT_TOKEN}"}
+    tasks, after = [], None
+    while True:
+        page = requests.get(f"{base_url}/crm/v3/objects/tasks", headers=headers,
+                            params={"limit": 100, **({"after": after} if after else {})}, timeout=10).json()
+        tasks += [t["properties"] for t in page["results"]]
+        after = (page.get("paging") or {}).get("next", {}).get("after")
+        if not after:
+            return sorted(tasks, key=lambda p: (p["hs_timestamp"], p["hs_task_subject"], p["hs_task_body"]))

@@ -13,18 +13,16 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-import requests
-import sqlalchemy as sa
 
 from healthscore.local_airflow import AirflowServices, LocalAirflow
-from healthscore.sandbox import credentials as cred
 from healthscore.sandbox.runner import SandboxOptions, ThreadedSandbox, build_state, free_port
 from healthscore.warehouse.models import AccountSignals, BatchReconciliation, HealthScore, PlaybookEvent
-from tests.integration.airflow_harness import landing_snapshot, pipeline_env
+from tests.integration.airflow_harness import crm_task_properties, landing_snapshot, pipeline_env, table_rows
 
 pytestmark = [pytest.mark.airflow, pytest.mark.slow]
 DAG_ID = "customer_health_daily"
 DATES = ("2026-09-02", "2026-09-03")
+HISTORY = (HealthScore, AccountSignals, PlaybookEvent, BatchReconciliation)
 VOLATILE = {"id", "created_at", "sent_at", "run_id", "computed_at", "built_at"}  # ids and wall-clock stamps
 
 
@@ -36,27 +34,6 @@ def sandbox(port: int) -> Iterator[ThreadedSandbox]:
         yield server
 
 
-def history(url: str) -> dict[str, list[dict]]:
-    """Archive, signals, playbook events and reconciliation, without ids and wall-clock stamps."""
-    engine = sa.create_engine(url)
-    out = {}
-    with engine.connect() as conn:
-        for model in (HealthScore, AccountSignals, PlaybookEvent, BatchReconciliation):
-            table = model.__table__
-            columns = [c for c in table.columns if c.name not in VOLATILE]
-            rows = conn.execute(sa.select(*columns).order_by(*columns[:4])).mappings().all()
-            out[table.name] = [dict(r) for r in rows]
-    engine.dispose()
-    return out
-
-
-def crm_tasks(base: str) -> list[dict]:
-    headers = {"Authorization": f"Bearer {cred.HUBSPOT_TOKEN}"}
-    results = requests.get(f"{base}/crm/v3/objects/tasks", headers=headers, params={"limit": 100},
-                           timeout=10).json()["results"]
-    return sorted((t["properties"] for t in results), key=lambda p: p["hs_task_subject"] + p["hs_task_body"])
-
-
 @pytest.mark.timeout(1500)
 def test_scheduler_backfill_equals_single_day_runs(airflow_home: LocalAirflow, tmp_path: Path) -> None:
     single_url = f"sqlite:///{tmp_path / 'single.db'}"
@@ -66,7 +43,7 @@ def test_scheduler_backfill_equals_single_day_runs(airflow_home: LocalAirflow, t
         for day in DATES:
             run = airflow_home.dags_test(day, env)
             assert run.state == "success", run.output[-4000:]
-        single_tasks = crm_tasks(server.url)
+        single_tasks = crm_task_properties(server.url)
 
     backfill_url = f"sqlite:///{tmp_path / 'backfill.db'}"
     home = LocalAirflow(tmp_path / "airflow_backfill")
@@ -77,7 +54,7 @@ def test_scheduler_backfill_equals_single_day_runs(airflow_home: LocalAirflow, t
             services.backfill(DAG_ID, DATES[0], DATES[-1], "--reprocess-behavior", "failed")
             runs = services.wait_for_runs(DAG_ID, len(DATES), timeout=1200)
             spans = services.run_spans(DAG_ID)
-        backfill_tasks = crm_tasks(server.url)
+        backfill_tasks = crm_task_properties(server.url)
 
     assert [(r[1], r[2]) for r in runs] == [("backfill", "success")] * len(DATES), runs
     assert [r[0][:10] for r in runs] == list(DATES)
@@ -85,7 +62,7 @@ def test_scheduler_backfill_equals_single_day_runs(airflow_home: LocalAirflow, t
     for (_, earlier_end), (later_start, _) in zip(spans, spans[1:], strict=False):
         assert later_start >= earlier_end, spans
 
-    single, backfilled = history(single_url), history(backfill_url)
+    single, backfilled = (table_rows(url, HISTORY, VOLATILE) for url in (single_url, backfill_url))
     assert {d.isoformat() for d in {r["as_of_date"] for r in single["health_scores"]}} == {"2026-09-01", "2026-09-02"}
     for table in single:
         assert backfilled[table] == single[table], table

@@ -19,12 +19,10 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
-import requests
 import sqlalchemy as sa
 
 from healthscore.local_airflow import pipeline_env
 from healthscore.pipeline import tasks
-from healthscore.sandbox import credentials as cred
 from healthscore.sandbox.runner import SandboxOptions, ThreadedSandbox, build_state
 from healthscore.warehouse.models import (
     AccountSignals,
@@ -33,6 +31,7 @@ from healthscore.warehouse.models import (
     NotificationOutbox,
     PlaybookEvent,
 )
+from tests.integration.airflow_harness import crm_task_properties, table_rows
 
 pytestmark = [pytest.mark.slow, pytest.mark.long]  # about 9 minutes: `make test-long`
 FIRST = date(2026, 9, 2)
@@ -40,6 +39,7 @@ DAYS = 60
 SOURCES = (("hubspot", "crm_hubspot"), ("zendesk", "support_zendesk"), ("stripe", "billing_stripe"),
            ("mixpanel", "product_mixpanel"))
 DERIVED = (AccountSignals, HealthScore, PlaybookEvent, CrmPublication, NotificationOutbox)
+COMPARED = (AccountSignals, HealthScore, PlaybookEvent, CrmPublication)
 VOLATILE = {"id", "created_at", "sent_at", "computed_at", "built_at", "published_at"}  # ids, wall-clock stamps
 
 
@@ -53,30 +53,6 @@ def contexts() -> Iterator[dict]:
 def sandbox() -> Iterator[ThreadedSandbox]:
     with ThreadedSandbox(build_state(SandboxOptions(seed=5, accounts=30, rate_limit_scale=1000))) as server:
         yield server
-
-
-def derived(url: str) -> dict[str, list[dict]]:
-    engine = sa.create_engine(url)
-    out = {}
-    with engine.connect() as conn:
-        for model in (AccountSignals, HealthScore, PlaybookEvent, CrmPublication):
-            columns = [c for c in model.__table__.columns if c.name not in VOLATILE]
-            out[model.__tablename__] = [dict(r) for r in conn.execute(
-                sa.select(*columns).order_by(*columns[:4])).mappings()]
-    engine.dispose()
-    return out
-
-
-def crm_tasks(base: str) -> list[dict]:
-    headers = {"Authorization": f"Bearer {cred.HUBSPOT_TOKEN}"}
-    tasks_, after = [], None
-    while True:
-        page = requests.get(f"{base}/crm/v3/objects/tasks", headers=headers,
-                            params={"limit": 100, **({"after": after} if after else {})}, timeout=10).json()
-        tasks_ += [t["properties"] for t in page["results"]]
-        after = (page.get("paging") or {}).get("next", {}).get("after")
-        if not after:
-            return sorted(tasks_, key=lambda p: (p["hs_timestamp"], p["hs_task_subject"], p["hs_task_body"]))
 
 
 def score_and_act(context: dict) -> None:
@@ -101,7 +77,7 @@ def test_sixty_daily_runs_and_a_rebuild_give_the_same_history(tmp_path: Path,
             for source, _ in SOURCES:
                 tasks.run_validate(source, context)
             score_and_act(context)
-        daily_tasks = crm_tasks(server.url)
+        daily_tasks = crm_task_properties(server.url)
 
     shutil.copy(tmp_path / "daily.db", tmp_path / "rebuilt.db")
     rebuilt_url = f"sqlite:///{tmp_path / 'rebuilt.db'}"
@@ -115,9 +91,9 @@ def test_sixty_daily_runs_and_a_rebuild_give_the_same_history(tmp_path: Path,
             monkeypatch.setenv(key, value)
         for context in contexts():
             score_and_act(context)
-        rebuilt_tasks = crm_tasks(server.url)
+        rebuilt_tasks = crm_task_properties(server.url)
 
-    daily, rebuilt = derived(daily_url), derived(rebuilt_url)
+    daily, rebuilt = (table_rows(url, COMPARED, VOLATILE) for url in (daily_url, rebuilt_url))
     scores = daily["health_scores"]
     assert len({r["as_of_date"] for r in scores}) == DAYS
     assert sum(r["score"] is not None for r in scores) > 0.8 * len(scores)
