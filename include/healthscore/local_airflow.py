@@ -16,10 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import healthscore
+from healthscore.preload import ENV_FLAG
 
 REPO = Path(healthscore.__file__).resolve().parents[2]
 DAGS_FOLDER = REPO / "dags"
 POOLS_FILE = REPO / "airflow" / "pools.json"
+CONFIG_DIR = REPO / "airflow" / "config"  # airflow_local_settings.py, linked as $AIRFLOW_HOME/config
 BIN = Path(sys.executable).parent
 
 
@@ -56,8 +58,15 @@ class LocalAirflow:
                               capture_output=True, text=True, timeout=timeout)
         return DagRunResult(proc.returncode, proc.stdout + proc.stderr)
 
-    def migrate(self) -> None:
+    def link_config(self) -> None:
+        """$AIRFLOW_HOME/config is the repository's airflow/config (airflow_local_settings.py)."""
         self.home.mkdir(parents=True, exist_ok=True)
+        config = self.home / "config"
+        if not config.exists():
+            config.symlink_to(CONFIG_DIR, target_is_directory=True)
+
+    def migrate(self) -> None:
+        self.link_config()
         result = self._airflow("db", "migrate", timeout=300)
         if result.returncode:
             raise RuntimeError(f"airflow db migrate failed:\n{result.output[-3000:]}")
@@ -129,7 +138,7 @@ class AirflowServices:
     """
 
     def __init__(self, airflow: LocalAirflow, extra_env: dict[str, str], log_dir: Path, parallelism: int = 4,
-                 use_job_schedule: bool = False) -> None:
+                 use_job_schedule: bool = False, preload_task_runtime: bool = True) -> None:
         import secrets
 
         from healthscore.sandbox.runner import free_port
@@ -149,6 +158,8 @@ class AirflowServices:
             "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": str(use_job_schedule),
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
         }
+        # The LocalExecutor forks its workers, and they every task, from the scheduler: warm it only.
+        self.component_env = {"scheduler": {ENV_FLAG: str(preload_task_runtime).lower()}}
         self.processes: dict[str, subprocess.Popen] = {}
 
     def __enter__(self) -> AirflowServices:
@@ -157,8 +168,8 @@ class AirflowServices:
             for component in ("api-server", "dag-processor", "scheduler"):
                 handle = (self.log_dir / f"{component}.log").open("w")
                 self.processes[component] = subprocess.Popen(
-                    [str(BIN / "airflow"), component], env=self.env, stdout=handle, stderr=subprocess.STDOUT,
-                    start_new_session=True)
+                    [str(BIN / "airflow"), component], env={**self.env, **self.component_env.get(component, {})},
+                    stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
             self._wait_healthy()
         except BaseException:
             self.stop()
