@@ -88,8 +88,10 @@ class GxRunner:
         self._gx = gx
         self.context = gx.get_context(mode="ephemeral", project_config=config)
         self._datasource = self.context.data_sources.add_pandas(DATASOURCE)
-        for suite in all_suites().values():
-            self.context.suites.add(suite)
+        # Registered at their fullest, by fingerprint: a run whose plan is the full one reuses its suite as is.
+        self._suites: dict[str, tuple[str, Any]] = {}
+        for name, suite in all_suites().items():
+            self._suites[name] = (suite.meta["healthscore"]["fingerprint"], self.context.suites.add(suite))
         self._checkpoints: dict[str, tuple[str, Any]] = {}
         self._batches: dict[str, Any] = {}
         self._unpublished: list[Any] = []  # result and suite identifiers whose pages are not built yet
@@ -107,7 +109,12 @@ class GxRunner:
         cached = self._checkpoints.get(name)
         if cached and cached[0] == key:
             return cached[1]
-        suite = self.context.suites.add_or_update(build_suite(source, obj, checks))
+        registered = self._suites.get(name)
+        if registered and registered[0] == key:
+            suite = registered[1]
+        else:  # comparing a changed suite expectation by expectation is GX's slowest step here: only on change
+            suite = self.context.suites.add_or_update(build_suite(source, obj, checks))
+            self._suites[name] = (key, suite)
         batch = self._batches.get(name)
         if batch is None:
             asset = self._datasource.add_dataframe_asset(f"{source}_{obj}")
