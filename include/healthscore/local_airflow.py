@@ -134,7 +134,8 @@ class AirflowServices:
     """A LocalAirflow's api-server, scheduler and dag-processor (LocalExecutor): DAG runs as in production.
 
     Used as a context manager; on exit every component (and the executor's workers) is stopped by its
-    process group. ``backfill`` creates an Airflow backfill that the scheduler then runs.
+    process group. ``backfill`` creates an Airflow backfill that the scheduler then runs. The scheduler
+    preloads the task runtime (``healthscore.preload``) unless ``preload_task_runtime=False``.
     """
 
     def __init__(self, airflow: LocalAirflow, extra_env: dict[str, str], log_dir: Path, parallelism: int = 4,
