@@ -32,7 +32,7 @@ test-long: $(STAMP) bytecode
 	$(BIN)/pytest -m long
 
 lint: $(STAMP)
-	$(BIN)/ruff check dags include plugins tests bench
+	$(BIN)/ruff check dags include plugins airflow tests bench
 
 requirements:
 	$(BIN)/uv pip compile requirements.in --python-version 3.11 -o requirements.txt

@@ -37,11 +37,16 @@ class DagRunResult:
 
 
 class LocalAirflow:
-    """An AIRFLOW_HOME with a SQLite metadata DB and the repository's dags/ folder."""
+    """An AIRFLOW_HOME with the repository's dags/ folder and its own metadata DB.
 
-    def __init__(self, home: Path, base_env: dict[str, str] | None = None) -> None:
+    The metadata DB is SQLite in the home unless ``metadata_url`` names another (PostgreSQL, as in
+    production: a scheduler, api-server and dag-processor writing at once can lock SQLite out).
+    """
+
+    def __init__(self, home: Path, base_env: dict[str, str] | None = None, metadata_url: str | None = None) -> None:
         self.home = home.resolve()
         self.db = self.home / "airflow.db"
+        self.metadata_url = metadata_url or f"sqlite:///{self.db}"
         base = {k: v for k, v in (base_env or dict(os.environ)).items() if not k.startswith(("AIRFLOW", "HEALTHSCORE_"))}
         self.env = {
             **base,
@@ -49,9 +54,11 @@ class LocalAirflow:
             "AIRFLOW_HOME": str(self.home),
             "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_FOLDER),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.db}",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.metadata_url,
             "GX_ANALYTICS_ENABLED": "false",
         }
+        if self.metadata_url.startswith("postgresql"):  # Airflow's async engine would want asyncpg; psycopg 3 does both
+            self.env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC"] = self.metadata_url
 
     def _airflow(self, *args: str, extra_env: dict[str, str] | None = None, timeout: int = 600) -> DagRunResult:
         proc = subprocess.run([str(BIN / "airflow"), *args], env={**self.env, **(extra_env or {})},
@@ -87,12 +94,23 @@ class LocalAirflow:
         return subprocess.Popen(self.command(logical_date, dag_id), env={**self.env, **extra_env}, stdout=handle,
                                 stderr=subprocess.STDOUT, start_new_session=True)
 
-    def asset_events(self) -> list[str]:
-        import sqlite3
+    def query(self, sql: str, **params: object) -> list[tuple]:
+        """Rows of a read-only query on the metadata DB; datetimes as text, as SQLite stores them."""
+        from datetime import datetime
 
-        with sqlite3.connect(self.db) as conn:
-            return [row[0] for row in conn.execute(
-                "select a.uri from asset_event e join asset a on a.id = e.asset_id order by e.id")]
+        import sqlalchemy as sa
+
+        engine = sa.create_engine(self.metadata_url, poolclass=sa.pool.NullPool)
+        try:
+            with engine.connect() as conn:
+                rows = conn.execute(sa.text(sql), params).all()
+        finally:
+            engine.dispose()
+        return [tuple(str(v) if isinstance(v, datetime) else v for v in row) for row in rows]
+
+    def asset_events(self) -> list[str]:
+        return [row[0] for row in self.query(
+            "select a.uri from asset_event e join asset a on a.id = e.asset_id order by e.id")]
 
 
 def sandbox_connections(base_url: str, timeout: float | None = None) -> dict[str, str]:
@@ -222,14 +240,12 @@ class AirflowServices:
 
     def wait_for_dag(self, dag_id: str, timeout: float = 180) -> None:
         """Until the dag-processor has serialized the DAG (backfills and triggers need it)."""
-        import sqlite3
         import time
 
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            with sqlite3.connect(self.airflow.db) as conn:
-                if conn.execute("select 1 from serialized_dag where dag_id = ?", (dag_id,)).fetchone():
-                    return
+            if self.airflow.query("select 1 from serialized_dag where dag_id = :dag_id", dag_id=dag_id):
+                return
             time.sleep(1)
         raise TimeoutError(f"{dag_id} was not parsed within {timeout:.0f} s; see {self.log_dir}/dag-processor.log")
 
@@ -244,11 +260,8 @@ class AirflowServices:
 
     def dag_runs(self, dag_id: str) -> list[tuple[str, str, str]]:
         """(logical_date, run_type, state) of every run of the DAG, oldest first."""
-        import sqlite3
-
-        with sqlite3.connect(self.airflow.db) as conn:
-            return conn.execute("select logical_date, run_type, state from dag_run where dag_id = ? "
-                                "order by logical_date", (dag_id,)).fetchall()
+        return self.airflow.query("select logical_date, run_type, state from dag_run where dag_id = :dag_id "
+                                  "order by logical_date", dag_id=dag_id)
 
     def wait_for_runs(self, dag_id: str, count: int, timeout: float) -> list[tuple[str, str, str]]:
         """Until ``count`` runs have finished (success or failed); the runs, or TimeoutError with the tail."""
@@ -266,10 +279,7 @@ class AirflowServices:
 
     def run_spans(self, dag_id: str) -> list[tuple[str, str]]:
         """(first task start, last task end) of each run, in logical-date order."""
-        import sqlite3
-
-        with sqlite3.connect(self.airflow.db) as conn:
-            return conn.execute(
-                "select min(ti.start_date), max(ti.end_date) from task_instance ti join dag_run r "
-                "on r.dag_id = ti.dag_id and r.run_id = ti.run_id where r.dag_id = ? "
-                "group by r.logical_date order by r.logical_date", (dag_id,)).fetchall()
+        return self.airflow.query(
+            "select min(ti.start_date), max(ti.end_date) from task_instance ti join dag_run r "
+            "on r.dag_id = ti.dag_id and r.run_id = ti.run_id where r.dag_id = :dag_id "
+            "group by r.logical_date order by r.logical_date", dag_id=dag_id)

@@ -2,8 +2,8 @@
 
 Single-day runs: ``airflow dags test`` once per date, in order (what daily scheduling does). Backfill:
 ``airflow backfill create`` over the range with Airflow's default backfill concurrency (10 runs), run by
-a real scheduler, dag-processor and api-server (LocalExecutor). Each side has its own sandbox (same seed)
-and warehouse, so they share nothing but the code.
+a real scheduler, dag-processor and api-server (LocalExecutor) on a PostgreSQL metadata DB. Each side has
+its own sandbox (same seed) and warehouse, so they share nothing but the code.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from healthscore.sandbox.runner import SandboxOptions, ThreadedSandbox, build_st
 from healthscore.warehouse.models import AccountSignals, BatchReconciliation, HealthScore, PlaybookEvent
 from tests.integration.airflow_harness import crm_task_properties, landing_snapshot, pipeline_env, table_rows
 
-pytestmark = [pytest.mark.airflow, pytest.mark.slow]
+pytestmark = [pytest.mark.airflow, pytest.mark.slow, pytest.mark.postgres]
 DAG_ID = "customer_health_daily"
 DATES = ("2026-09-02", "2026-09-03")
 HISTORY = (HealthScore, AccountSignals, PlaybookEvent, BatchReconciliation)
@@ -35,7 +35,8 @@ def sandbox(port: int) -> Iterator[ThreadedSandbox]:
 
 
 @pytest.mark.timeout(1500)
-def test_scheduler_backfill_equals_single_day_runs(airflow_home: LocalAirflow, tmp_path: Path) -> None:
+def test_scheduler_backfill_equals_single_day_runs(airflow_home: LocalAirflow, tmp_path: Path,
+                                                   postgres_url: str) -> None:
     single_url = f"sqlite:///{tmp_path / 'single.db'}"
     port = free_port()
     with sandbox(port) as server:
@@ -46,7 +47,7 @@ def test_scheduler_backfill_equals_single_day_runs(airflow_home: LocalAirflow, t
         single_tasks = crm_task_properties(server.url)
 
     backfill_url = f"sqlite:///{tmp_path / 'backfill.db'}"
-    home = LocalAirflow(tmp_path / "airflow_backfill")
+    home = LocalAirflow(tmp_path / "airflow_backfill", metadata_url=postgres_url)  # as in production
     home.migrate()
     with sandbox(port) as server:
         env = pipeline_env(server.url, backfill_url, tmp_path / "backfill")

@@ -11,7 +11,7 @@ from healthscore.local_airflow import BIN, LocalAirflow
 from healthscore.preload import ENV_FLAG, TASK_RUNTIME_MODULES, preload_enabled
 
 PROBE = ("import sys, airflow.settings; "
-         "print(sorted(m for m in {mods!r} if m in sys.modules))").format(mods=TASK_RUNTIME_MODULES)
+         f"print(sorted(m for m in {TASK_RUNTIME_MODULES!r} if m in sys.modules))")
 
 
 def _loaded(home: LocalAirflow, flag: str | None) -> subprocess.CompletedProcess:
