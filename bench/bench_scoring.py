@@ -6,17 +6,22 @@ trends, overrides, reasons or output frame. The engine is timed twice: its arith
 (input preparation + normalize + dimensions + composite, what the reference does) and the whole
 ``score_accounts`` call (bands, exit gates, value segments, dicts per row, the output frame).
 
-Prints figures and ratios; asserts nothing (timings depend on the machine). Targets: ratio <= 2 and
-peak RSS <= 4 GiB.
+Prints figures and ratios, by wall clock and by CPU time of this process (``time.process_time``: steadier
+than wall clock on a shared machine; note the reference's matrix products may use BLAS threads, whose time
+it includes). ``--repeat N`` reports the fastest of N interleaved runs of each step; its peak RSS reads
+higher than a single run's (memory the allocators keep between runs). Asserts nothing (timings depend on
+the machine). Targets: ratio <= 2 and peak RSS <= 4 GiB.
 
     .venv/bin/python bench/bench_scoring.py                        # 1,000,000 accounts
     .venv/bin/python bench/bench_scoring.py --accounts 100000 --history
+    .venv/bin/python bench/bench_scoring.py --history --repeat 3  # steadier on a busy machine
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import gc
 import resource
 import time
 from collections.abc import Callable
@@ -151,10 +156,11 @@ def numpy_reference(model: ModelConfig) -> Callable[[pd.DataFrame], np.ndarray]:
     return run
 
 
-def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
-    start = time.perf_counter()
+def timed(fn: Callable[[], Any]) -> tuple[float, float, Any]:
+    """(wall seconds, CPU seconds of this process, result)."""
+    cpu, start = time.process_time(), time.perf_counter()
     result = fn()
-    return time.perf_counter() - start, result
+    return time.perf_counter() - start, time.process_time() - cpu, result
 
 
 def main() -> None:
@@ -168,10 +174,16 @@ def main() -> None:
         action="store_true",
         help="also pass 4 archived days per account (1, 30, 90, 365 days back)",
     )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="time each step this many times (interleaved) and report the fastest, like timeit",
+    )
     args = parser.parse_args()
 
     model = load_model_config()
-    gen_s, signals = timed(lambda: make_signals(model, args.accounts, args.seed))
+    gen_s, _, signals = timed(lambda: make_signals(model, args.accounts, args.seed))
     history = make_history(signals, model, (1, 30, 90, 365)) if args.history else None
     print(f"accounts: {args.accounts:,}  signals: {len(model.all_signal_ids())}  generated in {gen_s:.2f}s")
     if history is not None:
@@ -186,10 +198,23 @@ def main() -> None:
         prep = prepare_signals(signals, cm)
         return _core(prep.raw, prep.segment_code, calendar_stage(prep, cm), prep.multiplier, cm).composite
 
-    ref_s, ref = timed(lambda: reference(signals))
-    blk_s, blk = timed(lambda: reference(signals, CHUNK_ROWS))
-    core_s, core = timed(engine_arithmetic)
-    full_s, out = timed(lambda: score_accounts(signals, model, history=history, model_version="v1"))
+    steps: dict[str, Callable[[], Any]] = {
+        "ref": lambda: reference(signals),
+        "blk": lambda: reference(signals, CHUNK_ROWS),
+        "core": engine_arithmetic,
+        "full": lambda: score_accounts(signals, model, history=history, model_version="v1"),
+    }
+    wall = dict.fromkeys(steps, float("inf"))
+    cpu = dict.fromkeys(steps, float("inf"))
+    results: dict[str, Any] = {}
+    for _ in range(max(args.repeat, 1)):
+        for name, step in steps.items():
+            results.pop(name, None)  # free the last result before its rerun (a frame sits in
+            gc.collect()  # reference cycles: collect it too)
+            w, c, results[name] = timed(step)
+            wall[name], cpu[name] = min(wall[name], w), min(cpu[name], c)
+    ref, blk, core, out = (results[name] for name in steps)
+    ref_s, blk_s, core_s, full_s = (wall[name] for name in steps)
 
     raw = out["raw_score"].to_numpy(dtype=float, na_value=np.nan)
     gated = out["stage_gate_blocked"].to_numpy()
@@ -206,6 +231,14 @@ def main() -> None:
     print(
         f"score_accounts, full rows       : {full_s:6.2f}s   ratio {full_s / ref_s:4.2f} / {full_s / blk_s:4.2f}"
     )
+    ref_c, blk_c, core_c, full_c = (cpu[name] for name in steps)
+    print(
+        f"CPU seconds: reference {ref_c:.2f} / blocks {blk_c:.2f}, arithmetic {core_c:.2f} "
+        f"(ratio {core_c / ref_c:4.2f} / {core_c / blk_c:4.2f}), full {full_c:.2f} "
+        f"(ratio {full_c / ref_c:4.2f} / {full_c / blk_c:4.2f})"
+    )
+    if args.repeat > 1:
+        print(f"(fastest of {args.repeat} interleaved runs per figure)")
     print(f"max |engine - reference|        : {agree:.1e}")
     print(f"scored: {np.mean(~np.isnan(raw)):.1%}  gate-held: {gated.mean():.1%}")
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

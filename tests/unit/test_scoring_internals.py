@@ -10,7 +10,7 @@ import pytest
 
 from healthscore.scoring.history import top_attribution
 from healthscore.scoring.inputs import category_codes, positions_in, string_column
-from healthscore.scoring.pyobjects import records_builder, tenths_floats
+from healthscore.scoring.pyobjects import records_builder, tenths_columns, tenths_floats
 
 DIMS = ("usage", "engagement", "relationship", "support", "value", "financial")
 
@@ -103,3 +103,64 @@ def test_top_attribution_matches_the_per_row_definition() -> None:
     assert repr(got.tolist()) == repr(want)
     assert {len(x) for x in got if x is not None} == {0, 1, 2, 3}
     assert {type(e["delta"]) for x in got if x for e in x} == {float}
+
+
+@pytest.mark.parametrize(
+    "tenths",
+    [
+        np.array([[0.0, 1000.0, np.nan], [745.0, -0.0, 3.0], [np.nan, np.nan, 1.0]]),
+        np.full((3, 2), np.nan),
+        np.empty((0, 4)),
+        np.empty((5, 0)),
+        np.array([[np.inf, 5.0], [np.nan, 1.0]]),  # not tabulable: per-column conversion
+        np.array([[-1e12, 7.0], [1e12, 8.0]]),  # range too wide for a table
+    ],
+)
+def test_tenths_columns_equals_tenths_floats_per_column(tenths: np.ndarray) -> None:
+    got = tenths_columns(tenths)
+    want = [tenths_floats(tenths[:, j]) for j in range(tenths.shape[1])]
+    assert repr(got) == repr(want)
+    assert all(type(col) is list for col in got)
+
+
+@pytest.mark.parametrize(
+    "scale",
+    [
+        pytest.param(4.0, id="shared-table"),
+        pytest.param(1e12, id="too-wide-for-a-table"),
+    ],
+)
+def test_top_attribution_with_wide_or_infinite_deltas_matches_the_definition(scale: float) -> None:
+    rng = np.random.default_rng(8)
+    deltas = rng.normal(0, scale, (500, len(DIMS)))
+    deltas[rng.random(deltas.shape) < 0.3] = 0.0
+    deltas[7, 2] = np.inf  # non-finite: no table either
+    deltas[9, 4] = -np.inf
+    valid = rng.random(len(deltas)) < 0.9
+    valid[[7, 9]] = True
+    got = top_attribution(deltas, valid, DIMS, 3)
+    assert repr(got.tolist()) == repr(_attribution_per_row(deltas, valid, 3))
+
+
+def test_top_attribution_shares_equal_entries_but_never_lists() -> None:
+    deltas = np.array([[2.0, -1.0, 0.0, 0.0, 0.0, 0.5]] * 3 + [[2.04, 0.0, 0.0, 0.0, 0.0, 0.0]])
+    got = top_attribution(deltas, np.ones(4, dtype=bool), DIMS, 3)
+    assert got[0] == [
+        {"dimension": "usage", "delta": 2.0},
+        {"dimension": "engagement", "delta": -1.0},
+        {"dimension": "financial", "delta": 0.5},
+    ]
+    assert len({id(row) for row in got}) == 4  # one list per row: appending to one leaves the rest
+    assert got[0][0] is got[1][0] is got[2][0] is got[3][0]  # 2.04 rounds to the same entry as 2.0
+    assert got[0][1] is got[1][1] and got[0][2] is got[2][2]
+
+
+def test_top_attribution_keeps_arbitrary_kept_patterns() -> None:
+    """NaN deltas (never produced by the engine) sort last yet are kept, after dropped zeros: the
+    grouping must not assume the kept entries are a prefix. NaN reads as None, as it always has."""
+    deltas = np.array([[3.0, 0.0, np.nan, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0, 0.0, 0.0]])
+    got = top_attribution(deltas, np.ones(2, dtype=bool), DIMS, len(DIMS))  # picks: 3, 0, 0, 0, 0, NaN
+    assert got.tolist() == [
+        [{"dimension": "usage", "delta": 3.0}, {"dimension": "relationship", "delta": None}],
+        [],
+    ]

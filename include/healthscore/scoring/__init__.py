@@ -25,7 +25,9 @@ Output columns (``OUTPUT_COLUMNS``, in order)
   trend_30d/90d/365d   score now minus the newest archived score in [as_of-N-tolerance, as_of-N]
   momentum       up / flat / down over ``momentum.window_days`` (flat within +/- stable_band_points)
   projection_90d least-squares line through the last 90 days (>= 3 points over >= 28 days), +90 days
-  attribution    [{dimension, delta}] top 3 by |delta| of contribution vs the momentum window ago
+  attribution    [{dimension, delta}] top 3 by |delta| of contribution vs the momentum window ago;
+                 each row has its own list, but equal entries are one dict shared between rows:
+                 treat them as read-only (copy before editing; tests/unit/test_scoring_shared_objects.py)
   value_segment  health x ARR cell (``VALUE_SEGMENTS``); lifecycle_stage, days_in_stage,
                  stage_gate_blocked (held by an exit gate); override_score/band/id beside the score.
 Label columns (band, momentum, value_segment, lifecycle_stage, model_version, config_hash) are

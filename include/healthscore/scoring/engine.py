@@ -58,7 +58,7 @@ from healthscore.scoring.inputs import Prepared, calendar_stage, prepare_signals
 from healthscore.scoring.lifecycle import days_in_stage, plan_gates
 from healthscore.scoring.normalize import normalize_matrix
 from healthscore.scoring.overrides import active_overrides
-from healthscore.scoring.pyobjects import gc_paused, object_array, records_builder, tenths_floats
+from healthscore.scoring.pyobjects import gc_paused, object_array, records_builder, tenths_columns
 
 OUTPUT_COLUMNS: tuple[str, ...] = (
     "account_id",
@@ -219,8 +219,7 @@ def _dict_column(keys: tuple[str, ...], values: np.ndarray, rows: np.ndarray | N
     tenths = sub * 10.0  # round_half_up(sub, 1) before its division by 10, in place
     tenths += 0.5
     np.floor(tenths, out=tenths)
-    cols = [tenths_floats(tenths[:, j]) for j in range(len(keys))]
-    built = object_array(records_builder(keys)(*cols))
+    built = object_array(records_builder(keys)(*tenths_columns(tenths)))
     if rows is None:
         return built
     out = np.full(values.shape[0], None, dtype=object)
@@ -270,7 +269,8 @@ def score_accounts(
     """Score one as-of date of accounts; one row per account, columns ``OUTPUT_COLUMNS`` in that order.
 
     ``score`` (Float64, 1 decimal, half-up) is <NA> exactly when ``unscored_reason`` is set, never NaN;
-    ``raw_score`` is the same composite at full precision. See the package docstring for the contract.
+    ``raw_score`` is the same composite at full precision. See the package docstring for the contract,
+    including that the ``attribution`` entry dicts are shared between rows (read-only).
     """
     cm = compile_model(model)
     if model.scoring.method is ScoringMethod.MODEL_PROBABILITY and churn_model is None:
@@ -347,7 +347,9 @@ def score_accounts(
     reasons[unscored_rows] = _unscored_reasons(prep, core, seg, eligible, unscored_rows, cm)
     with gc_paused():
         dimension_scores = _dict_column(cm.dimension_ids, core.dims)
-        contributions = _dict_column(cm.dimension_ids, core.contributions, np.flatnonzero(scored))
+        contributions = _dict_column(
+            cm.dimension_ids, core.contributions, None if scored.all() else np.flatnonzero(scored)
+        )
 
     columns: dict[str, Any] = {
         "account_id": prep.account_id,

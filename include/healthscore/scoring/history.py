@@ -32,6 +32,7 @@ DIM_PREFIX = "dim_"
 PROJECTION_DAYS = 90
 PROJECTION_MIN_POINTS = 3  # today plus at least two archived scores
 PROJECTION_MIN_SPAN_DAYS = 28  # a line through a week of noise is not a trend
+_MAX_SHARED_DELTAS = 1 << 16  # distinct tenths one attribution table may span (+/-100 points: 2,001)
 
 
 def flatten_dimension_scores(frame: pd.DataFrame, dimensions: list[str] | tuple[str, ...]) -> pd.DataFrame:
@@ -222,7 +223,8 @@ def projection(hist: History | None, score: np.ndarray, as_of: np.ndarray) -> np
     stt = np.bincount(r, weights=t * t, minlength=n_rows)
     sty = np.bincount(r, weights=t * y, minlength=n_rows)
     oldest = np.full(n_rows, 0.0)
-    first = np.flatnonzero(np.diff(r, prepend=-1))  # sorted by (row, day): an account's first point
+    first = np.ones(r.size, dtype=bool)  # sorted by (row, day): an account's first point
+    first[1:] = r[1:] != r[:-1]
     oldest[r[first]] = t[first]  # is its oldest (t < 0)
     with np.errstate(divide="ignore", invalid="ignore"):
         denom = n * stt - st * st
@@ -276,9 +278,9 @@ def top_attribution(
     """Per row: up to ``top`` ``{"dimension", "delta"}`` sorted by |delta| (rounded deltas of 0 dropped).
 
     Ties keep catalogue order. None for rows without a reference (``valid`` False). Returns an object
-    array. Rows are built in groups sharing the same kept positions among their top entries, each group
-    by one comprehension and C-level grouping: at a million accounts a Python loop per row would cost
-    more than all of the history arithmetic.
+    array of one new list per row. The entry dicts are shared between rows, one per distinct
+    (dimension, rounded delta) (see ``_attribution_entries``), so treat them as read-only: at a
+    million accounts three fresh dicts per row cost more than all of the history arithmetic.
     """
     out = np.full(deltas.shape[0], None, dtype=object)
     rows = np.flatnonzero(valid)
@@ -290,27 +292,57 @@ def top_attribution(
     np.negative(magnitude, out=magnitude)
     order = np.argsort(magnitude, axis=1, kind="stable")[:, :top]
     picked = np.take_along_axis(tenths, order, axis=1)
-    names = np.array(dimensions, dtype=object)
+    entries = _attribution_entries(order, picked, dimensions)
     kept = picked != 0.0
+    if kept.all():  # the usual case: every row keeps all its picks
+        out[rows] = object_array(entries.tolist())  # 2-D .tolist(): one new list per row, in C
+        return out
     pattern = kept @ (1 << np.arange(order.shape[1]))  # bit k set: top entry k is kept
     for p in np.flatnonzero(np.bincount(pattern)).tolist():
         sel = np.flatnonzero(pattern == p)
         cols = np.flatnonzero(kept[sel[0]])
-        at = np.ix_(sel, cols)
-        out[rows[sel]] = _attribution_lists(names[order[at]], picked[at])
+        if cols.size == 0:
+            out[rows[sel]] = object_array([[] for _ in range(sel.size)])
+        else:
+            out[rows[sel]] = object_array(entries[np.ix_(sel, cols)].tolist())
     return out
 
 
-def _attribution_lists(names: np.ndarray, tenths: np.ndarray) -> np.ndarray:
-    """Object array of one ``[{"dimension", "delta"}, ...]`` list per row of the (m, k) inputs."""
-    m, k = names.shape
-    if k == 0:
-        return object_array([[] for _ in range(m)])
-    flat = [
-        {"dimension": n, "delta": v}
-        for n, v in zip(names.ravel().tolist(), tenths_floats(tenths.ravel()), strict=True)
-    ]
-    return object_array(list(map(list, zip(*[iter(flat)] * k, strict=True))))  # consecutive runs of k
+def _attribution_entries(order: np.ndarray, tenths: np.ndarray, dimensions: tuple[str, ...]) -> np.ndarray:
+    """Object array shaped like ``order``: ``{"dimension": dimensions[order], "delta": tenths / 10}``.
+
+    Equal entries are one shared dict: there are only dimensions x (distinct deltas) of them, so a
+    million rows gather a few thousand dicts instead of allocating three each (object creation and the
+    fresh memory it touches are most of attribution's cost). Values are ``tenths_floats``', so each
+    entry is bit for bit the one built per row. Without a table narrow enough (non-finite or absurdly
+    spread deltas) every entry is its own dict.
+    """
+    names = np.array(dimensions, dtype=object)
+    if tenths.size == 0:
+        return np.empty(order.shape, dtype=object)
+    lo, hi = tenths.min(), tenths.max()
+    if not (np.isfinite(lo) and np.isfinite(hi)) or hi - lo >= _MAX_SHARED_DELTAS:
+        flat = [
+            {"dimension": n, "delta": v}
+            for n, v in zip(names[order.ravel()].tolist(), tenths_floats(tenths.ravel()), strict=True)
+        ]
+        return object_array(flat).reshape(order.shape)
+    span = int(hi - lo) + 1
+    code = order * span
+    code += (tenths - lo).astype(np.intp)  # exact: integer-valued floats
+    present = np.flatnonzero(np.bincount(code.ravel(), minlength=len(dimensions) * span))
+    table = np.empty(len(dimensions) * span, dtype=object)
+    table[present] = object_array(
+        [
+            {"dimension": n, "delta": v}
+            for n, v in zip(
+                names[present // span].tolist(),
+                tenths_floats((present % span).astype(float) + lo),
+                strict=True,
+            )
+        ]
+    )
+    return table[code]
 
 
 def stage_runs(hist: History | None, as_of: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

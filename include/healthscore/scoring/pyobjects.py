@@ -58,6 +58,27 @@ def tenths_floats(tenths: np.ndarray) -> list[Any]:
     return objects[index.astype(np.intp)].tolist()
 
 
+def tenths_columns(tenths: np.ndarray) -> list[list[Any]]:
+    """``[tenths_floats(tenths[:, j]) for j in range(tenths.shape[1])]`` for an (n, c) array, in one pass.
+
+    One shared-float table for the whole matrix and one gather of its transpose (whose ``tolist``
+    yields the c column lists): a per-column call repeats the min/max scans, the table and the gather
+    setup c times. Values are bit for bit ``tenths_floats``' (each table entry is computed exactly like
+    the value it stands for, whichever table holds it).
+    """
+    n, c = tenths.shape
+    missing = np.isnan(tenths)
+    if n == 0 or c == 0 or missing.all():
+        return [[None] * n for _ in range(c)]
+    lo, hi = np.nanmin(tenths), np.nanmax(tenths)
+    if not (np.isfinite(lo) and np.isfinite(hi)) or hi - lo >= _MAX_SHARED:
+        return [tenths_floats(tenths[:, j]) for j in range(c)]
+    objects = np.array([*(np.arange(lo, hi + 1.0) / 10.0 + 0.0).tolist(), None], dtype=object)
+    index = np.subtract(tenths.T, lo)  # (c, n); exact: integers well within float precision
+    index[missing.T] = objects.size - 1
+    return objects[index.astype(np.intp)].tolist()
+
+
 @functools.cache
 def records_builder(keys: tuple[str, ...]) -> Callable[..., list[dict[str, Any]]]:
     """``lambda c0, c1, ...: [{"usage": v0, ...} for v0, v1, ... in zip(c0, c1, ...)]`` for fixed keys.
