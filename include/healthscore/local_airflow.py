@@ -36,6 +36,16 @@ class DagRunResult:
         return match.group(1) if match else None
 
 
+def _psycopg3(url: str) -> str:
+    """PostgreSQL URLs through psycopg 3 (installed; psycopg2 is not), whatever driver they name."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "postgresql":
+        return url
+    return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+
+
 class LocalAirflow:
     """An AIRFLOW_HOME with the repository's dags/ folder and its own metadata DB.
 
@@ -46,7 +56,7 @@ class LocalAirflow:
     def __init__(self, home: Path, base_env: dict[str, str] | None = None, metadata_url: str | None = None) -> None:
         self.home = home.resolve()
         self.db = self.home / "airflow.db"
-        self.metadata_url = metadata_url or f"sqlite:///{self.db}"
+        self.metadata_url = _psycopg3(metadata_url) if metadata_url else f"sqlite:///{self.db}"
         base = {k: v for k, v in (base_env or dict(os.environ)).items() if not k.startswith(("AIRFLOW", "HEALTHSCORE_"))}
         self.env = {
             **base,
