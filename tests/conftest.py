@@ -19,12 +19,6 @@ PG_ADMIN_URL = os.environ.get(
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
-def pytest_collection_modifyitems(config, items: list) -> None:
-    """Modules that run Airflow first: xdist hands out whole modules in this order, so the longest ones start
-    at once instead of one of them running alone at the end."""
-    items.sort(key=lambda item: item.get_closest_marker("airflow") is None)
-
-
 def _pg_admin_engine():
     import sqlalchemy as sa
 
