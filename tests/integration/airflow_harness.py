@@ -49,8 +49,8 @@ def table_rows(warehouse_url: str, models: Iterable[type], ignore: Collection[st
     return out
 
 
-def crm_task_properties(base_url: str) -> list[dict]:
-    """Every task in the sandbox CRM (all pages), as properties, in a stable order."""
+def crm_tasks(base_url: str) -> list[dict]:
+    """Every task object in the sandbox CRM, all pages, in the CRM's order."""
     from healthscore.sandbox import credentials as cred
 
     headers = {"Authorization": f"Bearer {cred.HUBSPOT_TOKEN}"}
@@ -58,7 +58,13 @@ def crm_task_properties(base_url: str) -> list[dict]:
     while True:
         page = requests.get(f"{base_url}/crm/v3/objects/tasks", headers=headers,
                             params={"limit": 100, **({"after": after} if after else {})}, timeout=10).json()
-        tasks += [t["properties"] for t in page["results"]]
+        tasks += page["results"]
         after = (page.get("paging") or {}).get("next", {}).get("after")
         if not after:
-            return sorted(tasks, key=lambda p: (p["hs_timestamp"], p["hs_task_subject"], p["hs_task_body"]))
+            return tasks
+
+
+def crm_task_properties(base_url: str) -> list[dict]:
+    """Every task's properties, in an order that does not depend on CRM ids (for comparing two sandboxes)."""
+    return sorted((t["properties"] for t in crm_tasks(base_url)),
+                  key=lambda p: (p["hs_timestamp"], p["hs_task_subject"], p["hs_task_body"]))

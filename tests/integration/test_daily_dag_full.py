@@ -8,11 +8,9 @@ from datetime import date
 
 import pandas as pd
 import pytest
-import requests
 import sqlalchemy as sa
 
 from healthscore.config import load_model_config, model_config_from_dict
-from healthscore.sandbox import credentials as cred
 from healthscore.sandbox.runner import SandboxOptions, ThreadedSandbox, build_state
 from healthscore.warehouse.engine import make_engine
 from healthscore.warehouse.models import (
@@ -23,10 +21,9 @@ from healthscore.warehouse.models import (
     ScoreOverride,
 )
 from healthscore.warehouse.registry import register_model_version
-from tests.integration.airflow_harness import pipeline_env
+from tests.integration.airflow_harness import crm_tasks, pipeline_env
 
 pytestmark = [pytest.mark.airflow, pytest.mark.slow]
-HUBSPOT = {"Authorization": f"Bearer {cred.HUBSPOT_TOKEN}"}
 
 
 @pytest.fixture(scope="module")
@@ -41,11 +38,6 @@ def archive(engine: sa.Engine) -> list[dict]:
         rows = conn.execute(sa.select(*columns).order_by(HealthScore.model_version, HealthScore.as_of_date,
                                                          HealthScore.account_id)).mappings().all()
     return [dict(r) for r in rows]
-
-
-def crm_tasks(base: str) -> list[dict]:
-    return requests.get(f"{base}/crm/v3/objects/tasks", headers=HUBSPOT, params={"limit": 100}, timeout=10).json()[
-        "results"]
 
 
 def test_reruns_give_an_identical_archive_and_one_crm_task_per_event(airflow_home, sandbox, tmp_path):
