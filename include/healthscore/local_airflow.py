@@ -55,8 +55,7 @@ class LocalAirflow:
 
     def __init__(self, home: Path, base_env: dict[str, str] | None = None, metadata_url: str | None = None) -> None:
         self.home = home.resolve()
-        self.db = self.home / "airflow.db"
-        self.metadata_url = _psycopg3(metadata_url) if metadata_url else f"sqlite:///{self.db}"
+        self.metadata_url = _psycopg3(metadata_url) if metadata_url else f"sqlite:///{self.home / 'airflow.db'}"
         base = {k: v for k, v in (base_env or dict(os.environ)).items() if not k.startswith(("AIRFLOW", "HEALTHSCORE_"))}
         self.env = {
             **base,
