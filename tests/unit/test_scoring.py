@@ -15,13 +15,16 @@ from sklearn.linear_model import LogisticRegression
 
 from healthscore.config import ModelConfig, default_model_text, load_model_config, model_config_from_dict
 from healthscore.scoring import (
-    OUTPUT_COLUMNS,
+    CONTRIBUTION_PREFIX,
+    DIM_PREFIX,
     ScoringInputError,
     active_overrides,
     assign_bands,
+    breakdown_dicts,
     dimension_scores,
     flatten_dimension_scores,
     normalize_signals,
+    output_columns,
     score_accounts,
     time_in_stage_summary,
 )
@@ -157,11 +160,14 @@ def test_field_example_35_25_20_15_5_gives_74_moderate() -> None:
     signals = linear_signals(
         [{"usage": 80, "engagement": 70, "value": 75, "relationship": 60, "financial": 90}]
     )
-    row = score_accounts(signals, model, model_version="v1").iloc[0]
+    out = score_accounts(signals, model, model_version="v1")
+    row = out.iloc[0]
     assert row["score"] == 74.0
     assert row["raw_score"] == 74.0
     assert row["band"] == "Moderate"
-    assert row["contributions"] == {
+    assert row["contribution_usage"] == 28.0
+    assert pd.isna(row["contribution_support"])
+    assert breakdown_dicts(out, CONTRIBUTION_PREFIX)[0] == {
         "usage": 28.0,
         "engagement": 17.5,
         "relationship": 9.0,
@@ -180,7 +186,7 @@ def test_field_example_default_mid_market_weights_give_the_same_74() -> None:
     )
     row = score_accounts(signals, model, model_version="v1").iloc[0]
     assert (row["score"], row["band"]) == (74.0, "Moderate")
-    assert row["dimension_scores"]["support"] == 10.0  # shown, weighs nothing for mid_market
+    assert row["dim_support"] == 10.0  # shown, weighs nothing for mid_market
 
 
 def test_field_example_40_25_20_15_gives_73() -> None:
@@ -325,7 +331,7 @@ def test_assign_bands_matches_band_for() -> None:
 def test_output_columns_and_types() -> None:
     model = default_model()
     out = score_accounts(random_signals(model, 50), model, model_version="v1")
-    assert tuple(out.columns) == OUTPUT_COLUMNS
+    assert tuple(out.columns) == output_columns(DIMS)
     assert len(out) == 50
     assert (out["model_version"] == "v1").all()
     assert (out["config_hash"] == model.config_hash).all()
@@ -338,8 +344,40 @@ def test_output_columns_and_types() -> None:
     assert np.all(np.abs(raw - values) <= 0.05 + 1e-9)
     assert out["momentum"].isna().all()  # no history
     assert set(out["lifecycle_stage"]) <= {"onboarding", "adoption", "maturity"}
-    for cell in out.loc[scored, "contributions"]:
-        assert set(cell) == set(DIMS)
+    for cell, has_score in zip(breakdown_dicts(out, CONTRIBUTION_PREFIX), scored, strict=True):
+        assert set(cell) == set(DIMS) if has_score else cell is None
+    dims = breakdown_dicts(out, DIM_PREFIX)
+    assert [list(cell) for cell in dims] == [list(DIMS)] * len(out)
+    assert dims[0]["usage"] == out["dim_usage"].iloc[0]
+
+
+def test_breakdown_dicts_are_the_flat_columns_and_the_output_reads_back_as_history() -> None:
+    model = default_model()
+    month_ago = score_accounts(random_signals(model, 60, seed=3, missing=0.3), model, model_version="v1")
+    month_ago["as_of_date"] = AS_OF - dt.timedelta(days=30)
+    dims = breakdown_dicts(month_ago, DIM_PREFIX)
+    contributions = breakdown_dicts(month_ago, CONTRIBUTION_PREFIX)
+    for i, (dim_cell, contribution_cell) in enumerate(zip(dims, contributions, strict=True)):
+        for d in DIMS:
+            flat = month_ago[DIM_PREFIX + d].iloc[i]
+            assert dim_cell[d] == (None if pd.isna(flat) else flat)
+            if contribution_cell is not None:
+                flat = month_ago[CONTRIBUTION_PREFIX + d].iloc[i]
+                assert contribution_cell[d] == (None if pd.isna(flat) else flat)
+        assert (contribution_cell is None) == pd.isna(month_ago["score"].iloc[i])
+    assert any(c is None for c in contributions) and any(c is not None for c in contributions)
+
+    # today's scores see the same past whether the archive arrives flat or as its JSON dicts
+    archived = month_ago.drop(
+        columns=[c for c in month_ago.columns if c.startswith((DIM_PREFIX, CONTRIBUTION_PREFIX))]
+    )
+    archived["dimension_scores"] = dims
+    today = random_signals(model, 60, seed=4, missing=0.3)
+    from_flat = score_accounts(today, model, history=month_ago, model_version="v1")
+    from_json = score_accounts(today, model, history=archived, model_version="v1")
+    pd.testing.assert_frame_equal(from_flat, from_json)
+    assert from_flat["attribution"].notna().sum() > 30
+    assert from_flat["trend_30d"].notna().sum() > 30
 
 
 def test_raw_score_keeps_full_precision_and_score_rounds_half_up() -> None:
@@ -445,8 +483,8 @@ def test_too_little_data_is_unscored_with_a_reason_never_nan() -> None:
         "no data for engagement, relationship, value"
     )
     assert out.loc["thin", "confidence"] == 0.4
-    assert out.loc["thin", "dimension_scores"]["usage"] == 80.0  # what data there is stays visible
-    assert out.loc["thin", "contributions"] is None
+    assert out.loc["thin", "dim_usage"] == 80.0  # what data there is stays visible
+    assert out.loc["thin", [CONTRIBUTION_PREFIX + d for d in DIMS]].isna().all()
     assert out.loc["empty", "confidence"] == 0.0
     assert out.loc["empty", "unscored_reason"].startswith("insufficient data: 0% ")
     # renormalized over usage and engagement: (35*80 + 25*70) / 60
@@ -484,7 +522,7 @@ def test_blocked_dimension_is_missing_for_the_run() -> None:
     assert out.loc["clear", "score"] == 59.0  # 0.35*20 + 0.65*80
     assert out.loc["blocked", "score"] == 80.0  # usage ignored, weights renormalized
     assert out.loc["blocked", "confidence"] == 0.65
-    assert out.loc["blocked", "dimension_scores"]["usage"] is None
+    assert pd.isna(out.loc["blocked", "dim_usage"])
     assert out.loc["blocked-str", "unscored_reason"] == (
         "insufficient data: 40% of the composite weight has data (minimum 60%); "
         "blocked by data quality: usage, engagement"

@@ -127,12 +127,12 @@ def test_missing_dimensions_renormalize_to_the_weighted_mean_of_present_ones(
         return
     expected = sum(weights[d] * v for d, v in present.items()) / sum(weights[d] for d in present)
     assert out["raw_score"] == pytest.approx(expected, rel=1e-12, abs=1e-9)
-    contributions = out["contributions"]
     for d in DIMS:
+        contribution = out[f"contribution_{d}"]
         if d in present:
-            assert contributions[d] == round_half_up(weights[d] * present[d] / (coverage * 100))
+            assert contribution == round_half_up(weights[d] * present[d] / (coverage * 100))
         elif math.isnan(values[d]):
-            assert contributions[d] is None
+            assert pd.isna(contribution)
 
 
 def round_half_up(value: float) -> float:

@@ -58,8 +58,12 @@ def load_overrides(engine: Engine) -> pd.DataFrame:
 
 
 def _archive_rows(scores: pd.DataFrame, batch: Batch, is_shadow: bool) -> list[dict[str, Any]]:
+    from healthscore.scoring import CONTRIBUTION_PREFIX, DIM_PREFIX, breakdown_dicts
+
     columns = set(HealthScore.__table__.c.keys()) - {"id"}
     frame = scores.astype({c: object for c in scores.columns if isinstance(scores[c].dtype, pd.CategoricalDtype)})
+    for column, prefix in (("dimension_scores", DIM_PREFIX), ("contributions", CONTRIBUTION_PREFIX)):
+        frame[column] = pd.Series(breakdown_dicts(scores, prefix), index=frame.index, dtype=object)
     rows = []
     for record in frame.to_dict("records"):
         row = {k: (None if _missing(v) else v) for k, v in record.items() if k in columns}
@@ -105,7 +109,9 @@ def write_parquet(archive_url: str, scores: pd.DataFrame, batch: Batch, model_ve
     """health_scores/as_of_date=YYYY-MM-DD/model_version=V/scores.parquet under ``archive_url``.
 
     ``archive_url`` is anything ObjectStoragePath understands: file:///... by default, s3://bucket/...
-    when configured (with its Airflow connection). Rewriting a partition replaces it.
+    when configured (with its Airflow connection). Rewriting a partition replaces it. Dimension scores
+    and contributions stay flat float columns (``dim_<d>``, ``contribution_<d>``), which Parquet readers
+    can filter and aggregate; the attribution list is JSON text.
     """
     from airflow.sdk import ObjectStoragePath
 

@@ -11,17 +11,20 @@ Inputs
              ``confidence_<dimension>`` multipliers in [0, 1] for carried-forward values (NaN = 1).
   history    archived rows: account_id, as_of_date, score (required); lifecycle_stage, model_version,
              and dimension scores as a ``dimension_scores`` dict/JSON column or flat ``dim_<dimension>``
-             columns (``flatten_dimension_scores``), all optional. Rows on/after as-of are ignored.
+             columns (``flatten_dimension_scores``; ``score_accounts``' own output has them), all
+             optional. Rows on/after as-of are ignored.
   overrides  score_overrides rows: account_id, override_score, override_band, id (or override_id),
              expires_on, revoked_at, created_at (optional).
 
-Output columns (``OUTPUT_COLUMNS``, in order)
+Output columns (``output_columns(dimensions)``, in order: ``OUTPUT_COLUMNS`` plus the per-dimension ones)
   score          Float64, 1 decimal half-up; <NA> iff ``unscored_reason`` is set (never NaN)
   raw_score      Float64, the same composite at full precision
   band           from the stored score with segment, lifecycle and renewal-window thresholds
   confidence     share of composite weight backed by data x carry-forward multipliers, 0..1
-  dimension_scores / contributions   {dimension: value or None}; contributions sum to the
-                 weighted-average composite (points of the score); None when unscored
+  dim_<d> / contribution_<d>   Float64 per dimension (catalogue order, after ``confidence``; see
+                 ``output_columns``), 1 decimal; <NA> = no data. Contributions sum to the weighted-
+                 average composite (points of the score) and are all <NA> when unscored.
+                 ``breakdown_dicts`` gives them as the archive's {dimension: value or None} dicts.
   trend_30d/90d/365d   score now minus the newest archived score in [as_of-N-tolerance, as_of-N]
   momentum       up / flat / down over ``momentum.window_days`` (flat within +/- stable_band_points)
   projection_90d least-squares line through the last 90 days (>= 3 points over >= 28 days), +90 days
@@ -36,22 +39,32 @@ pandas Categoricals over their full vocabulary.
 
 from healthscore.scoring.bands import VALUE_SEGMENTS, assign_bands
 from healthscore.scoring.composite import ChurnModel, ScoringInputError
-from healthscore.scoring.engine import OUTPUT_COLUMNS, score_accounts
+from healthscore.scoring.engine import (
+    CONTRIBUTION_PREFIX,
+    OUTPUT_COLUMNS,
+    breakdown_dicts,
+    output_columns,
+    score_accounts,
+)
 from healthscore.scoring.frames import dimension_scores, normalize_signals
-from healthscore.scoring.history import flatten_dimension_scores
+from healthscore.scoring.history import DIM_PREFIX, flatten_dimension_scores
 from healthscore.scoring.lifecycle import time_in_stage_summary
 from healthscore.scoring.overrides import active_overrides
 
 __all__ = [
+    "CONTRIBUTION_PREFIX",
+    "DIM_PREFIX",
     "OUTPUT_COLUMNS",
     "VALUE_SEGMENTS",
     "ChurnModel",
     "ScoringInputError",
     "active_overrides",
     "assign_bands",
+    "breakdown_dicts",
     "dimension_scores",
     "flatten_dimension_scores",
     "normalize_signals",
+    "output_columns",
     "score_accounts",
     "time_in_stage_summary",
 ]

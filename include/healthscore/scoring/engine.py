@@ -42,6 +42,7 @@ from healthscore.scoring.composite import (
     weighted_average,
 )
 from healthscore.scoring.history import (
+    DIM_PREFIX,
     MOMENTUM_UP,
     History,
     attribution_deltas,
@@ -69,8 +70,6 @@ OUTPUT_COLUMNS: tuple[str, ...] = (
     "band",
     "raw_score",
     "confidence",
-    "dimension_scores",
-    "contributions",
     "trend_30d",
     "trend_90d",
     "trend_365d",
@@ -87,6 +86,7 @@ OUTPUT_COLUMNS: tuple[str, ...] = (
     "override_id",
     "config_hash",
 )
+CONTRIBUTION_PREFIX = "contribution_"
 ARCHIVE_TREND_WINDOWS = (30, 90, 365)
 MOMENTUM = ("up", "flat", "down")
 ATTRIBUTION_TOP = 3
@@ -212,19 +212,47 @@ def _unscored_reasons(
     return reasons
 
 
-def _dict_column(keys: tuple[str, ...], values: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
-    """Object array of per row {key: value rounded to 0.1, or None when missing}; rows outside ``rows``
-    get None."""
-    sub = values if rows is None else values[rows]
-    tenths = sub * 10.0  # round_half_up(sub, 1) before its division by 10, in place
-    tenths += 0.5
-    np.floor(tenths, out=tenths)
-    built = object_array(records_builder(keys)(*tenths_columns(tenths)))
-    if rows is None:
-        return built
-    out = np.full(values.shape[0], None, dtype=object)
-    out[rows] = built
-    return out
+def output_columns(dimensions: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """The output's columns in order: ``OUTPUT_COLUMNS`` with ``dim_<d>`` then ``contribution_<d>`` per
+    dimension (catalogue order) after ``confidence``."""
+    at = OUTPUT_COLUMNS.index("confidence") + 1
+    flat = tuple(DIM_PREFIX + d for d in dimensions) + tuple(CONTRIBUTION_PREFIX + d for d in dimensions)
+    return OUTPUT_COLUMNS[:at] + flat + OUTPUT_COLUMNS[at:]
+
+
+def _rounded_columns(prefix: str, keys: tuple[str, ...], values: np.ndarray) -> dict[str, Any]:
+    """One nullable Float64 column per key, rounded half-up to 0.1 (<NA> when missing).
+
+    Columns rather than a dict per row: a million accounts would otherwise cost two million small
+    dicts, more than all of the scoring arithmetic. ``breakdown_dicts`` builds the dicts when needed.
+    """
+    rounded = values * 10.0  # round_half_up(values, 1), in place
+    rounded += 0.5
+    np.floor(rounded, out=rounded)
+    rounded /= 10.0
+    rounded += 0.0  # -0.0 -> 0.0
+    return {prefix + key: _floats(rounded[:, j]) for j, key in enumerate(keys)}
+
+
+def breakdown_dicts(scores: pd.DataFrame, prefix: str) -> list[dict[str, Any] | None]:
+    """Per row ``{dimension: value or None}`` from the ``<prefix><dimension>`` columns, in column order.
+
+    The archive's JSON shape of ``dim_`` (dimension scores: a dict on every row) and ``contribution_``
+    columns (None on rows without a score, as they have no contributions)."""
+    columns = [c for c in scores.columns if c.startswith(prefix)]
+    keys = tuple(c[len(prefix) :] for c in columns)
+    tenths = np.empty((len(scores), len(columns)))
+    for j, column in enumerate(columns):
+        tenths[:, j] = scores[column].to_numpy(dtype=float, na_value=np.nan)
+    tenths *= 10.0
+    np.rint(tenths, out=tenths)  # the stored values are whole tenths: exact
+    rows = np.arange(len(scores))
+    if prefix == CONTRIBUTION_PREFIX:
+        rows = np.flatnonzero(scores["score"].notna().to_numpy())
+    out = np.full(len(scores), None, dtype=object)
+    with gc_paused():
+        out[rows] = object_array(records_builder(keys)(*tenths_columns(tenths[rows])))
+    return out.tolist()
 
 
 def _trend(
@@ -345,11 +373,8 @@ def score_accounts(
     unscored_rows = np.flatnonzero(~scored)
     reasons = np.full(n, None, dtype=object)
     reasons[unscored_rows] = _unscored_reasons(prep, core, seg, eligible, unscored_rows, cm)
-    with gc_paused():
-        dimension_scores = _dict_column(cm.dimension_ids, core.dims)
-        contributions = _dict_column(
-            cm.dimension_ids, core.contributions, None if scored.all() else np.flatnonzero(scored)
-        )
+    if not scored.all():
+        core.contributions[unscored_rows] = np.nan  # no score, no contributions
 
     columns: dict[str, Any] = {
         "account_id": prep.account_id,
@@ -360,8 +385,8 @@ def score_accounts(
         "band": _labels(bands, cm.band_names),
         "raw_score": _floats(raw_score),
         "confidence": np.round(core.confidence, 3),
-        "dimension_scores": pd.Series(dimension_scores, dtype=object),
-        "contributions": pd.Series(contributions, dtype=object),
+        **_rounded_columns(DIM_PREFIX, cm.dimension_ids, core.dims),
+        **_rounded_columns(CONTRIBUTION_PREFIX, cm.dimension_ids, core.contributions),
     }
     for w in ARCHIVE_TREND_WINDOWS:
         columns[f"trend_{w}d"] = trends.get(w, np.full(n, np.nan))

@@ -1,6 +1,7 @@
 """Python objects for the output's dict and list columns, built in bulk.
 
-A million accounts mean millions of small dicts (dimension scores, contributions, attribution). Their
+A million accounts mean millions of small dicts (attribution lists; the archive's dimension-score and
+contribution dicts, which ``breakdown_dicts`` builds from the output's flat columns). Their
 cost is allocation: CPython object creation and the fresh memory it touches, not arithmetic. So the
 builders here avoid a Python call per row (comprehensions over columns instead) and share one float
 object per distinct stored value (values are rounded to 0.1 in a narrow range) instead of allocating
