@@ -43,7 +43,7 @@ import pyarrow.compute as pc
 
 from healthscore.config import Direction, ModelConfig, load_model_config
 from healthscore.scoring import score_accounts
-from healthscore.scoring.compiled import compile_model
+from healthscore.scoring.compiled import CompiledModel, compile_model
 from healthscore.scoring.engine import CHUNK_ROWS, _core
 from healthscore.scoring.inputs import calendar_stage, prepare_signals
 
@@ -95,8 +95,11 @@ def make_history(
     return pd.concat(parts, ignore_index=True)
 
 
-def numpy_reference(model: ModelConfig) -> Callable[[pd.DataFrame], np.ndarray]:
-    """The same arithmetic written directly in numpy (tables built here from the config)."""
+def numpy_reference(
+    model: ModelConfig,
+) -> tuple[Callable[..., np.ndarray], Callable[[pd.DataFrame, pd.DataFrame], dict[str, np.ndarray]]]:
+    """The same arithmetic written directly in numpy (tables built here from the config): the composite
+    alone, and the composite with the history arithmetic."""
     signal_ids = model.all_signal_ids()
     dims = list(model.dimensions)
     stages = [s.name for s in model.lifecycle.stages]
@@ -257,7 +260,7 @@ def print_history_figures(
     same: np.ndarray,
     wall: dict[str, float],
     cpu: dict[str, float],
-    cm: Any,
+    cm: CompiledModel,
 ) -> None:
     """With history the engine also does trend, projection and attribution arithmetic, which the plain
     reference leaves out: its like-for-like yardstick is the reference that does it too. The engine's

@@ -226,10 +226,7 @@ def _rounded_columns(prefix: str, keys: tuple[str, ...], values: np.ndarray) -> 
     Columns rather than a dict per row: a million accounts would otherwise cost two million small
     dicts, more than all of the scoring arithmetic. ``breakdown_dicts`` builds the dicts when needed.
     """
-    rounded = values * 10.0  # round_half_up(values, 1), in place
-    rounded += 0.5
-    np.floor(rounded, out=rounded)
-    rounded /= 10.0
+    rounded = round_half_up(values)
     rounded += 0.0  # -0.0 -> 0.0
     return {prefix + key: _floats(rounded[:, j]) for j, key in enumerate(keys)}
 
