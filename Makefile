@@ -33,6 +33,7 @@ test-long: $(STAMP) bytecode
 
 lint: $(STAMP)
 	$(BIN)/ruff check dags include plugins airflow tests bench
+	$(BIN)/lint-imports --no-cache
 
 requirements:
 	$(BIN)/uv pip compile requirements.in --python-version 3.11 -o requirements.txt

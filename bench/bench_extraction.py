@@ -32,8 +32,6 @@ os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 import requests  # noqa: E402
 
 from healthscore.pipeline.extract import Batch, extract_object  # noqa: E402
-from healthscore.sandbox import credentials as cred  # noqa: E402
-from healthscore.sandbox.runner import free_port  # noqa: E402
 from healthscore.sources import SOURCES, SourceConnection  # noqa: E402
 from healthscore.sources.base import SANDBOX_CLOCK_HEADER  # noqa: E402
 from healthscore.sources.hubspot import LIST_PAGE, PROPERTIES  # noqa: E402
@@ -41,6 +39,8 @@ from healthscore.sources.stripe import PAGE as STRIPE_PAGE  # noqa: E402
 from healthscore.sources.stripe import STRIPE_VERSION  # noqa: E402
 from healthscore.sources.zendesk import EXPORT_PAGE  # noqa: E402
 from healthscore.warehouse import make_engine, upgrade  # noqa: E402
+from healthscore_sandbox import credentials as cred  # noqa: E402
+from healthscore_sandbox.runner import free_port  # noqa: E402
 
 NOW = "2026-09-30T06:00:00Z"
 AS_OF = datetime(2026, 9, 30, 6, tzinfo=UTC)

@@ -56,10 +56,10 @@ from healthscore.pipeline.extract import (  # noqa: E402
     extract_source,
 )
 from healthscore.pipeline.validate import QualityPaths, build_context  # noqa: E402
-from healthscore.sandbox import credentials as cred  # noqa: E402
 from healthscore.sources import HubSpotSource, MixpanelSource, SourceConnection  # noqa: E402
 from healthscore.sources.base import SANDBOX_CLOCK_HEADER  # noqa: E402
 from healthscore.warehouse import make_engine, upgrade  # noqa: E402
+from healthscore_sandbox import credentials as cred  # noqa: E402
 
 NOW = "2026-09-30T06:00:00Z"
 AS_OF = datetime(2026, 9, 30, 6, tzinfo=UTC)

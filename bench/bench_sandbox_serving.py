@@ -12,8 +12,8 @@ from datetime import UTC, datetime
 
 import requests
 
-from healthscore.sandbox import credentials as cred
-from healthscore.sandbox.runner import SandboxOptions, ThreadedSandbox, build_state
+from healthscore_sandbox import credentials as cred
+from healthscore_sandbox.runner import SandboxOptions, ThreadedSandbox, build_state
 
 NOW = datetime(2026, 9, 30, 12, tzinfo=UTC)
 TARGET = 5_000

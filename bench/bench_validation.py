@@ -19,11 +19,11 @@ import time
 from datetime import UTC, date, datetime
 from pathlib import Path
 
-from healthscore.sandbox import credentials as cred
-from healthscore.sandbox.faults import FaultConfig
-from healthscore.sandbox.runner import SandboxOptions, ThreadedSandbox, build_state
 from healthscore.sources import SOURCES, SourceConnection
 from healthscore.sources.schemas import flatten
+from healthscore_sandbox import credentials as cred
+from healthscore_sandbox.faults import FaultConfig
+from healthscore_sandbox.runner import SandboxOptions, ThreadedSandbox, build_state
 
 NOW = int(datetime(2026, 9, 30, 12, tzinfo=UTC).timestamp())
 OBJECTS = ["hubspot.companies", "hubspot.contacts", "hubspot.deals", "hubspot.meetings", "hubspot.owners",

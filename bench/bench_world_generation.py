@@ -14,7 +14,7 @@ import resource
 import sys
 import time
 
-from healthscore.sandbox.world import WorldSpec, build_world
+from healthscore_sandbox.world import WorldSpec, build_world
 
 BUILD_SECONDS_TARGET = 60.0
 RSS_BYTES_TARGET = 2 * 1024**3

@@ -24,9 +24,9 @@ def _add_world_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _cmd_sandbox_serve(args: argparse.Namespace) -> int:
-    from healthscore.sandbox.faults import FaultConfig
-    from healthscore.sandbox.runner import SandboxOptions, build_state, serve
-    from healthscore.sandbox.server import parse_instant
+    from healthscore_sandbox.faults import FaultConfig
+    from healthscore_sandbox.protocol import parse_instant
+    from healthscore_sandbox.runner import SandboxOptions, build_state, serve
 
     faults = FaultConfig.model_validate_json(args.faults) if args.faults else FaultConfig()
     options = SandboxOptions(seed=args.seed, accounts=args.accounts, start=args.start, days=args.days,
@@ -40,8 +40,8 @@ def _cmd_sandbox_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_sandbox_ground_truth(args: argparse.Namespace) -> int:
-    from healthscore.sandbox.runner import SandboxOptions
-    from healthscore.sandbox.world import build_world
+    from healthscore_sandbox.runner import SandboxOptions
+    from healthscore_sandbox.world import build_world
 
     world = build_world(SandboxOptions(seed=args.seed, accounts=args.accounts, start=args.start,
                                        days=args.days).world_spec())

@@ -8,17 +8,21 @@ where the reports are.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date, timedelta
+from pathlib import Path
 
 import requests
 import sqlalchemy as sa
+from sqlalchemy.engine import make_url
 
 from healthscore.settings import Settings
+from healthscore_sandbox import credentials as cred
 
 DEMO_LAST_DAY = date(2026, 9, 30)
 
@@ -53,13 +57,44 @@ def sandbox_process(port: int, accounts: int, seed: int) -> Iterator[str]:
             proc.wait()
 
 
+def sandbox_connections(base_url: str, timeout: float | None = None) -> dict[str, str]:
+    """Airflow connections (AIRFLOW_CONN_* JSON) pointing every source at a sandbox."""
+    def conn(login: str | None, password: str, **extra: object) -> str:
+        extra = {"sandbox": True, **extra, **({"timeout": timeout} if timeout is not None else {})}
+        return json.dumps({"conn_type": "http", "host": base_url, "login": login, "password": password,
+                           "extra": extra})
+
+    return {
+        "AIRFLOW_CONN_CRM_HUBSPOT": conn(None, cred.HUBSPOT_TOKEN),
+        "AIRFLOW_CONN_SUPPORT_ZENDESK": conn(cred.ZENDESK_EMAIL, cred.ZENDESK_API_TOKEN),
+        "AIRFLOW_CONN_BILLING_STRIPE": conn(None, cred.STRIPE_SECRET_KEY),
+        "AIRFLOW_CONN_PRODUCT_MIXPANEL": conn(cred.MIXPANEL_SERVICE_ACCOUNT, cred.MIXPANEL_SECRET,
+                                              project_id=cred.MIXPANEL_PROJECT_ID),
+    }
+
+
+def pipeline_env(base_url: str, warehouse_url: str, data_dir: Path, timeout: float | None = None,
+                 **extra: str) -> dict[str, str]:
+    """Environment of one pipeline run: sandbox connections, the warehouse, the data folder."""
+    env = sandbox_connections(base_url, timeout)
+    url = make_url(warehouse_url)
+    if url.get_backend_name() == "postgresql":  # through the Airflow connection, as in production
+        env["AIRFLOW_CONN_HEALTHSCORE_WAREHOUSE"] = url.set(drivername="postgresql").render_as_string(
+            hide_password=False)
+    else:
+        env["HEALTHSCORE_WAREHOUSE_URL"] = warehouse_url
+    env["HEALTHSCORE_DATA_DIR"] = str(data_dir.resolve())
+    env.update(extra)
+    return env
+
+
 def run_demo(settings: Settings, accounts: int = 300, seed: int = 42, days: int = 3) -> int:
     from healthscore.config import load_model_config
-    from healthscore.local_airflow import LocalAirflow, pipeline_env
-    from healthscore.sandbox.runner import free_port
+    from healthscore.local_airflow import LocalAirflow
     from healthscore.warehouse.engine import make_engine, resolve_warehouse_url
     from healthscore.warehouse.migrate import upgrade
     from healthscore.warehouse.registry import register_model_version
+    from healthscore_sandbox.runner import free_port
 
     data_dir = settings.data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)

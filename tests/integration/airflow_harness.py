@@ -8,8 +8,8 @@ from pathlib import Path
 import requests
 import sqlalchemy as sa
 
+from healthscore.demo import pipeline_env as _pipeline_env
 from healthscore.local_airflow import LocalAirflow
-from healthscore.local_airflow import pipeline_env as _pipeline_env
 
 AirflowHome = LocalAirflow
 
@@ -51,7 +51,7 @@ def table_rows(warehouse_url: str, models: Iterable[type], ignore: Collection[st
 
 def crm_tasks(base_url: str) -> list[dict]:
     """Every task object in the sandbox CRM, all pages, in the CRM's order."""
-    from healthscore.sandbox import credentials as cred
+    from healthscore_sandbox import credentials as cred
 
     headers = {"Authorization": f"Bearer {cred.HUBSPOT_TOKEN}"}
     tasks, after = [], None

@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from healthscore.local_airflow import AirflowServices, LocalAirflow
-from healthscore.sandbox.runner import SandboxOptions, ThreadedSandbox, build_state, free_port
+from healthscore.local_airflow import LocalAirflow
 from healthscore.warehouse.models import AccountSignals, BatchReconciliation, HealthScore, PlaybookEvent
+from healthscore_sandbox.runner import SandboxOptions, ThreadedSandbox, build_state, free_port
 from tests.integration.airflow_harness import crm_task_properties, landing_snapshot, pipeline_env, table_rows
+from tests.integration.airflow_services import AirflowServices
 
 pytestmark = [pytest.mark.airflow, pytest.mark.slow, pytest.mark.postgres]
 DAG_ID = "customer_health_daily"

@@ -13,8 +13,6 @@ import pytest
 import requests
 import sqlalchemy as sa
 
-from healthscore.sandbox import credentials as cred
-from healthscore.sandbox.runner import SandboxOptions, ThreadedSandbox, build_state
 from healthscore.warehouse.models import (
     BatchReconciliation,
     ExtractRun,
@@ -22,6 +20,8 @@ from healthscore.warehouse.models import (
     Quarantine,
     landing_table,
 )
+from healthscore_sandbox import credentials as cred
+from healthscore_sandbox.runner import SandboxOptions, ThreadedSandbox, build_state
 from tests.integration.airflow_harness import landing_snapshot, pipeline_env
 
 pytestmark = [pytest.mark.airflow, pytest.mark.slow]

@@ -11,7 +11,6 @@ import pytest
 import sqlalchemy as sa
 
 from healthscore.config import load_model_config, model_config_from_dict
-from healthscore.sandbox.runner import SandboxOptions, ThreadedSandbox, build_state
 from healthscore.warehouse.engine import make_engine
 from healthscore.warehouse.models import (
     AccountSignals,
@@ -21,6 +20,7 @@ from healthscore.warehouse.models import (
     ScoreOverride,
 )
 from healthscore.warehouse.registry import register_model_version
+from healthscore_sandbox.runner import SandboxOptions, ThreadedSandbox, build_state
 from tests.integration.airflow_harness import crm_tasks, pipeline_env
 
 pytestmark = [pytest.mark.airflow, pytest.mark.slow]

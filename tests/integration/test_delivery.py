@@ -29,13 +29,13 @@ from healthscore.playbooks.delivery import (
 )
 from healthscore.playbooks.notifiers import OutboxNotifier, send_critical_alerts, send_daily_digests
 from healthscore.playbooks.rules import PlaybookDecision, decide_playbook_events
-from healthscore.sandbox import credentials as cred
-from healthscore.sandbox.runner import SandboxOptions, ThreadedSandbox, build_state
 from healthscore.sources import HubSpotSource
 from healthscore.sources.base import RetryPolicy, SourceConnection
 from healthscore.warehouse.engine import make_engine
 from healthscore.warehouse.migrate import upgrade
 from healthscore.warehouse.models import ModelVersion, NotificationOutbox, PlaybookEvent
+from healthscore_sandbox import credentials as cred
+from healthscore_sandbox.runner import SandboxOptions, ThreadedSandbox, build_state
 
 NOW = datetime(2026, 9, 30, 12, tzinfo=UTC)
 AS_OF = dt.date(2026, 9, 29)

@@ -17,11 +17,11 @@ import requests
 import sqlalchemy as sa
 
 from healthscore.config import load_model_config
-from healthscore.sandbox import credentials as cred
-from healthscore.sandbox.runner import SandboxOptions, ThreadedSandbox, build_state
 from healthscore.sources.base import SANDBOX_CLOCK_HEADER
 from healthscore.warehouse.engine import make_engine
 from healthscore.warehouse.models import HealthScore, PlaybookEvent, landing_table
+from healthscore_sandbox import credentials as cred
+from healthscore_sandbox.runner import SandboxOptions, ThreadedSandbox, build_state
 from tests.integration.airflow_harness import pipeline_env
 
 pytestmark = [pytest.mark.airflow, pytest.mark.slow]

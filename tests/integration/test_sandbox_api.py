@@ -10,8 +10,8 @@ import pytest
 import requests
 from requests.auth import HTTPBasicAuth
 
-from healthscore.sandbox import credentials as cred
-from healthscore.sandbox.runner import SandboxOptions, ThreadedSandbox, build_state
+from healthscore_sandbox import credentials as cred
+from healthscore_sandbox.runner import SandboxOptions, ThreadedSandbox, build_state
 
 NOW = int(datetime(2026, 9, 30, 12, tzinfo=UTC).timestamp())
 EARLIER = int(datetime(2026, 3, 1, tzinfo=UTC).timestamp())

@@ -31,8 +31,6 @@ from healthscore.pipeline.signals import (
     store_signals,
 )
 from healthscore.pipeline.validate import QualityPaths, build_context, validate_source
-from healthscore.sandbox import credentials as cred
-from healthscore.sandbox.runner import SandboxOptions, ThreadedSandbox, build_state
 from healthscore.scoring import score_accounts
 from healthscore.warehouse import make_engine, upgrade
 from healthscore.warehouse.models import (
@@ -44,6 +42,8 @@ from healthscore.warehouse.models import (
     landing_table,
 )
 from healthscore.warehouse.upsert import bulk_upsert
+from healthscore_sandbox import credentials as cred
+from healthscore_sandbox.runner import SandboxOptions, ThreadedSandbox, build_state
 from tests.integration.test_sources import connections
 
 pytestmark = pytest.mark.slow

@@ -25,9 +25,9 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from healthscore.local_airflow import AirflowServices, LocalAirflow, pipeline_env
+from healthscore.demo import pipeline_env
+from healthscore.local_airflow import LocalAirflow
 from healthscore.pipeline import tasks
-from healthscore.sandbox.runner import SandboxOptions, ThreadedSandbox, build_state, free_port
 from healthscore.warehouse.models import (
     AccountSignals,
     CrmPublication,
@@ -35,7 +35,9 @@ from healthscore.warehouse.models import (
     NotificationOutbox,
     PlaybookEvent,
 )
+from healthscore_sandbox.runner import SandboxOptions, ThreadedSandbox, build_state, free_port
 from tests.integration.airflow_harness import crm_task_properties, landing_snapshot, table_rows
+from tests.integration.airflow_services import AirflowServices
 
 pytestmark = [pytest.mark.slow, pytest.mark.long, pytest.mark.airflow, pytest.mark.postgres]  # `make test-long`
 DAG_ID = "customer_health_daily"

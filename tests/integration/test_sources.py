@@ -9,10 +9,10 @@ from datetime import UTC, date, datetime
 import pytest
 import requests
 
-from healthscore.sandbox import credentials as cred
-from healthscore.sandbox.runner import SandboxOptions, ThreadedSandbox, build_state
 from healthscore.sources import HubSpotSource, MixpanelSource, StripeSource, ZendeskSource
 from healthscore.sources.base import RetryPolicy, SourceAuthError, SourceConnection
+from healthscore_sandbox import credentials as cred
+from healthscore_sandbox.runner import SandboxOptions, ThreadedSandbox, build_state
 
 NOW = datetime(2026, 9, 30, 12, tzinfo=UTC)
 ADMIN = {"Authorization": f"Bearer {cred.ADMIN_TOKEN}"}

@@ -18,12 +18,12 @@ from healthscore.quality.gate import QualityGateError, ValidationContext, merge,
 from healthscore.quality.notify import QualityAlertNotifier, quality_alert_message
 from healthscore.quality.policy import QualityThresholds
 from healthscore.quality.suites import CHECKS, FRESHNESS, build_suite, full_plan
-from healthscore.sandbox import credentials as cred
-from healthscore.sandbox.faults import FaultConfig
-from healthscore.sandbox.runner import SandboxOptions, ThreadedSandbox, build_state
 from healthscore.sources import SOURCES, SourceConnection
 from healthscore.sources.schemas import SCHEMAS, empty_frame, flatten
 from healthscore.warehouse.models import BatchReconciliation, QualityResult, Quarantine
+from healthscore_sandbox import credentials as cred
+from healthscore_sandbox.faults import FaultConfig
+from healthscore_sandbox.runner import SandboxOptions, ThreadedSandbox, build_state
 
 NOW = int(datetime(2026, 9, 30, 12, tzinfo=UTC).timestamp())
 EVENT_DAY = date(2026, 9, 29)

@@ -8,9 +8,6 @@ from datetime import UTC, date, datetime
 import pandas as pd
 import pytest
 
-from healthscore.sandbox import credentials as cred
-from healthscore.sandbox.faults import FaultConfig
-from healthscore.sandbox.runner import SandboxOptions, ThreadedSandbox, build_state
 from healthscore.sources import SOURCES, SourceConnection
 from healthscore.sources.schemas import (
     DTYPES,
@@ -22,6 +19,9 @@ from healthscore.sources.schemas import (
     flatten,
 )
 from healthscore.warehouse.models import LANDING_OBJECTS
+from healthscore_sandbox import credentials as cred
+from healthscore_sandbox.faults import FaultConfig
+from healthscore_sandbox.runner import SandboxOptions, ThreadedSandbox, build_state
 
 NOW = int(datetime(2026, 9, 30, 12, tzinfo=UTC).timestamp())
 EVENT_DAY = date(2026, 9, 29)

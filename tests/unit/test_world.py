@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from healthscore.sandbox.world import World, WorldSpec, build_world
+from healthscore_sandbox.world import World, WorldSpec, build_world
 
 DAY = 86_400
 TABLES = (

@@ -10,8 +10,8 @@ import pandas as pd
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
-from healthscore.sandbox.server import Call, VendorError, vendor_call, zendesk_error
-from healthscore.sandbox.views import iso_seconds
+from healthscore_sandbox.protocol import Call, VendorError, vendor_call, zendesk_error
+from healthscore_sandbox.views import iso_seconds
 
 router = APIRouter()
 EXPORT_CALL = Depends(vendor_call("zendesk", "zendesk_incremental"))

@@ -9,7 +9,7 @@ import pandas as pd
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
-from healthscore.sandbox.server import Call, VendorError, stripe_error, vendor_call
+from healthscore_sandbox.protocol import Call, VendorError, stripe_error, vendor_call
 
 router = APIRouter()
 API_CALL = Depends(vendor_call("stripe"))

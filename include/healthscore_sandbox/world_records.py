@@ -14,8 +14,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from healthscore.sandbox import world_text
-from healthscore.sandbox.world_text import str_series
+from healthscore_sandbox import world_text
+from healthscore_sandbox.world_text import str_series
 
 DAY = 86_400
 YEAR = 365 * DAY

@@ -1,10 +1,8 @@
-"""The sandbox HTTP server: HubSpot, Zendesk, Stripe and Mixpanel wire protocols on one port.
+"""What every sandbox vendor shares: the clock, auth, rate limits, error bodies and the request guard.
 
-Each vendor keeps its own paths, auth scheme, error bodies and rate-limit headers, so an extractor
-that works here works against the real service once its Airflow connection points there. Admin
-endpoints under ``/_sandbox`` set the simulated clock and fault injection; they are not part of any
-vendor API and ground truth is never served at all.
+The vendor routers and the app both import this module; neither imports the other's internals.
 """
+
 
 from __future__ import annotations
 
@@ -20,14 +18,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from fastapi import Depends, FastAPI, Request
-from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel
+from fastapi import Request
+from fastapi.responses import Response
 
-from healthscore.sandbox import credentials
-from healthscore.sandbox.faults import FaultConfig, FaultInjector
-from healthscore.sandbox.views import VendorViews
-from healthscore.sandbox.world import World
+from healthscore_sandbox import credentials
+from healthscore_sandbox.faults import FaultConfig, FaultInjector
+from healthscore_sandbox.views import VendorViews
+from healthscore_sandbox.world import World
 
 log = logging.getLogger(__name__)
 
@@ -204,7 +201,7 @@ def _basic(request: Request) -> tuple[str, str] | None:
     return user, password
 
 
-def _bearer(request: Request) -> str | None:
+def bearer_token(request: Request) -> str | None:
     header = request.headers.get("authorization", "")
     return header[7:].strip() if header.lower().startswith("bearer ") else None
 
@@ -212,7 +209,7 @@ def _bearer(request: Request) -> str | None:
 def _check_auth(vendor: str, request: Request) -> str:
     """The caller's identity, or a VendorError with the vendor's own 401 body."""
     if vendor == "hubspot":
-        if _bearer(request) == credentials.HUBSPOT_TOKEN:
+        if bearer_token(request) == credentials.HUBSPOT_TOKEN:
             return "hubspot"
         raise VendorError(hubspot_error(
             401, "Authentication credentials not found. This API supports OAuth 2.0 authentication "
@@ -224,7 +221,7 @@ def _check_auth(vendor: str, request: Request) -> str:
             return "zendesk"
         raise VendorError(zendesk_error(401, "Couldn't authenticate you", "Couldn't authenticate you"))
     if vendor == "stripe":
-        key = _bearer(request)
+        key = bearer_token(request)
         basic = _basic(request)
         if key is None and basic is not None:
             key = basic[0]  # Stripe also accepts the secret key as the basic-auth user
@@ -334,72 +331,3 @@ def vendor_call(vendor: str, policy: str | None = None) -> Callable[[Request], C
         return Call(state, request, now, _rate_headers(vendor, policy, remaining, state.limiter))
 
     return guard
-
-
-# ---- admin -----------------------------------------------------------------------------------
-class ClockBody(BaseModel):
-    now: str | int | None = None
-
-
-def _require_admin(request: Request) -> SandboxState:
-    if _bearer(request) != credentials.ADMIN_TOKEN:
-        raise VendorError(json_response({"error": "admin token required"}, 401))
-    return request.app.state.sandbox
-
-
-def create_app(state: SandboxState) -> FastAPI:
-    from healthscore.sandbox.vendors import hubspot, mixpanel, stripe, zendesk
-
-    app = FastAPI(title="healthscore sandbox", docs_url="/_sandbox/docs", openapi_url="/_sandbox/openapi.json")
-    app.state.sandbox = state
-
-    @app.exception_handler(VendorError)
-    async def _vendor_error(_request: Request, exc: VendorError) -> Response:
-        return exc.response
-
-    @app.get("/_sandbox/health")
-    def health() -> dict:
-        spec = state.world.spec
-        return {"status": "ok", "seed": spec.seed, "accounts": spec.n_accounts,
-                "now": state.clock.now(), "world_start": state.world.start_ts, "world_end": state.world.end_ts}
-
-    @app.get("/_sandbox/clock")
-    def get_clock(admin: SandboxState = Depends(_require_admin)) -> dict:
-        now = admin.clock.now()
-        return {"now": now, "iso": datetime.fromtimestamp(now, UTC).isoformat(), "pinned": admin.clock.pinned is not None}
-
-    @app.post("/_sandbox/clock")
-    def set_clock(body: ClockBody, admin: SandboxState = Depends(_require_admin)) -> dict:
-        admin.clock.pinned = None if body.now is None else parse_instant(str(body.now))
-        return get_clock(admin)
-
-    @app.get("/_sandbox/faults")
-    def get_faults(admin: SandboxState = Depends(_require_admin)) -> dict:
-        return {"config": admin.faults.config.model_dump(), "injected": admin.faults.injected}
-
-    @app.post("/_sandbox/faults")
-    def set_faults(body: FaultConfig, admin: SandboxState = Depends(_require_admin)) -> dict:
-        admin.faults.configure(body)
-        admin.views.cache.clear()
-        return get_faults(admin)
-
-    @app.get("/_sandbox/stats")
-    def stats(admin: SandboxState = Depends(_require_admin)) -> dict:
-        return {"requests": dict(admin.requests), "injected": admin.faults.injected,
-                "tasks": len(admin.hubspot.tasks)}
-
-    @app.post("/_sandbox/reset")
-    def reset(admin: SandboxState = Depends(_require_admin)) -> dict:
-        admin.reset()
-        return {"status": "reset"}
-
-    app.include_router(hubspot.router)
-    app.include_router(zendesk.router)
-    app.include_router(stripe.router)
-    app.include_router(mixpanel.router)
-
-    @app.exception_handler(404)
-    async def _not_found(request: Request, _exc: Exception) -> Response:
-        return JSONResponse({"error": "not found", "path": request.url.path}, status_code=404)
-
-    return app

@@ -37,8 +37,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from healthscore.sandbox import world_records, world_text
-from healthscore.sandbox.world_text import str_series
+from healthscore_sandbox import world_records, world_text
+from healthscore_sandbox.world_text import str_series
 
 DAY = 86_400
 YEAR = 365 * DAY
@@ -169,7 +169,7 @@ class World:
 
     def product_events(self, day: datetime.date) -> pd.DataFrame:
         """Mixpanel-style events of one day, regenerated deterministically from (seed, day) on every call."""
-        from healthscore.sandbox.world_events import generate_product_events
+        from healthscore_sandbox.world_events import generate_product_events
 
         if isinstance(day, datetime.datetime):
             day = day.date()

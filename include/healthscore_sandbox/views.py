@@ -15,8 +15,8 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-from healthscore.sandbox.faults import FaultInjector
-from healthscore.sandbox.world import World
+from healthscore_sandbox.faults import FaultInjector
+from healthscore_sandbox.world import World
 
 DAY = 86_400
 UNKNOWN_COMPANY_ID = "9999999999"

@@ -17,9 +17,9 @@ import pandas as pd
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response, StreamingResponse
 
-from healthscore.sandbox import credentials
-from healthscore.sandbox.server import Call, SandboxState, VendorError, mixpanel_error, vendor_call
-from healthscore.sandbox.views import DAY, UNKNOWN_COMPANY_ID
+from healthscore_sandbox import credentials
+from healthscore_sandbox.protocol import Call, SandboxState, VendorError, mixpanel_error, vendor_call
+from healthscore_sandbox.views import DAY, UNKNOWN_COMPANY_ID
 
 router = APIRouter()
 API_CALL = Depends(vendor_call("mixpanel"))

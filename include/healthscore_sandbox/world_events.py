@@ -15,11 +15,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from healthscore.sandbox import world_text
-from healthscore.sandbox.world_records import seats_at
+from healthscore_sandbox import world_text
+from healthscore_sandbox.world_records import seats_at
 
 if TYPE_CHECKING:
-    from healthscore.sandbox.world import World
+    from healthscore_sandbox.world import World
 
 DAY = 86_400
 STREAM_EVENTS = 11

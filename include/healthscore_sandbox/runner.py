@@ -10,9 +10,10 @@ from datetime import date
 
 import uvicorn
 
-from healthscore.sandbox.faults import FaultConfig
-from healthscore.sandbox.server import SandboxState, create_app
-from healthscore.sandbox.world import WorldSpec, build_world
+from healthscore_sandbox.faults import FaultConfig
+from healthscore_sandbox.protocol import SandboxState
+from healthscore_sandbox.server import create_app
+from healthscore_sandbox.world import WorldSpec, build_world
 
 
 @dataclass

@@ -13,8 +13,8 @@ import pandas as pd
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
-from healthscore.sandbox.server import Call, VendorError, hubspot_error, iso_now, vendor_call
-from healthscore.sandbox.views import iso_millis
+from healthscore_sandbox.protocol import Call, VendorError, hubspot_error, iso_now, vendor_call
+from healthscore_sandbox.views import iso_millis
 
 router = APIRouter()
 API_CALL = Depends(vendor_call("hubspot"))

@@ -1,1 +1,0 @@
-"""healthscore.sandbox"""
