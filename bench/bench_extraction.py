@@ -31,7 +31,8 @@ os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
 import requests  # noqa: E402
 
-from healthscore.pipeline.extract import Batch, extract_object  # noqa: E402
+from healthscore.batch import Batch  # noqa: E402
+from healthscore.pipeline.extract import extract_object  # noqa: E402
 from healthscore.sources import SOURCES, SourceConnection  # noqa: E402
 from healthscore.sources.base import SANDBOX_CLOCK_HEADER  # noqa: E402
 from healthscore.sources.hubspot import LIST_PAGE, PROPERTIES  # noqa: E402

@@ -19,20 +19,14 @@ import pytest
 import requests
 import sqlalchemy as sa
 
+from healthscore.batch import Batch, PointInTime
 from healthscore.config import ModelConfig, load_model_config
-from healthscore.pipeline.extract import Batch, extract_source
-from healthscore.pipeline.signals import (
-    CARRY_FORWARD_DECAY,
-    CONTRACT_COLUMNS,
-    PointInTime,
-    build_signals,
-    read_versions,
-    source_statuses,
-    store_signals,
-)
+from healthscore.pipeline.extract import extract_source
+from healthscore.pipeline.signals import build_signals, source_statuses, store_signals
 from healthscore.pipeline.validate import QualityPaths, build_context, validate_source
 from healthscore.scoring import score_accounts
-from healthscore.warehouse import make_engine, upgrade
+from healthscore.signals.carry import CARRY_FORWARD_DECAY, CONTRACT_COLUMNS
+from healthscore.warehouse import make_engine, pointintime, upgrade
 from healthscore.warehouse.models import (
     AccountSignals,
     MixpanelUsageDaily,
@@ -168,12 +162,12 @@ def test_records_landed_later_do_not_leak_into_an_earlier_as_of(landed):
     with landed.engine.connect() as conn:
         landed_rows = conn.execute(sa.select(table.c.record_id, table.c.batch_date, table.c.payload)).all()
         early = PointInTime(DAYS[0], batch_for(DAYS[0]).as_of)
-        seen = {str(t["id"]): t for t in read_versions(conn, "zendesk", "tickets", early)}
-        latest = {str(t["id"]): t for t in read_versions(conn, "zendesk", "tickets",
+        seen = {str(t["id"]): t for t in pointintime.versions(conn, "zendesk", "tickets", early)}
+        latest = {str(t["id"]): t for t in pointintime.versions(conn, "zendesk", "tickets",
                                                           PointInTime(DAYS[2], batch_for(DAYS[2]).as_of))}
         # as_of earlier than the batch: records stamped after it are invisible even though they landed
         cut = batch_for(DAYS[1]).as_of - timedelta(hours=12)
-        partial = read_versions(conn, "zendesk", "tickets", PointInTime(DAYS[1], cut))
+        partial = pointintime.versions(conn, "zendesk", "tickets", PointInTime(DAYS[1], cut))
     first_batch = {r.record_id: r.payload for r in landed_rows if r.batch_date == DAYS[0]}
     later_only = {r.record_id for r in landed_rows if r.batch_date > DAYS[0]} - set(first_batch)
     changed = {r.record_id for r in landed_rows if r.batch_date > DAYS[0]} & set(first_batch)
@@ -328,9 +322,9 @@ def test_usage_windows_on_hand_made_rows(tmp_path):
             rows.append(usage("1", event_day, previous, 100, {"Workflow Automated": 1}))
     with engine.begin() as conn:
         bulk_upsert(conn, MixpanelUsageDaily, rows, ["company_id", "event_date", "batch_date"])
-        bulk_upsert(conn, landing_table("hubspot", "companies"), [{
+        pointintime.land_batch(conn, "hubspot", "companies", previous, [[{
             "record_id": "1", "batch_date": previous, "source_updated_at": datetime(2026, 1, 1, tzinfo=UTC),
-            "payload": payload, "payload_sha256": "x"}], ["record_id", "batch_date"])
+            "payload": payload, "payload_sha256": "x"}]])
         conn.execute(sa.insert(Quarantine), [{"run_id": "r", "batch_date": day, "source": "mixpanel",
                                               "object": "usage_daily", "record_id": f"1:{day.isoformat()}",
                                               "expectation": "e"}])

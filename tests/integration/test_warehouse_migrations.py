@@ -57,6 +57,7 @@ def test_expected_tables_are_modelled() -> None:
     expected = {
         "source_cursors",
         "raw_mixpanel_usage_daily",
+        "landing_records",
         "extract_runs",
         "account_signals",
         "model_versions",

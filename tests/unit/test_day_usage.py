@@ -9,7 +9,8 @@ from datetime import UTC, date, datetime
 import pytest
 
 import healthscore.pipeline.extract as extract
-from healthscore.pipeline.extract import Batch, DayUsage
+from healthscore.batch import Batch
+from healthscore.pipeline.extract import DayUsage
 
 DAY = date(2026, 9, 29)
 BATCH = Batch(DAY, datetime(2026, 9, 30, tzinfo=UTC), "run-1")

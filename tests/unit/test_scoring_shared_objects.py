@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from healthscore.pipeline.extract import Batch
+from healthscore.batch import Batch
 from healthscore.pipeline.score import _archive_rows
 from healthscore.playbooks.rules import top_dimension_deltas
 from healthscore.scoring import score_accounts

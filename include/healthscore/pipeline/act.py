@@ -17,10 +17,11 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from healthscore.pipeline.extract import Batch
+from healthscore.batch import Batch
 from healthscore.pipeline.score import registered_models
 from healthscore.sources.base import HttpClient
-from healthscore.warehouse.models import AccountSignals, HealthScore, PlaybookEvent, landing_table
+from healthscore.warehouse import pointintime
+from healthscore.warehouse.models import AccountSignals, HealthScore, PlaybookEvent
 
 log = logging.getLogger(__name__)
 
@@ -43,14 +44,8 @@ def _account_context(conn: sa.Connection, as_of_date: Any) -> pd.DataFrame:
     rows = conn.execute(sa.select(table.c.account_id, table.c.owner_id, table.c.arr_cents, table.c.renewal_date)
                         .where(table.c.as_of_date == as_of_date)).mappings().all()
     frame = pd.DataFrame(rows, columns=["account_id", "owner_id", "arr_cents", "renewal_date"])
-    companies = landing_table("hubspot", "companies")
-    newest = (sa.select(companies.c.record_id, sa.func.max(companies.c.batch_date).label("batch_date"))
-              .where(companies.c.batch_date <= as_of_date).group_by(companies.c.record_id).subquery())
-    names = {}
-    for record_id, payload in conn.execute(sa.select(companies.c.record_id, companies.c.payload).join(
-            newest, sa.and_(companies.c.record_id == newest.c.record_id,
-                            companies.c.batch_date == newest.c.batch_date))):
-        names[record_id] = (json.loads(payload).get("properties") or {}).get("name")
+    names = {company["id"]: (company.get("properties") or {}).get("name")
+             for company in pointintime.latest(conn, "hubspot", "companies", as_of_date)}
     frame["account_name"] = frame["account_id"].map(names)
     return frame
 

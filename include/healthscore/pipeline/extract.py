@@ -17,17 +17,19 @@ import logging
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from hashlib import sha256
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from healthscore.batch import Batch
 from healthscore.sources import SOURCES, Source, SourceConnection
 from healthscore.sources.base import RetryPolicy, canonical_json
 from healthscore.sources.mixpanel import MixpanelSource
-from healthscore.warehouse.models import ExtractRun, MixpanelUsageDaily, SourceCursor, landing_table
+from healthscore.warehouse.models import ExtractRun, MixpanelUsageDaily, SourceCursor
+from healthscore.warehouse.pointintime import land_batch
 from healthscore.warehouse.types import utcnow
 from healthscore.warehouse.upsert import bulk_upsert
 
@@ -42,19 +44,6 @@ MIXPANEL_BACKFILL_DAYS = 35
 LOGIN_EVENT = "Login"
 # Vanity traffic: a page view is not product use, so it does not make a user "active".
 NOT_ACTIVITY_EVENTS = frozenset({"Page Viewed"})
-
-
-@dataclass(frozen=True)
-class Batch:
-    """One run of the daily pipeline: the logical date and the instant the data is as of."""
-
-    batch_date: date
-    as_of: datetime
-    run_id: str
-
-    @classmethod
-    def for_interval(cls, start: datetime, end: datetime, run_id: str) -> Batch:
-        return cls(start.astimezone(UTC).date(), end.astimezone(UTC), run_id)
 
 
 @dataclass
@@ -134,13 +123,8 @@ def extract_object(source: Source, obj: str, engine: Engine, batch: Batch) -> Ob
                 staging.add(_landing_row(source, obj, record, batch))
             cursor = page.cursor or cursor
         summary.end_cursor = cursor
-        table = landing_table(source.name, obj)
         with engine.begin() as conn:
-            conn.execute(sa.delete(table).where(table.c.batch_date == batch.batch_date))
-            for chunk in staging.chunks(LANDING_CHUNK):
-                bulk_upsert(conn, table, chunk, ["record_id", "batch_date"])
-            landed = conn.execute(sa.select(sa.func.count()).select_from(table)
-                                  .where(table.c.batch_date == batch.batch_date)).scalar_one()
+            landed = land_batch(conn, source.name, obj, batch.batch_date, staging.chunks(LANDING_CHUNK))
             _save_cursor(conn, source.name, obj, batch, summary.end_cursor)
             _record_run(conn, summary, batch, started, landed, source.client.stats.retries)
         summary.records = landed

@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from healthscore.pipeline.extract import Batch
+from healthscore.batch import Batch
 from healthscore.settings import Settings
 
 

@@ -16,8 +16,8 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from healthscore.batch import Batch
 from healthscore.config import ModelConfig, model_config_from_dict
-from healthscore.pipeline.extract import Batch
 from healthscore.warehouse.models import HealthScore, ModelVersion, ScoreOverride
 from healthscore.warehouse.upsert import bulk_upsert
 

@@ -2,14 +2,13 @@
 
 Results, quarantine and reconciliation are replaced per (batch, source, object) in one transaction,
 so a rerun leaves one consistent verdict. Reference sets (known companies, owners, customers...) are
-read point-in-time: only what had landed at or before the batch date.
+read point-in-time (``warehouse.pointintime``): only what had landed at or before the batch date.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -18,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from healthscore.pipeline.extract import Batch
+from healthscore.batch import Batch
+from healthscore.warehouse import pointintime
 from healthscore.warehouse.models import (
     BatchReconciliation,
     MixpanelUsageDaily,
@@ -60,35 +60,6 @@ def landed_records(conn: sa.Connection, source: str, obj: str, batch_date: date)
     return [json.loads(payload) for payload in rows]
 
 
-def _latest_payloads(conn: sa.Connection, source: str, obj: str, batch_date: date) -> Iterable[dict]:
-    """Each record's newest landed version at or before the batch date."""
-    table = landing_table(source, obj)
-    newest = (sa.select(table.c.record_id, sa.func.max(table.c.batch_date).label("batch_date"))
-              .where(table.c.batch_date <= batch_date).group_by(table.c.record_id).subquery())
-    query = sa.select(table.c.payload).join(
-        newest, sa.and_(table.c.record_id == newest.c.record_id, table.c.batch_date == newest.c.batch_date))
-    for payload in conn.execute(query).scalars():
-        yield json.loads(payload)
-
-
-def _ids_until(conn: sa.Connection, source: str, obj: str, batch_date: date) -> set[str]:
-    table = landing_table(source, obj)
-    return set(conn.execute(sa.select(table.c.record_id).where(table.c.batch_date <= batch_date).distinct()).scalars())
-
-
-def _volume_history(conn: sa.Connection, source: str, obj: str, batch_date: date, days: int = 7) -> list[int]:
-    if source == "mixpanel":
-        table = MixpanelUsageDaily.__table__
-        query = (sa.select(table.c.batch_date, sa.func.count()).where(table.c.batch_date < batch_date,
-                 table.c.event_date == table.c.batch_date).group_by(table.c.batch_date))
-    else:
-        table = landing_table(source, obj)
-        query = sa.select(table.c.batch_date, sa.func.count()).where(table.c.batch_date < batch_date).group_by(
-            table.c.batch_date)
-    counts = sorted(conn.execute(query).all())[-days:]
-    return [int(n) for _, n in counts]
-
-
 def build_context(engine: Engine, source: str, batch: Batch, paths: QualityPaths,
                   fail_on_critical: bool = False) -> ValidationContext:
     from healthscore.quality.gate import ValidationContext
@@ -96,7 +67,7 @@ def build_context(engine: Engine, source: str, batch: Batch, paths: QualityPaths
     with engine.connect() as conn:
         # Keep only the two ids per company: 100k full payloads would be a few hundred MiB for nothing.
         company_ids, organizations = set(), {}
-        for company in _latest_payloads(conn, "hubspot", "companies", batch.batch_date):
+        for company in pointintime.latest(conn, "hubspot", "companies", batch.batch_date):
             company_ids.add(company["id"])
             if organization := (company.get("properties") or {}).get("zendesk_organization_id"):
                 organizations[str(organization)] = company["id"]
@@ -104,11 +75,11 @@ def build_context(engine: Engine, source: str, batch: Batch, paths: QualityPaths
             run_id=batch.run_id, batch_date=batch.batch_date, data_interval_end=batch.as_of,
             data_docs_dir=paths.data_docs_dir,
             known_company_ids=company_ids,
-            known_owner_ids=_ids_until(conn, "hubspot", "owners", batch.batch_date),
+            known_owner_ids=pointintime.record_ids(conn, "hubspot", "owners", batch.batch_date),
             known_organization_ids=organizations,
-            known_customer_ids=_ids_until(conn, "stripe", "customers", batch.batch_date),
-            known_ticket_ids=_ids_until(conn, "zendesk", "tickets", batch.batch_date),
-            volume_history={f"{source}.{obj}": _volume_history(conn, source, obj, batch.batch_date)
+            known_customer_ids=pointintime.record_ids(conn, "stripe", "customers", batch.batch_date),
+            known_ticket_ids=pointintime.record_ids(conn, "zendesk", "tickets", batch.batch_date),
+            volume_history={f"{source}.{obj}": pointintime.batch_volumes(conn, source, obj, batch.batch_date)
                             for obj in OBJECTS[source]},
             fail_on_critical=fail_on_critical,
         )
@@ -123,7 +94,7 @@ def _usage_frame(conn: sa.Connection, batch: Batch) -> Any:
                         .where(table.c.batch_date == batch.batch_date, table.c.event_date == batch.batch_date)
                         .order_by(table.c.company_id)).mappings().all()
     seats = {c["id"]: (c.get("properties") or {}).get("licensed_seats")
-             for c in _latest_payloads(conn, "hubspot", "companies", batch.batch_date)}
+             for c in pointintime.latest(conn, "hubspot", "companies", batch.batch_date)}
     return flatten("mixpanel", "usage_daily", [
         {**row, "event_date": row["event_date"].isoformat(), "licensed_seats": seats.get(row["company_id"])}
         for row in rows])

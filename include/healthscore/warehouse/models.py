@@ -138,10 +138,29 @@ def landing_table(source: str, obj: str) -> sa.Table:
         raise KeyError(f"({source!r}, {obj!r}) is not in LANDING_OBJECTS") from None
 
 
+class LandingRecordIndex(Base):
+    """One row per record ever landed in a raw landing table: the batch that first landed it.
+
+    Kept by ``pointintime.land_batch`` in the landing transaction. Point-in-time reads walk it and seek
+    each record's newest version on the landing table's primary key, so their cost follows the number
+    of records, not of landed batches (``healthscore.warehouse.pointintime``).
+    """
+
+    __tablename__ = "landing_records"
+    __table_args__ = (sa.Index("ix_landing_records_source_object_first_batch", "source", "object", "first_batch"),)
+
+    source: Mapped[str] = mapped_column(primary_key=True)
+    object: Mapped[str] = mapped_column(primary_key=True)
+    record_id: Mapped[str] = mapped_column(primary_key=True)
+    first_batch: Mapped[dt.date]
+
+
 class MixpanelUsageDaily(Base):
     """Product usage aggregated while streaming Mixpanel events (raw events are never stored)."""
 
     __tablename__ = "raw_mixpanel_usage_daily"
+    # Point-in-time reads take a window of event days and each day's newest batch.
+    __table_args__ = (sa.Index("ix_raw_mixpanel_usage_daily_event_date_batch_date", "event_date", "batch_date"),)
 
     company_id: Mapped[str] = mapped_column(primary_key=True)
     event_date: Mapped[dt.date] = mapped_column(primary_key=True)

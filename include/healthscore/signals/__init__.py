@@ -1,0 +1,90 @@
+"""Signal computations: pure functions of point-in-time frames, one module per source (no I/O).
+
+``healthscore.pipeline.signals`` reads the frames through ``healthscore.warehouse.pointintime``, calls
+``compute_signals`` and ``apply_dimension_status``, and writes ``account_signals``. Definitions (windows end
+at as-of; counts and flags are 0, not NaN, for an account without records when the source has data):
+
+usage (``mixpanel``; licensed seats from HubSpot)
+  active_user_pct       mean daily active users over the covered days of the last 30 / licensed seats x 100,
+                        capped at 100. The export only yields DAILY distinct users, so this is a DAU-based
+                        ratio (lower than the MAU ratio the catalogue's baselines assume).
+  logins_per_user_week  logins in the last 28 days / (covered days / 7) / mean daily active users
+                        (0 when nobody was active): how many sessions an active user opens.
+  feature_breadth       distinct tracked feature events (``FEATURE_EVENTS``; logins, page views and
+                        surveys excluded) used in the last 30 days / number of tracked features x 100.
+  usage_trend_mom       mean DAU of the last 30 days vs the 30 before, % change; needs
+                        ``MIN_TREND_COVERED_DAYS`` covered days in each window (0 when both are 0).
+engagement (``hubspot`` meetings)
+  csm_touchpoints_qtr   COMPLETED meetings of kind QBR or Check-in in the last 90 days.
+  qbr_attended          the most recent QBR held or missed (COMPLETED / NO_SHOW; CANCELED ignored) in the
+                        last 120 days: 1 if COMPLETED, 0 if NO_SHOW; 0 when there was none.
+  training_sessions_qtr COMPLETED Training meetings in the last 90 days.
+relationship
+  latest_nps            the newest NPS answer (Mixpanel ``nps_latest``) within the last 365 days.
+  csat_3m               mean of every CSAT answer in the last 90 days on a 1-5 scale: Mixpanel in-app
+                        surveys (csat_sum / csat_responses) pooled with Zendesk ratings (good = 5, bad = 1).
+  executive_sponsor     1 if a HubSpot contact with customer_role executive_sponsor has not left, else 0.
+  active_champion       1 if a contact with customer_role champion has not left, else 0.
+  contacts_engaged      HubSpot contacts on record that have not left the company.
+  departments_engaged   distinct departments of those contacts (multi-threading).
+support (``zendesk`` tickets, linked by the company's zendesk_organization_id)
+  open_tickets          tickets whose status is new/open/pending/hold at as-of.
+  p1_tickets_90d        urgent-priority tickets created in the last 90 days.
+  resolution_time_trend median full-resolution minutes of tickets solved in the last 90 days vs the 90
+                        days before, % change; NaN unless both windows have one.
+  complaint_ratio       tickets created in the last 90 days tagged complaint* or escalat* / all of them.
+value
+  expansion_12m         HubSpot deals with deal_category expansion, closedwon, closed in the last 365 days.
+  arr                   ``stripe``: 12 x MRR of the account's live subscriptions (not canceled or expired),
+                        in dollars (0 when all are canceled); NaN without any subscription.
+  contract_coverage     peak daily active users in the last 30 days / licensed seats x 100, capped at 100.
+financial (``stripe``)
+  days_past_due         whole days the oldest open/uncollectible invoice is past its due date at as-of, 0
+                        when none is, counted only while the subscription snapshot shows past_due/unpaid.
+  payment_status_ok     0 if a subscription is past_due/unpaid, an invoice is past due, or an invoice of
+                        the last 90 days is uncollectible or needed more than one charge attempt; else 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pandas as pd
+
+from healthscore.signals import hubspot, mixpanel, stripe, zendesk
+from healthscore.signals.common import FEATURE_EVENTS, PointInTime, SignalInputs, Signals
+
+__all__ = ["FEATURE_EVENTS", "SignalInputs", "Signals", "compute_signals", "csat_3m"]
+
+
+def compute_signals(inputs: SignalInputs, pit: PointInTime,
+                    feature_events: Sequence[str] = FEATURE_EVENTS) -> Signals:
+    """Every computable signal as a float Series indexed by account id (sources without data give NaN)."""
+    index = inputs.index
+    frames = inputs.frames
+    tickets = zendesk.tickets_by_account(frames["zendesk.tickets"], inputs.accounts)
+    out: Signals = {}
+    out.update(mixpanel.usage_signals(inputs.usage, inputs.accounts["licensed_seats"], index, pit, feature_events))
+    out.update(hubspot.meeting_signals(frames["hubspot.meetings"], index, pit))
+    out.update(hubspot.contact_signals(frames["hubspot.contacts"], index))
+    out.update(hubspot.deal_signals(frames["hubspot.deals"], index, pit))
+    out.update(zendesk.ticket_signals(tickets, index, pit))
+    out.update(stripe.billing_signals(frames["stripe.customers"], frames["stripe.subscriptions"],
+                                      frames["stripe.invoices"], inputs.accounts, index, pit))
+    out["latest_nps"] = mixpanel.latest_nps(inputs.nps, index)
+    out["csat_3m"] = csat_3m(index, mixpanel.survey_totals(inputs.usage, index, pit),
+                             zendesk.rating_totals(frames["zendesk.satisfaction_ratings"], tickets, pit))
+    return out
+
+
+def csat_3m(index: pd.Index, *totals: tuple[pd.Series, pd.Series] | None) -> pd.Series:
+    """Pooled mean of CSAT answers from several sources' (sum, count) per account, in the order given."""
+    sums = pd.Series(0.0, index=index)
+    counts = pd.Series(0.0, index=index)
+    for part in totals:
+        if part is None:
+            continue
+        part_sums, part_counts = part
+        sums = sums.add(part_sums, fill_value=0.0).reindex(index)
+        counts = counts.add(part_counts, fill_value=0.0).reindex(index)
+    return sums / counts.where(counts > 0)

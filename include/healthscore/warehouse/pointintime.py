@@ -1,0 +1,267 @@
+"""Point-in-time reads of the landing tables: what a run for batch T, with data as of instant A, could see.
+
+The one place that answers "the newest version of every record of a landing object as of T". The
+signals build, the quality gate's reference sets and the playbooks' account names all read through it,
+so a rebuild of a past date gives what the first run saw, whatever landed later.
+
+Every landing table keeps one row per (record, batch that landed it). Rules:
+
+- incremental and windowed objects: a record's truth is its newest version landed at or before T and
+  stamped at or before A (a version stamped after A was not yet true at A: the one before it is read);
+- snapshot objects (listed in full each batch): the newest non-empty snapshot at or before T is the truth;
+- a version the quality gate quarantined in the batch that landed it is left out (``accepted_only``),
+  without falling back to an older version;
+- Mixpanel usage (``raw_mixpanel_usage_daily``): each event day's newest batch at or before T is the truth
+  for that day.
+
+Cost does not grow with the number of landed batches. ``landing_records`` holds one row per landed record
+(its first batch), maintained by ``land_batch`` in the landing transaction. An incremental read walks that
+index and, per record, seeks its newest qualifying version backwards on the landing table's primary key
+(record_id, batch_date): rows read are proportional to the records, not to records x batches. A snapshot
+read seeks the newest snapshot's batch and reads that batch only. Usage reads one window of event days
+through the (event_date, batch_date) index. Quarantine is checked per version read, through its unique
+index. ``tests/integration/test_point_in_time.py`` counts the rows PostgreSQL reads to hold this.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import date, datetime
+from typing import Any
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from healthscore.batch import PointInTime
+from healthscore.warehouse.models import LandingRecordIndex, MixpanelUsageDaily, Quarantine, landing_table
+from healthscore.warehouse.upsert import bulk_upsert
+
+#: Objects landed as full snapshots every batch: the newest snapshot is the truth, not a per-record union.
+SNAPSHOT_OBJECTS = frozenset({("hubspot", "deals"), ("hubspot", "meetings"), ("hubspot", "owners"),
+                              ("stripe", "subscriptions")})
+
+_INDEX = LandingRecordIndex.__table__
+_QUARANTINE = Quarantine.__table__
+_USAGE = MixpanelUsageDaily.__table__
+
+
+def is_snapshot(source: str, obj: str) -> bool:
+    return (source, obj) in SNAPSHOT_OBJECTS
+
+
+# ---- landing ------------------------------------------------------------------------------------------------
+def land_batch(conn: sa.Connection, source: str, obj: str, batch_date: date,
+               chunks: Iterable[Sequence[Mapping[str, Any]]]) -> int:
+    """Replace one batch of a landing table and keep the record index right, in the caller's transaction.
+
+    Returns the rows the batch holds afterwards. Rerunning a date replaces its rows, so a rerun lands
+    exactly what the first run landed and the point-in-time reads of every date stay as they were.
+    """
+    table = landing_table(source, obj)
+    conn.execute(sa.delete(table).where(table.c.batch_date == batch_date))
+    for chunk in chunks:
+        bulk_upsert(conn, table, chunk, ["record_id", "batch_date"])
+    index_batch(conn, source, obj, batch_date)
+    return conn.execute(sa.select(sa.func.count()).select_from(table)
+                        .where(table.c.batch_date == batch_date)).scalar_one()
+
+
+def index_batch(conn: sa.Connection, source: str, obj: str, batch_date: date) -> None:
+    """Bring ``landing_records`` up to date after ``batch_date`` of an object was (re)landed.
+
+    Touches the records this batch lands and those it used to be the first landing of, never the rest.
+    """
+    table = landing_table(source, obj)
+    mine = (_INDEX.c.source == source, _INDEX.c.object == obj)
+    # Records first seen in this batch that a rerun no longer lands: forget them, or move them to the
+    # batch that lands them first now.
+    landed = sa.select(table.c.record_id).where(table.c.record_id == _INDEX.c.record_id)
+    conn.execute(sa.delete(_INDEX).where(*mine, _INDEX.c.first_batch == batch_date, ~landed.exists()))
+    first = sa.select(sa.func.min(table.c.batch_date)).where(table.c.record_id == _INDEX.c.record_id)
+    conn.execute(sa.update(_INDEX).where(*mine, _INDEX.c.first_batch == batch_date)
+                 .values(first_batch=first.scalar_subquery()))
+    insert = _insert(conn)(_INDEX).from_select(
+        ["source", "object", "record_id", "first_batch"],
+        sa.select(sa.literal(source, sa.Text), sa.literal(obj, sa.Text), table.c.record_id, table.c.batch_date)
+        .where(table.c.batch_date == batch_date))
+    conn.execute(insert.on_conflict_do_update(
+        index_elements=["source", "object", "record_id"], set_={"first_batch": insert.excluded.first_batch},
+        where=insert.excluded.first_batch < _INDEX.c.first_batch))
+
+
+def reindex(conn: sa.Connection, source: str, obj: str) -> None:
+    """Rebuild an object's record index from its landing table (what the migration does for every object)."""
+    table = landing_table(source, obj)
+    conn.execute(sa.delete(_INDEX).where(_INDEX.c.source == source, _INDEX.c.object == obj))
+    conn.execute(sa.insert(_INDEX).from_select(
+        ["source", "object", "record_id", "first_batch"],
+        sa.select(sa.literal(source, sa.Text), sa.literal(obj, sa.Text), table.c.record_id,
+                  sa.func.min(table.c.batch_date)).group_by(table.c.record_id)))
+
+
+def _insert(conn: sa.Connection) -> Any:
+    name = conn.dialect.name
+    if name == "postgresql":
+        return pg_insert
+    if name == "sqlite":
+        return sqlite_insert
+    raise NotImplementedError(f"landing_records upserts support PostgreSQL and SQLite, not {name}")
+
+
+# ---- records --------------------------------------------------------------------------------------------
+def versions(conn: sa.Connection, source: str, obj: str, pit: PointInTime,
+             since: datetime | None = None) -> list[dict]:
+    """Vendor records as of ``pit``: each record's newest version (snapshots: the newest snapshot)
+    stamped at or before as-of (and at or after ``since`` when given), not quarantined in its batch,
+    in record id order."""
+    rows = _newest(conn, source, obj, pit.batch_date, as_of=pit.as_of, since=since, accepted_only=True)
+    return [json.loads(payload) for _, _, payload in rows]
+
+
+def latest(conn: sa.Connection, source: str, obj: str, batch_date: date) -> list[dict]:
+    """Each record's newest landed version at or before the batch date, whatever its stamp or verdict
+    (the quality gate's reference sets, names for messages), in record id order."""
+    return [json.loads(payload) for _, _, payload in _newest(conn, source, obj, batch_date)]
+
+
+def record_ids(conn: sa.Connection, source: str, obj: str, batch_date: date) -> set[str]:
+    """Ids of every record landed at or before the batch date (in any batch, current or not)."""
+    return set(conn.execute(sa.select(_INDEX.c.record_id).where(
+        _INDEX.c.source == source, _INDEX.c.object == obj, _INDEX.c.first_batch <= batch_date)).scalars())
+
+
+def _newest(conn: sa.Connection, source: str, obj: str, batch_date: date, **options: Any) -> list[tuple]:
+    query = newest_query(conn, source, obj, batch_date, **options)
+    return [] if query is None else [tuple(row) for row in conn.execute(query)]
+
+
+def newest_query(conn: sa.Connection, source: str, obj: str, batch_date: date, *, as_of: datetime | None = None,
+                 since: datetime | None = None, accepted_only: bool = False) -> sa.Select | None:
+    """The statement behind ``versions``/``latest``: (record_id, batch_date, payload) in record id order;
+    None when a snapshot object has no batch yet (tests read its plan)."""
+    table = landing_table(source, obj)
+
+    def stamped(t: sa.Table) -> list[Any]:
+        cond = []
+        if as_of is not None:
+            cond.append(sa.or_(t.c.source_updated_at.is_(None), t.c.source_updated_at <= as_of))
+        if since is not None:
+            cond.append(sa.or_(t.c.source_updated_at.is_(None), t.c.source_updated_at >= since))
+        return cond
+
+    if is_snapshot(source, obj):
+        newest = latest_batch(conn, table, batch_date)
+        if newest is None:
+            return None
+        query = sa.select(table.c.record_id, table.c.batch_date, table.c.payload).where(
+            table.c.batch_date == newest, *stamped(table))
+        picked = table
+    elif conn.dialect.name == "postgresql":
+        # One backward primary-key seek per indexed record (LATERAL ... ORDER BY batch_date DESC LIMIT 1),
+        # and the quarantine probe inside it as a scalar subquery: one index probe per record, where an
+        # EXISTS may be turned into a hash of the object's whole quarantine history.
+        columns = [table.c.record_id, table.c.batch_date, table.c.payload]
+        if accepted_only:
+            columns.append(_quarantined(source, obj, table.c.record_id, table.c.batch_date).limit(1)
+                           .scalar_subquery().label("held"))
+        version = (sa.select(*columns)
+                   .where(table.c.record_id == _INDEX.c.record_id, table.c.batch_date <= batch_date,
+                          *stamped(table))
+                   .order_by(table.c.batch_date.desc()).limit(1).lateral("version"))
+        query = (sa.select(version.c.record_id, version.c.batch_date, version.c.payload)
+                 .select_from(_INDEX.join(version, sa.true()))
+                 .where(_INDEX.c.source == source, _INDEX.c.object == obj, _INDEX.c.first_batch <= batch_date))
+        if accepted_only:
+            query = query.where(version.c.held.is_(None))
+        return query.order_by(version.c.record_id)
+    else:
+        # SQLite has no LATERAL: the same seek as a correlated subquery, then the row by primary key.
+        newer = table.alias("newer")
+        seek = (sa.select(newer.c.batch_date)
+                .where(newer.c.record_id == _INDEX.c.record_id, newer.c.batch_date <= batch_date, *stamped(newer))
+                .order_by(newer.c.batch_date.desc()).limit(1).scalar_subquery())
+        pick = (sa.select(_INDEX.c.record_id, seek.label("newest"))
+                .where(_INDEX.c.source == source, _INDEX.c.object == obj, _INDEX.c.first_batch <= batch_date)
+                .subquery("pick"))
+        query = (sa.select(table.c.record_id, table.c.batch_date, table.c.payload)
+                 .select_from(pick.join(table, sa.and_(table.c.record_id == pick.c.record_id,
+                                                       table.c.batch_date == pick.c.newest))))
+        picked = table
+    if accepted_only:
+        query = query.where(~_quarantined(source, obj, picked.c.record_id, picked.c.batch_date).exists())
+    return query.order_by(picked.c.record_id)
+
+
+def _quarantined(source: str, obj: str, record_id: Any, batch_date: Any) -> sa.Select:
+    q = _QUARANTINE
+    return sa.select(q.c.id).where(q.c.batch_date == batch_date, q.c.source == source, q.c.object == obj,
+                                   q.c.record_id == record_id)
+
+
+def latest_batch(conn: sa.Connection, table: sa.Table, batch_date: date) -> date | None:
+    """The newest batch at or before ``batch_date`` that landed any row in ``table`` (an index seek)."""
+    return conn.execute(sa.select(sa.func.max(table.c.batch_date)).where(table.c.batch_date <= batch_date)).scalar()
+
+
+def batch_volumes(conn: sa.Connection, source: str, obj: str, before: date, batches: int = 7) -> list[int]:
+    """Rows landed by each of the newest ``batches`` batches before a date that landed any, oldest first.
+
+    Mixpanel counts the company-day rows of each batch's own day (its re-pulled trailing days repeat).
+    One index seek and one batch count per batch: the history behind them is never scanned.
+    """
+    if source == "mixpanel":
+        table, own_day = _USAGE, (_USAGE.c.event_date == _USAGE.c.batch_date,)
+    else:
+        table, own_day = landing_table(source, obj), ()
+    counts: list[int] = []
+    bound = before
+    while len(counts) < batches:
+        newest = conn.execute(sa.select(sa.func.max(table.c.batch_date)).where(table.c.batch_date < bound)).scalar()
+        if newest is None:
+            break
+        landed = conn.execute(sa.select(sa.func.count()).select_from(table)
+                              .where(table.c.batch_date == newest, *own_day)).scalar_one()
+        if landed:
+            counts.append(int(landed))
+        bound = newest
+    return counts[::-1]
+
+
+# ---- Mixpanel usage -----------------------------------------------------------------------------------
+def usage_rows(conn: sa.Connection, pit: PointInTime, first_day: date, columns: Sequence[str],
+               only_nps: bool = False) -> pd.DataFrame:
+    """Mixpanel company-day rows for [first_day, last_event_day] as of ``pit``.
+
+    Per event day the newest batch at or before the batch date is the truth (each batch re-lands a
+    trailing window); rows quarantined in that batch are dropped. ``attrs["covered_days"]``: the event
+    days some batch landed (an account without a row on a covered day had no activity that day).
+    """
+    u = _USAGE
+    last_day = pit.last_event_day
+    newest = (sa.select(u.c.event_date, sa.func.max(u.c.batch_date).label("newest"))
+              .where(u.c.event_date >= first_day, u.c.event_date <= last_day, u.c.batch_date <= pit.batch_date)
+              .group_by(u.c.event_date).subquery())
+    covered = conn.execute(sa.select(newest.c.event_date, newest.c.newest).order_by(newest.c.event_date)).all()
+    query = (sa.select(u.c.company_id, u.c.event_date, u.c.batch_date, *(u.c[c] for c in columns))
+             .join(newest, sa.and_(u.c.event_date == newest.c.event_date, u.c.batch_date == newest.c.newest))
+             .order_by(u.c.event_date, u.c.company_id))
+    if only_nps:
+        query = query.where(u.c.nps_responses > 0)
+    frame = pd.DataFrame(conn.execute(query).all(), columns=["company_id", "event_date", "batch_date", *columns])
+    covered_days = [day for day, _ in covered]
+    frame.attrs["covered_days"] = covered_days
+    if frame.empty:
+        return frame
+    q = _QUARANTINE
+    bad = set(conn.execute(sa.select(q.c.record_id, q.c.batch_date).distinct().where(
+        q.c.source == "mixpanel", q.c.object == "usage_daily",
+        q.c.batch_date.in_(sorted({batch for _, batch in covered})))).all())
+    if bad:
+        keys = zip(frame["company_id"] + ":" + frame["event_date"].map(date.isoformat), frame["batch_date"],
+                   strict=True)
+        frame = frame[[k not in bad for k in keys]].reset_index(drop=True)
+        frame.attrs["covered_days"] = covered_days
+    return frame
