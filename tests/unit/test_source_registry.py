@@ -22,14 +22,14 @@ from healthscore.warehouse import models
 
 
 def test_every_consumer_lists_exactly_the_registered_objects():
-    assert models.LANDING_OBJECTS == registry.landing_objects()
+    assert registry.landing_objects() == models.LANDING_OBJECTS
     assert set(models.LANDING_MODELS) == set(registry.landing_objects())
-    assert policy.SOURCE_DIMENSIONS == registry.source_dimensions()
-    assert signals.SNAPSHOT_OBJECTS == registry.snapshot_objects()
-    assert signals.SOURCE_CURSOR_OBJECTS == registry.cursor_objects()
+    assert registry.source_dimensions() == policy.SOURCE_DIMENSIONS
+    assert registry.snapshot_objects() == signals.SNAPSHOT_OBJECTS
+    assert registry.cursor_objects() == signals.SOURCE_CURSOR_OBJECTS
     assert set(schemas.OBJECTS) == set(registry.quality_objects())
     assert set(suites.CHECKS) == set(suites.FRESHNESS) == set(registry.quality_objects())
-    assert extract.MIXPANEL_TRAILING_DAYS == registry.source("mixpanel").object("events").window_days
+    assert registry.source("mixpanel").object("events").window_days == extract.MIXPANEL_TRAILING_DAYS
     for spec in registry.sources():
         cls = client_class(spec.name)
         assert cls.name == spec.name
