@@ -50,6 +50,7 @@ from healthscore.signals.common import (
     QUARTER_DAYS,
     USAGE_WINDOW_DAYS,
 )
+from healthscore.sources import registry
 from healthscore.sources.schemas import flatten
 from healthscore.warehouse import pointintime
 from healthscore.warehouse.models import AccountSignals, QualityResult, SourceCursor
@@ -58,8 +59,6 @@ from healthscore.warehouse.upsert import bulk_upsert
 
 log = logging.getLogger(__name__)
 
-#: Cursor object that marks a source as landed for a batch (Mixpanel's cursor is kept on "events").
-SOURCE_CURSOR_OBJECTS = {"hubspot": "companies", "zendesk": "tickets", "stripe": "invoices", "mixpanel": "events"}
 #: What the signals read of each source object besides the companies: records stamped since (days before as-of).
 READS: dict[tuple[str, str], int | None] = {
     ("hubspot", "contacts"): None,
@@ -79,7 +78,7 @@ def source_statuses(conn: sa.Connection, batch_date: date) -> dict[str, SourceSt
     """Per source: usable for this batch, or why not (blocked by the gate, not landed, never landed)."""
     c = SourceCursor.__table__
     landed: dict[str, tuple[bool, date]] = {}  # source -> (landed this batch, newest batch at or before it)
-    for source, obj in SOURCE_CURSOR_OBJECTS.items():
+    for source, obj in registry.cursor_objects().items():  # the object whose cursor marks a source landed
         mine = (c.c.source == source, c.c.object == obj)
         newest = conn.execute(sa.select(sa.func.max(c.c.batch_date)).where(*mine, c.c.batch_date <= batch_date)).scalar()
         if newest is not None:

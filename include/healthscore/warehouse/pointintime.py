@@ -36,12 +36,9 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from healthscore.batch import PointInTime
+from healthscore.sources import registry
 from healthscore.warehouse.models import LandingRecordIndex, MixpanelUsageDaily, Quarantine, landing_table
 from healthscore.warehouse.upsert import bulk_upsert
-
-#: Objects landed as full snapshots every batch: the newest snapshot is the truth, not a per-record union.
-SNAPSHOT_OBJECTS = frozenset({("hubspot", "deals"), ("hubspot", "meetings"), ("hubspot", "owners"),
-                              ("stripe", "subscriptions")})
 
 _INDEX = LandingRecordIndex.__table__
 _QUARANTINE = Quarantine.__table__
@@ -49,7 +46,9 @@ _USAGE = MixpanelUsageDaily.__table__
 
 
 def is_snapshot(source: str, obj: str) -> bool:
-    return (source, obj) in SNAPSHOT_OBJECTS
+    """Landed as a full snapshot every batch (the registry's ``snapshot`` mode): the newest snapshot is the
+    truth, not a per-record union."""
+    return (source, obj) in registry.snapshot_objects()
 
 
 # ---- landing ------------------------------------------------------------------------------------------------
