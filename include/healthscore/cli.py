@@ -89,9 +89,19 @@ def _masked(url: str) -> str:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from healthscore.demo import run_demo
+    from healthscore.demo import DemoError, run_demo
 
-    return run_demo(Settings.from_env(), accounts=args.accounts, seed=args.seed)
+    if not 1 <= args.accounts <= 100_000:
+        print(f"healthscore demo: --accounts must be between 1 and 100000, not {args.accounts}", file=sys.stderr)
+        return 2
+    try:
+        return run_demo(Settings.from_env(), accounts=args.accounts, seed=args.seed)
+    except DemoError as exc:
+        print(f"healthscore demo: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("healthscore demo: interrupted; the warehouse keeps what the finished days wrote", file=sys.stderr)
+        return 130
 
 
 def build_parser() -> argparse.ArgumentParser:
