@@ -65,7 +65,8 @@ def test_hubspot_objects_paginate_each_record_once(sandbox, http, obj, table, ts
     records = hubspot_all(http, sandbox.url, obj, properties="name,dealstage,hs_meeting_outcome")
     ids = [r["id"] for r in records]
     assert len(ids) == len(set(ids))
-    expected = set(visible(getattr(sandbox.state.world, table), ts)[id_col].astype(str))
+    archived = set(sandbox.state.views.archived(obj, NOW)["id"])  # deleted in the CRM: not listed
+    expected = set(visible(getattr(sandbox.state.world, table), ts)[id_col].astype(str)) - archived
     assert set(ids) == expected and len(expected) > 20
     for record in records[:50]:
         assert all(v is None or isinstance(v, str) for v in record["properties"].values())
@@ -197,6 +198,32 @@ def test_hubspot_batch_update_and_read_as_documented(sandbox, http):
     listed = {r["id"]: r for r in hubspot_all(http, sandbox.url, "companies", properties="health_score")}
     assert listed[ids[1]]["properties"]["health_score"] == "61"
     assert listed[ids[1]]["properties"]["hs_lastmodifieddate"].startswith("2026-09-30T12:00:00")
+
+
+def test_hubspot_archived_records_and_v4_associations(sandbox, http):
+    live = hubspot_all(http, sandbox.url, "meetings")
+    gone = hubspot_all(http, sandbox.url, "meetings", archived="true")
+    assert gone and all(r["archived"] is True and r["archivedAt"] for r in gone)
+    assert not {r["id"] for r in gone} & {r["id"] for r in live}
+    assert all(r["properties"]["hs_lastmodifieddate"] == r["archivedAt"] for r in gone)
+    search = http.post(f"{sandbox.url}/crm/v3/objects/meetings/search", headers=HUBSPOT, json={
+        "filterGroups": [{"filters": [{"propertyName": "hs_object_id", "operator": "EQ", "value": gone[0]["id"]}]}]})
+    assert search.json()["total"] == 0  # deleted records leave search too
+
+    url = f"{sandbox.url}/crm/v4/associations/meetings/companies/batch/read"
+    ids = [r["id"] for r in live[:3]]
+    ok = http.post(url, headers=HUBSPOT, json={"inputs": [{"id": i} for i in ids]})
+    assert ok.status_code == 200
+    by_id = {r["from"]["id"]: r["to"] for r in ok.json()["results"]}
+    listed = {r["id"]: r["associations"]["companies"]["results"][0]["id"]
+              for r in hubspot_all(http, sandbox.url, "meetings", associations="companies")[:3]}
+    assert {i: str(to[0]["toObjectId"]) for i, to in by_id.items()} == listed
+    assert by_id[ids[0]][0]["associationTypes"][0]["category"] == "HUBSPOT_DEFINED"
+    partial = http.post(url, headers=HUBSPOT, json={"inputs": [{"id": ids[0]}, {"id": gone[0]["id"]}]})
+    assert partial.status_code == 207 and partial.json()["numErrors"] == 1
+    assert partial.json()["errors"][0]["context"]["ids"] == [gone[0]["id"]]
+    assert http.post(f"{sandbox.url}/crm/v4/associations/meetings/tickets/batch/read", headers=HUBSPOT,
+                     json={"inputs": [{"id": ids[0]}]}).status_code == 400
 
 
 def test_hubspot_batch_update_partial_faults_and_429(sandbox, http):

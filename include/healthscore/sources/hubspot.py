@@ -1,4 +1,11 @@
-"""HubSpot CRM v3: list pagination for full loads, search on the modification date for increments."""
+"""HubSpot CRM v3: list pagination for full loads, search on the modification date for increments.
+
+Deals and meetings name their company only through an association, and search answers carry none, so
+an increment pairs each search page with one v4 associations batch read per 100 ids. Records deleted
+in the CRM (archived) vanish from search, so each increment also lists the archived records and lands
+those archived since the cursor as tombstones (``"archived": true``): point-in-time reads drop a
+record whose newest version is one, which is what the full snapshots used to say by leaving it out.
+"""
 
 from __future__ import annotations
 
@@ -24,9 +31,11 @@ PROPERTIES = {
                  "hs_lastmodifieddate"],
 }
 MODIFIED_PROPERTY = {"contacts": "lastmodifieddate"}
-# HubSpot search answers carry no associations, and deals/meetings name their company only through
-# one: they are listed in full each batch (contacts have associatedcompanyid, companies are the root).
-SNAPSHOT_OBJECTS = {"deals", "meetings"}
+#: Objects listed in full every batch instead of incrementally (none since v4 associations).
+SNAPSHOT_OBJECTS: frozenset[str] = frozenset()
+#: Objects whose company comes from an association (search answers carry none).
+ASSOCIATED_OBJECTS = frozenset({"deals", "meetings"})
+ASSOCIATION_BATCH = 100
 
 
 class HubSpotSource(Source):
@@ -54,7 +63,40 @@ class HubSpotSource(Source):
                 params["associations"] = "companies"
             yield from self._list(f"/crm/v3/objects/{obj}", params, track=obj)
         else:
-            yield from self._search(obj, int(cursor))
+            for page in self._search(obj, int(cursor)):
+                if obj in ASSOCIATED_OBJECTS:
+                    self._attach_companies(obj, page.records)
+                yield page
+            if obj in ASSOCIATED_OBJECTS:
+                yield from self._archived_since(obj, int(cursor))
+
+    def _attach_companies(self, obj: str, records: list[dict]) -> None:
+        """Give search results the association block the list endpoint has, from the v4 batch read.
+
+        An id the read cannot answer (deleted meanwhile) keeps no association, as the list would show it;
+        its tombstone comes with a later increment."""
+        kind = f"{obj[:-1]}_to_company"
+        for start in range(0, len(records), ASSOCIATION_BATCH):
+            chunk = records[start : start + ASSOCIATION_BATCH]
+            body = self.client.post_json(f"/crm/v4/associations/{obj}/companies/batch/read",
+                                         {"inputs": [{"id": r["id"]} for r in chunk]})
+            found = {str(r["from"]["id"]): sorted(str(t["toObjectId"]) for t in r.get("to") or [])
+                     for r in body.get("results") or []}
+            for record in chunk:
+                companies = found.get(str(record["id"]))
+                if companies:
+                    record["associations"] = {"companies": {"results": [{"id": c, "type": kind} for c in companies]}}
+
+    def _archived_since(self, obj: str, since_ms: int) -> Iterator[Page]:
+        """Records archived at or after ``since_ms``, as tombstones; the cursor stays the search's."""
+        params = {"limit": LIST_PAGE, "archived": "true", "properties": "hs_lastmodifieddate"}
+        for page in self._list(f"/crm/v3/objects/{obj}", params):
+            gone = []
+            for record in page.records:
+                stamp = parse_timestamp(record.get("archivedAt"))
+                if stamp is None or stamp.timestamp() * 1000 >= since_ms:
+                    gone.append(record)
+            yield Page(gone, None)
 
     def _list(self, path: str, params: dict, track: str | None = None) -> Iterator[Page]:
         newest = None

@@ -44,7 +44,7 @@ ALWAYS = {
 }
 MODIFIED = {"companies": "hs_lastmodifieddate", "contacts": "lastmodifieddate", "deals": "hs_lastmodifieddate",
             "meetings": "hs_lastmodifieddate"}
-INTERNAL_COLUMNS = {"id", "created_ts", "updated_ts", "company_id", "_bad", "_oid"}
+INTERNAL_COLUMNS = {"id", "created_ts", "updated_ts", "company_id", "_bad", "_oid", "archived_ts"}
 SINGULAR = {"companies": "COMPANY", "contacts": "CONTACT", "deals": "DEAL", "meetings": "MEETING"}
 TASK_PROPERTIES = {"hs_timestamp", "hs_task_subject", "hs_task_body", "hubspot_owner_id", "hs_task_status",
                    "hs_task_priority", "hs_task_type"}
@@ -116,7 +116,8 @@ def _requested(obj: str, properties: str | list[str] | None) -> list[str]:
     return list(dict.fromkeys([n.strip() for n in names if n.strip()] + ALWAYS[obj]))
 
 
-def _serialize(frame: pd.DataFrame, obj: str, properties: list[str], associations: list[str]) -> list[dict]:
+def _serialize(frame: pd.DataFrame, obj: str, properties: list[str], associations: list[str],
+               archived: bool = False) -> list[dict]:
     cols = [p for p in properties if p in frame.columns and p not in INTERNAL_COLUMNS]
     missing = [p for p in properties if p not in frame.columns]
     created = iso_millis(frame["created_ts"])
@@ -134,8 +135,10 @@ def _serialize(frame: pd.DataFrame, obj: str, properties: list[str], association
             "properties": props,
             "createdAt": created[i],
             "updatedAt": updated[i],
-            "archived": False,
+            "archived": archived,
         }
+        if archived:
+            record["archivedAt"] = updated[i]
         if "companies" in associations and "company_id" in frame.columns and obj != "companies":
             record["associations"] = {
                 "companies": {"results": [{"id": frame["company_id"].iat[i], "type": f"{obj[:-1]}_to_company"}]}
@@ -159,9 +162,11 @@ def list_objects(obj: str, limit: int = 10, after: str | None = None, properties
         return list_owners(limit=limit, after=after, call=call)
     if not 1 <= limit <= MAX_LIST_LIMIT:
         raise VendorError(hubspot_error(400, f"limit must be between 1 and {MAX_LIST_LIMIT}", "VALIDATION_ERROR"))
-    view = _object_view(call, obj)
-    if archived:
-        return call.respond({"results": []})
+    if archived:  # deleted records: HubSpot lists them only when asked, flagged and with archivedAt
+        _object_view(call, obj)  # validates the object type
+        view = call.state.views.archived(obj, call.now)
+    else:
+        view = _object_view(call, obj)
     ids = view["_oid"].to_numpy()
     start = 0
     if after:
@@ -170,7 +175,7 @@ def list_objects(obj: str, limit: int = 10, after: str | None = None, properties
         start = int(np.searchsorted(ids, int(after), side="left"))
     page = view.iloc[start : start + limit]
     payload: dict[str, Any] = {
-        "results": _serialize(page, obj, _requested(obj, properties), (associations or "").split(","))
+        "results": _serialize(page, obj, _requested(obj, properties), (associations or "").split(","), archived)
     }
     if start + limit < len(view):
         payload["paging"] = _next_link(call, str(ids[start + limit]))
@@ -551,6 +556,45 @@ async def batch_update_companies(request: Request, call: Call = API_CALL) -> Res
         errors.append({"status": "error", "category": "INTERNAL_ERROR",
                        "message": "The update of some COMPANY objects failed; retry them.",
                        "context": {"ids": failed}})
+    return _batch_answer(call, results, errors, started)
+
+
+# ---- associations v4 ---------------------------------------------------------------------------
+#: HubSpot-defined association type ids (from -> company, primary).
+TO_COMPANY_TYPE = {"contacts": 1, "deals": 5, "meetings": 182}
+MAX_ASSOCIATION_INPUTS = 1_000  # [unverified] the extractor sends 100 per request
+
+
+@router.post("/crm/v4/associations/{from_obj}/{to_obj}/batch/read")
+async def read_associations(from_obj: str, to_obj: str, request: Request, call: Call = READ_CALL) -> Response:
+    """Company associations of contacts, deals and meetings; ids that do not exist (never, not yet, or
+    archived) fail on their own in a 207 answer."""
+    if to_obj != "companies" or from_obj not in TO_COMPANY_TYPE:
+        raise VendorError(hubspot_error(400, f"Unable to infer object type from: {from_obj} -> {to_obj}",
+                                        "VALIDATION_ERROR"))
+    body = await _json_body(request)
+    started = iso_now(call.now)
+    inputs = body.get("inputs")
+    if not isinstance(inputs, list) or not inputs or len(inputs) > MAX_ASSOCIATION_INPUTS:
+        raise VendorError(hubspot_error(
+            400, f"inputs must be a list of 1 to {MAX_ASSOCIATION_INPUTS} objects", "VALIDATION_ERROR"))
+    ids = [str((i or {}).get("id") or "") for i in inputs]
+    view = _object_view(call, from_obj)
+    where = _positions(view, ids)
+    companies = view["company_id"].to_numpy()
+    results, missing = [], []
+    for object_id, row in zip(ids, where, strict=True):
+        if row < 0:
+            missing.append(object_id)
+            continue
+        to_id = companies[row]
+        results.append({"from": {"id": object_id}, "to": [{"toObjectId": int(to_id), "associationTypes": [
+            {"category": "HUBSPOT_DEFINED", "typeId": TO_COMPANY_TYPE[from_obj], "label": "Primary"}]}]})
+    errors = []
+    if missing:
+        errors.append({"status": "error", "category": "OBJECT_NOT_FOUND",
+                       "message": f"Could not get associations for some {SINGULAR[from_obj]} objects: they may "
+                       "be deleted or not exist.", "context": {"ids": missing}})
     return _batch_answer(call, results, errors, started)
 
 
