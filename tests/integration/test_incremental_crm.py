@@ -20,7 +20,7 @@ from healthscore.pipeline import signals
 from healthscore.pipeline.extract import Batch, extract_source
 from healthscore.pipeline.signals import PointInTime, read_versions
 from healthscore.pipeline.validate import QualityPaths, validate_source
-from healthscore.sources import hubspot
+from healthscore.sources.hubspot import HubSpotSource
 from healthscore.warehouse import make_engine, upgrade
 from healthscore.warehouse.models import Quarantine, landing_table
 from healthscore_sandbox import credentials as cred
@@ -64,7 +64,9 @@ def warehouses(tmp_path_factory) -> Iterator[dict]:
         conn = connections(sandbox.url)["hubspot"]
         for mode in ("snapshot", "incremental"):
             if mode == "snapshot":  # the old way, for reference
-                mp.setattr(hubspot, "SNAPSHOT_OBJECTS", frozenset({"deals", "meetings"}))
+                declared = HubSpotSource.mode
+                mp.setattr(HubSpotSource, "mode", classmethod(
+                    lambda cls, obj: "snapshot" if obj in SINCE else declared(obj)))
                 mp.setattr(signals, "SNAPSHOT_OBJECTS", signals.SNAPSHOT_OBJECTS | {("hubspot", "deals"),
                                                                                    ("hubspot", "meetings")})
             else:
