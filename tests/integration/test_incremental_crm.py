@@ -20,6 +20,7 @@ from healthscore.pipeline import signals
 from healthscore.pipeline.extract import Batch, extract_source
 from healthscore.pipeline.signals import PointInTime, read_versions
 from healthscore.pipeline.validate import QualityPaths, validate_source
+from healthscore.sources import registry
 from healthscore.sources.hubspot import HubSpotSource
 from healthscore.warehouse import make_engine, upgrade
 from healthscore.warehouse.models import Quarantine, landing_table
@@ -52,6 +53,11 @@ def pit_records(engine: sa.Engine, obj: str, day: date) -> list[str]:
         return sorted(json.dumps(r, sort_keys=True) for r in read_versions(conn, "hubspot", obj, pit, since))
 
 
+def _old_modes(cls: type[HubSpotSource], obj: str) -> str:
+    """Deals and meetings as the full snapshots they were before the v4 associations."""
+    return "snapshot" if obj in SINCE else registry.source("hubspot").mode(obj)
+
+
 @pytest.fixture(scope="module")
 def warehouses(tmp_path_factory) -> Iterator[dict]:
     tmp = tmp_path_factory.mktemp("incremental")
@@ -64,9 +70,7 @@ def warehouses(tmp_path_factory) -> Iterator[dict]:
         conn = connections(sandbox.url)["hubspot"]
         for mode in ("snapshot", "incremental"):
             if mode == "snapshot":  # the old way, for reference
-                declared = HubSpotSource.mode
-                mp.setattr(HubSpotSource, "mode", classmethod(
-                    lambda cls, obj: "snapshot" if obj in SINCE else declared(obj)))
+                mp.setattr(HubSpotSource, "mode", classmethod(_old_modes))
                 mp.setattr(signals, "SNAPSHOT_OBJECTS", signals.SNAPSHOT_OBJECTS | {("hubspot", "deals"),
                                                                                    ("hubspot", "meetings")})
             else:
