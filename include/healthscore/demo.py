@@ -68,9 +68,11 @@ def last_error(output: str, task_id: str | None = None) -> str:
 
 
 def run_day(airflow: LocalAirflow, logical: date, env: dict[str, str], log_path: Path, label: str,
-            out: Callable[[str], None] = print) -> DayResult:
+            out: Callable[[str], None] = print, poll_seconds: float = PROGRESS_POLL_SECONDS,
+            on_poll: Callable[[int, list[tuple[str, str | None, float | None]]], None] | None = None) -> DayResult:
     """One `airflow dags test` of the daily DAG, without a fixed timeout, printing each task's state
-    change as the metadata DB shows it (polled every few seconds)."""
+    change as the metadata DB shows it (polled every few seconds). ``on_poll(pid, tasks)`` is called at
+    each poll (the benchmark samples memory there)."""
     started = time.monotonic()
     proc = airflow.start(logical.isoformat(), env, log_path)
     shown: dict[str, str | None] = {}
@@ -79,6 +81,8 @@ def run_day(airflow: LocalAirflow, logical: date, env: dict[str, str], log_path:
         while True:
             done = proc.poll() is not None
             tasks = airflow.run_tasks(logical.isoformat())
+            if on_poll is not None and not done:
+                on_poll(proc.pid, tasks)
             for task_id, state, duration in tasks:
                 if state == shown.get(task_id) or state in (None, "scheduled", "queued"):
                     continue
@@ -87,7 +91,7 @@ def run_day(airflow: LocalAirflow, logical: date, env: dict[str, str], log_path:
                 out(f"  {label} [{time.monotonic() - started:5.0f} s] {task_id}: {state}{took}")
             if done:
                 break
-            time.sleep(PROGRESS_POLL_SECONDS)
+            time.sleep(poll_seconds)
     finally:
         if proc.poll() is None:  # interrupted: take the run's whole process group down with us
             os.killpg(proc.pid, signal.SIGTERM)

@@ -318,6 +318,8 @@ def vendor_call(vendor: str, policy: str | None = None, *, write: bool | None = 
         who = _check_auth(vendor, request)
         now = state.clock.now(request)
         state.requests[vendor] += 1
+        if policy != vendor:  # e.g. hubspot_search: its own, lower limit
+            state.requests[policy] += 1
         allowed, remaining, reset_in = state.limiter.hit(policy, who)
         if not allowed:
             state.requests[f"{vendor}:429"] += 1
