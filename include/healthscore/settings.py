@@ -31,6 +31,9 @@ class Settings(BaseModel):
     data_docs_index_limit: int = Field(
         default=200, ge=1, description="Validations linked from the Data Docs index (pages of older ones stay on disk). "
         "Each build reads that many stored results, once per validate task.")
+    data_docs_publish: bool = Field(
+        default=True, description="Build the Data Docs pages and index in every validate task. The history "
+        "bootstrap turns it off and builds them once at the end (results and quarantine are the same).")
     quality_fail_on_critical: bool = Field(
         default=False, description="Fail the run on a critical quality failure instead of carrying dimensions forward.")
 
@@ -50,6 +53,8 @@ class Settings(BaseModel):
             values["mixpanel_backfill_days"] = int(env["HEALTHSCORE_MIXPANEL_BACKFILL_DAYS"])
         if env.get("HEALTHSCORE_DATA_DOCS_INDEX_LIMIT"):
             values["data_docs_index_limit"] = int(env["HEALTHSCORE_DATA_DOCS_INDEX_LIMIT"])
+        if env.get("HEALTHSCORE_DATA_DOCS_PUBLISH"):
+            values["data_docs_publish"] = env["HEALTHSCORE_DATA_DOCS_PUBLISH"].lower() in ("1", "true", "yes")
         if env.get("HEALTHSCORE_MODEL_CONFIG"):
             values["model_config_path"] = Path(env["HEALTHSCORE_MODEL_CONFIG"])
         return cls(**values)

@@ -84,6 +84,7 @@ class ValidationContext:
     volume_history: Mapping[str, Sequence[int]] = field(default_factory=dict)
     thresholds: QualityThresholds = field(default_factory=QualityThresholds)
     fail_on_critical: bool = False
+    publish_docs: bool = True  # False: the caller builds Data Docs later (the history bootstrap, once)
 
     @property
     def interval_end_ts(self) -> int:
