@@ -89,9 +89,9 @@ def _masked(url: str) -> str:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from healthscore.demo import run_demo
+    from healthscore.demo import DEMO_HISTORY_DAYS, run_demo
 
-    return run_demo(Settings.from_env(), accounts=args.accounts, seed=args.seed)
+    return run_demo(Settings.from_env(), accounts=args.accounts, seed=args.seed, history_days=DEMO_HISTORY_DAYS if args.history_days is None else args.history_days)
 
 
 def _cmd_history_bootstrap(args: argparse.Namespace) -> int:
@@ -177,6 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="run the main job end to end on SQLite and the local sandbox")
     demo.add_argument("--accounts", type=int, default=300)
     demo.add_argument("--seed", type=int, default=42)
+    demo.add_argument("--history-days", type=int, default=None,
+                      help="days of history bootstrapped before the Airflow runs (default 130; 0: none)")
     demo.set_defaults(func=_cmd_demo)
     return parser
 

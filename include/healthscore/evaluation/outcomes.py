@@ -9,8 +9,9 @@ Pure functions over frames (no I/O); ``healthscore.pipeline.outcomes`` reads and
 * **Billing.** Consecutive states of a Stripe subscription (``billing_subscription_states``): a cancellation
   is *churned* on its cancellation date; a term that rolls over (the contract end moves on by most of a
   year) is a renewal on the old term end, *contracted* with fewer seats, a lower plan or lower MRR,
-  *expanded* with more seats or a higher plan, else *renewed*. A change inside a term (the contract end
-  moves by less, or seats change with the same end) is a ``mid_term`` amendment, not a renewal.
+  *expanded* with more seats or a higher plan, else *renewed*. Seats added with a shorter next term, or
+  seats/plan changed with the same end, is a ``mid_term`` amendment, not a renewal (unless the CRM closed
+  a renewal deal for that date: billing alone cannot tell an expanded renewal into an amended term apart).
 * **Reconciled.** One record per (account, renewal date = term end, kind). A CRM deal belongs to the
   renewal whose term end billing knows within ``CRM_MATCH_DAYS`` after the deal closed (the current term end
   counts, so a deal closed before its term ends keeps its key when billing sees the rollover). The
@@ -151,7 +152,12 @@ def _events_between(sub_id: str, before: pd.Series, after: pd.Series) -> list[di
     end_b, end_a = _none(before["term_end_date"]), _none(after["term_end_date"])
     outcome, why = _direction(before, after)
     if end_b is not None and end_a is not None and end_a > end_b:
-        kind = "renewal" if (end_a - end_b).days >= RENEWAL_MIN_TERM_DAYS else "mid_term"
+        # A term end passed. The next term is normally a year; a shorter one is either an amendment inside the
+        # term (seats added: the contract end moves to the original term end) or a renewal into a term that
+        # is itself cut by a later amendment. Seats up with a short next term is read as an amendment;
+        # ``reconcile`` turns it into a renewal when the CRM closed a renewal deal for that date.
+        short = (end_a - end_b).days < RENEWAL_MIN_TERM_DAYS
+        kind = "mid_term" if short and outcome == "expanded" else "renewal"
         return [{**base, "date": end_b, "kind": kind, "outcome": outcome,
                  "why": f"term {end_b} -> {end_a}; {why}"}]
     if outcome != "renewed":  # seats, plan or price changed inside the term
@@ -236,9 +242,8 @@ def reconcile(crm: pd.DataFrame, billing: pd.DataFrame, current_states: pd.DataF
             "_billing_why": ev.why,
         }
     term_ends: dict[str, list[date]] = {}
-    for (account_id, day, kind) in records:
-        if kind == "renewal":
-            term_ends.setdefault(account_id, []).append(day)
+    for (account_id, day, _kind) in records:
+        term_ends.setdefault(account_id, []).append(day)
     for st in current_states.itertuples(index=False):
         if _none(st.account_id) is not None and _none(st.term_end_date) is not None:
             term_ends.setdefault(st.account_id, []).append(st.term_end_date)
@@ -247,6 +252,10 @@ def reconcile(crm: pd.DataFrame, billing: pd.DataFrame, current_states: pd.DataF
                             if -1 <= (t - ev.date).days <= CRM_MATCH_DAYS)
         renewal_date = candidates[0] if candidates else ev.date
         key = (ev.account_id, renewal_date, "renewal")
+        amendment = records.get((ev.account_id, renewal_date, "mid_term"))
+        if amendment is not None and key not in records:  # billing could not tell; the CRM's deal says renewal
+            records[key] = {**records.pop((ev.account_id, renewal_date, "mid_term")), "kind": "renewal",
+                            "_billing_why": amendment["_billing_why"] + " (a renewal: the CRM closed its deal)"}
         rec = records.setdefault(key, {"account_id": ev.account_id, "renewal_date": renewal_date,
                                        "kind": "renewal"})
         if rec.get("crm_deal_id") is not None:  # two deals for one renewal: keep the later-closed one

@@ -154,5 +154,6 @@ def bootstrap(plan: BootstrapPlan, *, progress: bool = True, stop_after: int | N
         from healthscore.pipeline.validate import QualityPaths
         from healthscore.quality.gate import publish_docs
 
-        publish_docs(QualityPaths.under(settings.data_dir).data_docs_dir)  # once, for every day's results
+        paths = QualityPaths.from_settings(settings)
+        publish_docs(paths.data_docs_dir, paths.data_docs_index_limit)  # once, for every day's results
     return BootstrapResult(plan, ran, len(plan.days) - len(todo), time.perf_counter() - started, timings)

@@ -130,3 +130,22 @@ def run_outcomes(context: Mapping[str, Any]) -> dict:
         return record_outcomes(engine, batch)
     finally:
         engine.dispose()
+
+
+def run_accuracy(context: Mapping[str, Any]) -> dict:
+    """The monthly accuracy report for the month before the run's data interval end (or params.month)."""
+    from datetime import date
+
+    from healthscore.pipeline.accuracy import AccuracyPaths, run_month
+
+    settings = Settings.from_env()
+    params = context.get("params") or {}
+    if params.get("month"):
+        month = date.fromisoformat(f"{params['month']}-01" if len(str(params["month"])) == 7 else params["month"])
+    else:
+        month = (batch_from_context(context).batch_date).replace(day=1)
+    engine = warehouse_engine(settings)
+    try:
+        return run_month(engine, month, AccuracyPaths.under(settings.data_dir))
+    finally:
+        engine.dispose()
