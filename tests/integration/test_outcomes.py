@@ -135,9 +135,13 @@ def test_outcomes_match_the_ground_truth(landed: dict) -> None:
 
 def test_both_sides_seen_and_dates_kept(landed: dict) -> None:
     got = pd.DataFrame(landed["outcomes"])
-    renewals = got[got["kind"] == "renewal"]
-    assert set(renewals["outcome"]) >= {"renewed", "churned"}
+    renewals = got[(got["kind"] == "renewal") & in_window(got["renewal_date"])]
+    assert set(renewals["outcome"]) >= {"renewed", "churned", "contracted", "expanded"}
+    # Inside the window both sides see every renewal (outside it, the deals snapshot holds older renewals
+    # that billing, first read at the first batch, never saw: those are crm_only, as they should be).
     assert (renewals["agreement"].isin(["agree", "disagree"])).mean() > 0.9, renewals["agreement"].value_counts()
+    outside = got[(got["kind"] == "renewal") & ~in_window(got["renewal_date"])]
+    assert set(outside["agreement"]) <= {"crm_only"}
     churn = renewals[renewals["outcome"] == "churned"]
     assert (churn["crm_date"] <= churn["billing_date"]).all()  # the lost deal closes before the term ends
     mid_term = got[got["kind"] == "mid_term"]

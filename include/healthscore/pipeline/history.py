@@ -43,15 +43,20 @@ def day_context(day: date) -> dict[str, Any]:
     return {"data_interval_end": end, "logical_date": end, "run_id": f"scheduled__{end.isoformat()}"}
 
 
-def run_day(context: Mapping[str, Any], timings: dict[str, float] | None = None) -> None:
-    """One daily DAG run: every task in the DAG's dependency order, in this process."""
+def run_day(context: Mapping[str, Any], timings: dict[str, float] | None = None, *, prepare: bool = True) -> None:
+    """One daily DAG run: every task in the DAG's dependency order, in this process.
+
+    ``prepare=False`` leaves out ``prepare_warehouse`` (migrations and model registration), a no-op once it has
+    run in this process: the bootstrap runs it on its first day only.
+    """
     def timed(name: str, call: Callable[[], Any]) -> None:
         started = time.perf_counter()
         call()
         if timings is not None:
             timings[name] = timings.get(name, 0.0) + time.perf_counter() - started
 
-    timed("prepare_warehouse", lambda: tasks.run_prepare(context))
+    if prepare:
+        timed("prepare_warehouse", lambda: tasks.run_prepare(context))
     for source, conn_id in SOURCES:
         timed(f"extract_{source}", lambda s=source, c=conn_id: tasks.run_extract(s, c, context))
     for source, _ in SOURCES:
@@ -146,7 +151,7 @@ def bootstrap(plan: BootstrapPlan, *, progress: bool = True, stop_after: int | N
             if stop_after is not None and ran >= stop_after:
                 break
             bar.set_postfix_str(day.isoformat())
-            run_day(day_context(day), timings)
+            run_day(day_context(day), timings, prepare=ran == 0)
             _write_progress(progress_path, plan, day, timings)
             ran += 1
             bar.update(1)
