@@ -30,6 +30,7 @@ from healthscore.demo import pipeline_env
 from healthscore.local_airflow import LocalAirflow
 from healthscore.pipeline import tasks
 from healthscore.pipeline.history import BootstrapPlan, bootstrap
+from healthscore.sources import registry
 from healthscore.warehouse.models import (
     AccountSignals,
     BillingSubscriptionState,
@@ -71,7 +72,7 @@ def score_and_act(context: dict) -> None:
     tasks.run_signals(context)
     tasks.run_score(context)
     tasks.run_outcomes(context)
-    tasks.run_act("crm_hubspot", context)
+    tasks.run_act(registry.source("hubspot").conn_id, context)
 
 
 @pytest.mark.timeout(3600)

@@ -29,11 +29,8 @@ from typing import Any
 
 from healthscore.pipeline import tasks
 from healthscore.settings import Settings
+from healthscore.sources import registry
 
-#: The daily DAG's sources and their Airflow connections, in the DAG's extract order (HubSpot first:
-#: the other sources validate against its companies).
-SOURCES: tuple[tuple[str, str], ...] = (("hubspot", "crm_hubspot"), ("zendesk", "support_zendesk"),
-                                        ("stripe", "billing_stripe"), ("mixpanel", "product_mixpanel"))
 PROGRESS_FILE = "bootstrap-progress.json"
 
 
@@ -55,16 +52,18 @@ def run_day(context: Mapping[str, Any], timings: dict[str, float] | None = None,
         if timings is not None:
             timings[name] = timings.get(name, 0.0) + time.perf_counter() - started
 
+    # The registry's order is the DAG's: a source comes after the sources it references (HubSpot first).
+    sources = [(spec.name, spec.conn_id) for spec in registry.sources()]
     if prepare:
         timed("prepare_warehouse", lambda: tasks.run_prepare(context))
-    for source, conn_id in SOURCES:
+    for source, conn_id in sources:
         timed(f"extract_{source}", lambda s=source, c=conn_id: tasks.run_extract(s, c, context))
-    for source, _ in SOURCES:
+    for source, _ in sources:
         timed(f"validate_{source}", lambda s=source: tasks.run_validate(s, context))
     timed("build_signals", lambda: tasks.run_signals(context))
     timed("score_and_archive", lambda: tasks.run_score(context))
     timed("record_outcomes", lambda: tasks.run_outcomes(context))
-    timed("run_playbooks", lambda: tasks.run_act("crm_hubspot", context))
+    timed("run_playbooks", lambda: tasks.run_act(registry.source("hubspot").conn_id, context))
 
 
 @dataclass(frozen=True)
