@@ -21,8 +21,9 @@ Pure functions over frames (no I/O); ``healthscore.pipeline.outcomes`` reads and
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -106,7 +107,7 @@ def changed_states(current: pd.DataFrame, previous: pd.DataFrame) -> pd.DataFram
     return current[np.asarray(keep, dtype=bool)].reset_index(drop=True)
 
 
-def _direction(before: pd.Series, after: pd.Series) -> tuple[str, str]:
+def _direction(before: Mapping[str, Any], after: Mapping[str, Any]) -> tuple[str, str]:
     """('contracted' | 'expanded' | 'renewed', why) from two consecutive billed states."""
     def rank(plan: object) -> int | None:
         return PLAN_ORDER.index(plan) if plan in PLAN_ORDER else None
@@ -127,17 +128,16 @@ def billing_events(states: pd.DataFrame) -> pd.DataFrame:
     """Outcome events from the change log of subscription states (all rows up to the batch, any order)."""
     rows: list[dict] = []
     if not states.empty:
-        ordered = states.sort_values(["subscription_id", "batch_date"], kind="stable")
-        for sub_id, group in ordered.groupby("subscription_id", sort=True):
-            records = [r for _, r in group.iterrows()]
-            for before, after in zip(records, records[1:], strict=False):
-                rows.extend(_events_between(str(sub_id), before, after))
+        ordered = states.sort_values(["subscription_id", "batch_date"], kind="stable").to_dict("records")
+        for before, after in zip(ordered, ordered[1:], strict=False):
+            if before["subscription_id"] == after["subscription_id"]:
+                rows.extend(_events_between(str(after["subscription_id"]), before, after))
     columns = ("account_id", "date", "kind", "outcome", "why", "subscription_id", "seats_before", "seats_after",
                "mrr_before_cents", "mrr_after_cents", "plan_before", "plan_after", "seen_batch")
     return pd.DataFrame(rows, columns=list(columns))
 
 
-def _events_between(sub_id: str, before: pd.Series, after: pd.Series) -> list[dict]:
+def _events_between(sub_id: str, before: Mapping[str, Any], after: Mapping[str, Any]) -> list[dict]:
     base = {"account_id": _none(after["account_id"]) or _none(before["account_id"]), "subscription_id": sub_id,
             "seats_before": _none(before["quantity"]), "seats_after": _none(after["quantity"]),
             "mrr_before_cents": _none(before["mrr_cents"]), "mrr_after_cents": _none(after["mrr_cents"]),
@@ -171,45 +171,47 @@ def crm_events(deals: pd.DataFrame) -> pd.DataFrame:
     columns = ("account_id", "date", "outcome", "why", "deal_id", "arr_before_cents", "arr_after_cents")
     if deals.empty:
         return pd.DataFrame(columns=list(columns))
-    d = pd.DataFrame({
-        "deal_id": deals["deal_id"].astype(object).to_numpy(),
-        "account_id": deals["company_id"].astype(object).map(_none).to_numpy(),
-        "category": deals["deal_category"].astype(object).map(lambda v: str(v).lower() if _none(v) else "").to_numpy(),
-        "stage": deals["deal_stage"].astype(object).map(lambda v: str(v).lower() if _none(v) else "").to_numpy(),
-        "amount": [None if pd.isna(a) else int(a) for a in deals["amount_cents"].astype(object)],
-        "close_ts": [None if pd.isna(t) else int(t) for t in deals["close_ts"].astype(object)],
-    })
-    d = d[d["account_id"].notna() & d["close_ts"].notna() & d["stage"].isin(["closedwon", "closedlost"])]
+    by_account: dict[str, list[dict]] = {}
+    for deal_id, account_id, category, stage, amount, close_ts in zip(
+            deals["deal_id"].astype(object), deals["company_id"].astype(object), deals["deal_category"].astype(object),
+            deals["deal_stage"].astype(object), deals["amount_cents"].astype(object), deals["close_ts"].astype(object),
+            strict=True):
+        stage = str(stage).lower() if _none(stage) is not None else ""
+        if _none(account_id) is None or _none(close_ts) is None or stage not in ("closedwon", "closedlost"):
+            continue
+        by_account.setdefault(str(account_id), []).append({
+            "deal_id": deal_id, "category": str(category).lower() if _none(category) is not None else "",
+            "stage": stage, "amount": None if _none(amount) is None else int(amount), "close_ts": int(close_ts)})
     rows: list[dict] = []
-    for account_id, group in d.sort_values(["account_id", "close_ts", "deal_id"], kind="stable").groupby(
-            "account_id", sort=True):
-        rows.extend(_crm_account_events(str(account_id), group))
+    for account_id in sorted(by_account):
+        ordered = sorted(by_account[account_id], key=lambda d: (d["close_ts"], str(d["deal_id"])))
+        rows.extend(_crm_account_events(account_id, ordered))
     return pd.DataFrame(rows, columns=list(columns))
 
 
-def _crm_account_events(account_id: str, deals: pd.DataFrame) -> list[dict]:
-    won = deals[deals["stage"] == "closedwon"]
-    renewals = deals[deals["category"] == "renewal"]
-    expansions = won[won["category"] == "expansion"]
+def _crm_account_events(account_id: str, deals: list[dict]) -> list[dict]:
+    """One account's closed deals, oldest first -> its renewal outcomes."""
+    day = EXPANSION_AT_RENEWAL_DAYS * 86_400
+    won = [d for d in deals if d["stage"] == "closedwon"]
+    expansions = [d for d in won if d["category"] == "expansion"]
     out = []
-    for deal in renewals.itertuples(index=False):
-        close = int(deal.close_ts)
+    for deal in (d for d in deals if d["category"] == "renewal"):
+        close = deal["close_ts"]
         # ARR in force before this renewal: the last won base deal before it, plus expansions since
-        base = won[(won["category"].isin(["newbusiness", "renewal"])) & (won["close_ts"] < close)]
+        base = [d for d in won if d["category"] in ("newbusiness", "renewal") and d["close_ts"] < close]
         before = None
-        if not base.empty and base.iloc[-1]["amount"] is not None:
-            base_close = int(base.iloc[-1]["close_ts"])
-            added = expansions[(expansions["close_ts"] > base_close + EXPANSION_AT_RENEWAL_DAYS * 86_400)
-                               & (expansions["close_ts"] < close - EXPANSION_AT_RENEWAL_DAYS * 86_400)]
-            before = int(base.iloc[-1]["amount"]) + int(sum(a for a in added["amount"] if a is not None))
-        if deal.stage == "closedlost":
+        if base and base[-1]["amount"] is not None:
+            base_close = base[-1]["close_ts"]
+            added = [d["amount"] or 0 for d in expansions if base_close + day < d["close_ts"] < close - day]
+            before = int(base[-1]["amount"]) + int(sum(added))
+        if deal["stage"] == "closedlost":
             out.append({"account_id": account_id, "date": _date(close), "outcome": "churned",
-                        "why": "renewal deal closed lost", "deal_id": deal.deal_id, "arr_before_cents": before,
+                        "why": "renewal deal closed lost", "deal_id": deal["deal_id"], "arr_before_cents": before,
                         "arr_after_cents": 0})
             continue
-        with_it = expansions[(expansions["close_ts"] - close).abs() <= EXPANSION_AT_RENEWAL_DAYS * 86_400]
-        after = deal.amount
-        if not with_it.empty:
+        with_it = [d for d in expansions if abs(d["close_ts"] - close) <= day]
+        after = deal["amount"]
+        if with_it:
             outcome, why = "expanded", "expansion deal closed won with the renewal"
         elif before is not None and after is not None and after < before:
             outcome, why = "contracted", f"renewed at {after} < {before} cents ARR"
@@ -218,7 +220,7 @@ def _crm_account_events(account_id: str, deals: pd.DataFrame) -> list[dict]:
         else:
             outcome, why = "renewed", "renewal deal closed won" + ("" if before is not None else " (no prior ARR)")
         out.append({"account_id": account_id, "date": _date(close), "outcome": outcome, "why": why,
-                    "deal_id": deal.deal_id, "arr_before_cents": before, "arr_after_cents": after})
+                    "deal_id": deal["deal_id"], "arr_before_cents": before, "arr_after_cents": after})
     return out
 
 
