@@ -54,7 +54,8 @@ class DayResult:
     tasks: list[tuple[str, str | None, float | None]]
 
     def failed_tasks(self) -> list[str]:
-        return [t for t, state, _ in self.tasks if state == "failed"]
+        """Tasks that failed (``up_for_retry``: failed with retries left when the test run gave up)."""
+        return [t for t, state, _ in self.tasks if state in ("failed", "up_for_retry")]
 
 
 def last_error(output: str, task_id: str | None = None) -> str:
