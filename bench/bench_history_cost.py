@@ -157,6 +157,7 @@ def main() -> None:
     parser.add_argument("--histories", type=int, nargs="+", default=[30, 365])
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--data-dir", type=Path, default=Path("/tmp/healthscore-bench-history"))
+    parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     load_before = os.getloadavg()
     started = time.time()
@@ -227,8 +228,8 @@ def report(results: dict[int, dict[str, tuple[float, float, int]]], args: argpar
               f"{'met' if total_ratio <= 1.2 and worst <= 1.2 else 'NOT met'}"]
     text = "\n".join(lines) + "\n"
     print(text)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(text)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text)
 
 
 if __name__ == "__main__":

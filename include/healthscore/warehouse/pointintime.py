@@ -10,7 +10,8 @@ Every landing table keeps one row per (record, batch that landed it). Rules:
   stamped at or before A (a version stamped after A was not yet true at A: the one before it is read);
 - snapshot objects (listed in full each batch): the newest non-empty snapshot at or before T is the truth;
 - a version the quality gate quarantined in the batch that landed it is left out (``accepted_only``),
-  without falling back to an older version;
+  without falling back to an older version; so is a tombstone (an incremental object's record deleted in
+  the vendor, landed as ``"archived": true``);
 - Mixpanel usage (``raw_mixpanel_usage_daily``): each event day's newest batch at or before T is the truth
   for that day.
 
@@ -115,9 +116,10 @@ def versions(conn: sa.Connection, source: str, obj: str, pit: PointInTime,
              since: datetime | None = None) -> list[dict]:
     """Vendor records as of ``pit``: each record's newest version (snapshots: the newest snapshot)
     stamped at or before as-of (and at or after ``since`` when given), not quarantined in its batch,
-    in record id order."""
+    and not a tombstone (``"archived": true``: deleted in the vendor by then), in record id order."""
     rows = _newest(conn, source, obj, pit.batch_date, as_of=pit.as_of, since=since, accepted_only=True)
-    return [json.loads(payload) for _, _, payload in rows]
+    records = (json.loads(payload) for _, _, payload in rows)
+    return [r for r in records if r.get("archived") is not True]
 
 
 def latest(conn: sa.Connection, source: str, obj: str, batch_date: date) -> list[dict]:
