@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
 
-from healthscore.settings import Settings
+from healthscore.settings import Settings, SettingsError
 
 
 def _add_world_args(parser: argparse.ArgumentParser) -> None:
@@ -88,6 +88,38 @@ def _masked(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
+def _cmd_byo(args: argparse.Namespace) -> int:
+    """recalibrate / backtest on a user's table: every failure is one line on stderr, never a traceback."""
+    try:
+        from healthscore.evaluation.byo import ByoInputError
+
+        if args.command == "recalibrate":
+            from healthscore.evaluation.recalibrate import run_recalibrate
+
+            result = run_recalibrate(args.table, args.mapping, args.outcome, args.out, args.model)
+            summary = result.metrics["recalibrated"]["held_out"]["overall"]
+            baseline = result.metrics["baseline"]["held_out"]["overall"]
+            print(f"wrote {Path(args.out) / 'model.yaml'} ({result.model.version}), metrics.json, report.html; "
+                  f"held-out AUC {_num(baseline['auc'])} -> {_num(summary['auc'])}")
+        else:
+            from healthscore.evaluation.backtest import run_backtest
+
+            metrics = run_backtest(args.table, args.mapping, args.outcome, args.out, args.model)
+            print(f"wrote {Path(args.out) / 'scores.csv'}, metrics.json, report.html; "
+                  f"AUC {_num(metrics['overall']['auc'])} over {metrics['overall']['n']} scored rows")
+        return 0
+    except ByoInputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # the contract: one line, never a traceback
+        print(f"error: {args.command} failed: {type(exc).__name__}: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 1
+
+
+def _num(value: float | None) -> str:
+    return "undefined" if value is None else f"{value:.3f}"
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from healthscore.demo import run_demo
 
@@ -125,6 +157,21 @@ def build_parser() -> argparse.ArgumentParser:
     warehouse.add_argument("--url", default=None, help="SQLAlchemy URL (default: connection/env/SQLite)")
     warehouse.set_defaults(func=_cmd_warehouse)
 
+    for name, helptext, model_help in (
+        ("recalibrate", "learn curves, weights and band lines from your own table of outcomes",
+         "base model YAML (default: the packaged model)"),
+        ("backtest", "score your own table with a model and measure it against the outcomes",
+         "model YAML (default: the packaged weights over your signals, normalized by their distribution)"),
+    ):
+        byo = sub.add_parser(name, help=helptext)
+        byo.add_argument("table", help="CSV or Parquet: account_id, as_of_date, [segment], signals, outcome")
+        byo.add_argument("--mapping", required=True,
+                         help="YAML or JSON: {signal_column: {dimension: usage|..., direction: 1|-1}}")
+        byo.add_argument("--outcome", required=True, help="the 0/1 outcome column (1 = churned)")
+        byo.add_argument("--out", required=True, help="output directory")
+        byo.add_argument("--model", default=None, help=model_help)
+        byo.set_defaults(func=_cmd_byo)
+
     demo = sub.add_parser("demo", help="run the main job end to end on SQLite and the local sandbox")
     demo.add_argument("--accounts", type=int, default=300)
     demo.add_argument("--seed", type=int, default=42)
@@ -134,7 +181,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except SettingsError as exc:  # a mistyped HEALTHSCORE_* variable: one line, no traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

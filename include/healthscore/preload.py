@@ -16,6 +16,8 @@ import importlib
 import os
 from collections.abc import Mapping
 
+from healthscore.settings import Settings
+
 ENV_FLAG = "HEALTHSCORE_PRELOAD_TASK_RUNTIME"
 # What the DAG's tasks import: the task entry points, their heavy dependencies, and Airflow's task runner.
 TASK_RUNTIME_MODULES = (
@@ -34,12 +36,8 @@ TASK_RUNTIME_MODULES = (
 
 
 def preload_enabled(environ: Mapping[str, str] = os.environ) -> bool:
-    value = environ.get(ENV_FLAG, "").strip().lower()
-    if value in ("", "false", "0", "no"):
-        return False
-    if value in ("true", "1", "yes"):
-        return True
-    raise ValueError(f"{ENV_FLAG} must be true or false, not {environ[ENV_FLAG]!r}")
+    """Parsed by ``Settings`` like every other flag; a value that is no boolean raises ``SettingsError``."""
+    return Settings.from_env(environ).preload_task_runtime
 
 
 def preload_task_runtime(environ: Mapping[str, str] = os.environ) -> tuple[str, ...]:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from healthscore.settings import Settings
 from healthscore.sources import SOURCES, Source, SourceConnection
 from healthscore.sources.base import RetryPolicy, canonical_json
 from healthscore.sources.mixpanel import MixpanelSource
@@ -38,7 +39,6 @@ log = logging.getLogger(__name__)
 
 LANDING_CHUNK = 5_000
 MIXPANEL_TRAILING_DAYS = 3
-MIXPANEL_BACKFILL_DAYS = 35
 LOGIN_EVENT = "Login"
 # Vanity traffic: a page view is not product use, so it does not make a user "active".
 NOT_ACTIVITY_EVENTS = frozenset({"Page Viewed"})
@@ -274,7 +274,7 @@ class DayUsage:
 
 def extract_mixpanel(source: MixpanelSource, engine: Engine, batch: Batch,
                      validation: ValidationContext | None = None, trailing_days: int = MIXPANEL_TRAILING_DAYS,
-                     backfill_days: int = MIXPANEL_BACKFILL_DAYS) -> ObjectSummary:
+                     *, backfill_days: int) -> ObjectSummary:
     """Land the batch day and re-pull the trailing days for late events; each batch keeps its own view.
 
     The first batch of a project backfills ``backfill_days`` so 30/90-day usage signals have history.
@@ -304,7 +304,7 @@ def extract_mixpanel(source: MixpanelSource, engine: Engine, batch: Batch,
         del usage  # the day's $insert_id set is the largest object: free it before streaming the next day
         summary.pages += 1
     if validation is not None:
-        publish_docs(validation.data_docs_dir)
+        publish_docs(validation.data_docs_dir, validation.data_docs_index_limit)
     outcome = merge(outcomes) if outcomes else None
     with engine.begin() as conn:
         table = MixpanelUsageDaily.__table__
@@ -329,10 +329,11 @@ def extract_mixpanel(source: MixpanelSource, engine: Engine, batch: Batch,
 
 def extract_source(name: str, connection: SourceConnection, engine: Engine, batch: Batch,
                    policy: RetryPolicy | None = None, validation: ValidationContext | None = None,
-                   mixpanel_backfill_days: int = MIXPANEL_BACKFILL_DAYS) -> list[ObjectSummary]:
+                   mixpanel_backfill_days: int | None = None) -> list[ObjectSummary]:
     """Every object of one source for one batch; the unit an Airflow extract task runs."""
     source_cls = SOURCES[name]
     with source_cls(connection, as_of=batch.as_of, policy=policy) as source:
         if isinstance(source, MixpanelSource):
-            return [extract_mixpanel(source, engine, batch, validation, backfill_days=mixpanel_backfill_days)]
+            days = Settings().mixpanel_backfill_days if mixpanel_backfill_days is None else mixpanel_backfill_days
+            return [extract_mixpanel(source, engine, batch, validation, backfill_days=days)]
         return [extract_object(source, obj, engine, batch) for obj in source_cls.objects]

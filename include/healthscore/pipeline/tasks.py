@@ -32,7 +32,7 @@ def run_extract(source: str, conn_id: str, context: Mapping[str, Any]) -> list[d
                  batch.as_of.isoformat(), conn_id)
         validation = None
         if source == "mixpanel":
-            validation = build_context(engine, "mixpanel", batch, QualityPaths.under(settings.data_dir))
+            validation = build_context(engine, "mixpanel", batch, QualityPaths.from_settings(settings))
         summaries = extract_source(source, connection, engine, batch, validation=validation,
                                    mixpanel_backfill_days=settings.mixpanel_backfill_days)
         return [{k: v for k, v in asdict(s).items()} for s in summaries]
@@ -45,7 +45,7 @@ def run_validate(source: str, context: Mapping[str, Any]) -> list[dict]:
     batch = batch_from_context(context)
     engine = warehouse_engine(settings)
     try:
-        paths = QualityPaths.under(settings.data_dir)
+        paths = QualityPaths.from_settings(settings)
         summaries = validate_source(source, engine, batch, paths, fail_on_critical=settings.quality_fail_on_critical)
         log.info("Data Docs for RevOps: %s", paths.data_docs_dir / "index.html")
         return [{**s, "batch_date": str(s["batch_date"])} for s in summaries]

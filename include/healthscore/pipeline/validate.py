@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from healthscore.pipeline.extract import Batch
+from healthscore.settings import Settings
 from healthscore.warehouse.models import (
     BatchReconciliation,
     MixpanelUsageDaily,
@@ -43,14 +44,22 @@ OBJECTS = {
 
 @dataclass
 class QualityPaths:
+    """Where the gate writes (Data Docs, alert outbox) and how large the Data Docs index is."""
+
     data_docs_dir: Path
     outbox_path: Path
+    data_docs_index_limit: int = field(default_factory=lambda: Settings().data_docs_index_limit)
 
     @classmethod
-    def under(cls, data_dir: Path) -> QualityPaths:
+    def under(cls, data_dir: Path, data_docs_index_limit: int | None = None) -> QualityPaths:
         from healthscore.quality.notify import default_outbox_path
 
-        return cls(data_dir / "data_docs", default_outbox_path(data_dir))
+        limit = {} if data_docs_index_limit is None else {"data_docs_index_limit": data_docs_index_limit}
+        return cls(data_dir / "data_docs", default_outbox_path(data_dir), **limit)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> QualityPaths:
+        return cls.under(settings.data_dir, settings.data_docs_index_limit)
 
 
 def landed_records(conn: sa.Connection, source: str, obj: str, batch_date: date) -> list[dict]:
@@ -102,7 +111,7 @@ def build_context(engine: Engine, source: str, batch: Batch, paths: QualityPaths
                 organizations[str(organization)] = company["id"]
         return ValidationContext(
             run_id=batch.run_id, batch_date=batch.batch_date, data_interval_end=batch.as_of,
-            data_docs_dir=paths.data_docs_dir,
+            data_docs_dir=paths.data_docs_dir, data_docs_index_limit=paths.data_docs_index_limit,
             known_company_ids=company_ids,
             known_owner_ids=_ids_until(conn, "hubspot", "owners", batch.batch_date),
             known_organization_ids=organizations,
@@ -192,7 +201,7 @@ def validate_source(source: str, engine: Engine, batch: Batch, paths: QualityPat
                       "; ".join(outcome.block_reasons), outcome.blocked_dimensions)
             QualityAlertNotifier(paths.outbox_path, outcome=outcome).notify({"run_id": batch.run_id})
             blocked.append(outcome)
-    publish_docs(paths.data_docs_dir)  # once for every suite of the source: the index is the costly part
+    publish_docs(paths.data_docs_dir, paths.data_docs_index_limit)  # once for every suite of the source: the index is the costly part
     if blocked and fail_on_critical:
         raise QualityGateError(blocked[0])
     return summaries

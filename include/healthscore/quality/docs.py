@@ -12,7 +12,7 @@ Why this shape:
 * Suites, validation definitions and checkpoints are built once per (object, plan) and reused, so a
   chunked Mixpanel validation pays the GX setup once, not per chunk.
 * Data Docs are built by ``publish()``, not by a checkpoint action: rendering the index reads up to
-  ``HEALTHSCORE_DATA_DOCS_INDEX_LIMIT`` (200) stored results, so a task that validates many suites
+  ``index_limit`` (the caller's setting, ``HEALTHSCORE_DATA_DOCS_INDEX_LIMIT``, 200) stored results, so a task that validates many suites
   (or a Mixpanel day in chunks) builds its pages and the index once at the end, not per validation.
 
 Importing this module does not import GX; ``runner()`` does.
@@ -43,7 +43,7 @@ RESULT_FORMAT: dict[str, Any] = {
     "partial_unexpected_count": 20,
 }
 
-_runners: dict[Path, GxRunner] = {}
+_runners: dict[tuple[Path, int], GxRunner] = {}
 _runners_lock = threading.Lock()
 
 
@@ -158,12 +158,10 @@ class GxRunner:
             self._unpublished = []
 
 
-def runner(data_docs_dir: Path) -> GxRunner:
-    """The cached runner for a Data Docs folder (created on first use)."""
-    from healthscore.settings import Settings
-
-    key = Path(data_docs_dir).resolve()
+def runner(data_docs_dir: Path, index_limit: int) -> GxRunner:
+    """The cached runner for a Data Docs folder and index size (created on first use)."""
+    key = (Path(data_docs_dir).resolve(), int(index_limit))
     with _runners_lock:
         if key not in _runners:
-            _runners[key] = GxRunner(key, Settings.from_env().data_docs_index_limit)
+            _runners[key] = GxRunner(*key)
         return _runners[key]

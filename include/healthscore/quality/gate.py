@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 from healthscore.quality.policy import QualityThresholds, dimensions_fed_by
 from healthscore.quality.suites import REFERENCES, SUITE_VERSION, Check, declared_checks, plan, suite_name
+from healthscore.settings import Settings
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -70,6 +71,7 @@ class ValidationContext:
 
     ``known_organization_ids`` may be the Zendesk organization -> CRM company mapping (its keys are used).
     ``volume_history`` maps ``source.object`` to daily landed row counts, oldest first.
+    ``data_docs_index_limit``: validations the Data Docs index links (the caller's setting).
     """
 
     run_id: str
@@ -84,6 +86,7 @@ class ValidationContext:
     volume_history: Mapping[str, Sequence[int]] = field(default_factory=dict)
     thresholds: QualityThresholds = field(default_factory=QualityThresholds)
     fail_on_critical: bool = False
+    data_docs_index_limit: int = field(default_factory=lambda: Settings().data_docs_index_limit)
 
     @property
     def interval_end_ts(self) -> int:
@@ -149,7 +152,7 @@ def validate(source: str, obj: str, frame: pd.DataFrame, context: ValidationCont
     checks = plan(source, obj, thresholds=context.thresholds, refs=refs, volume=bool(history))
     run_checks = tuple(c for c in checks if not (partial and c.scope == "batch"))
     params = _parameters(run_checks, frame, context, history)
-    gx_runner = runner(context.data_docs_dir)
+    gx_runner = runner(context.data_docs_dir, context.data_docs_index_limit)
     validation, page = gx_runner.run(source, obj, run_checks, frame, params, context.run_id)
     if publish:
         gx_runner.publish()
@@ -186,11 +189,11 @@ def validate(source: str, obj: str, frame: pd.DataFrame, context: ValidationCont
     return outcome
 
 
-def publish_docs(data_docs_dir: Path) -> Path:
+def publish_docs(data_docs_dir: Path, index_limit: int) -> Path:
     """Build the Data Docs pages of every validation run with ``publish=False``, and the index; its path."""
     from healthscore.quality.docs import runner
 
-    gx_runner = runner(data_docs_dir)
+    gx_runner = runner(data_docs_dir, index_limit)
     gx_runner.publish()
     return gx_runner.index_path
 
@@ -246,7 +249,7 @@ def validate_chunks(source: str, obj: str, frames: Iterable[pd.DataFrame],
         from healthscore.sources.schemas import empty_frame
 
         outcomes = [validate(source, obj, empty_frame(source, obj), context, partial=True, publish=False)]
-    publish_docs(context.data_docs_dir)
+    publish_docs(context.data_docs_dir, context.data_docs_index_limit)
     return merge(outcomes)
 
 
