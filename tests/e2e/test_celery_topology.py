@@ -177,14 +177,14 @@ def test_scores_are_in_the_postgresql_warehouse(dag_run, topology):
     engine = sa.create_engine(topology.db_url("WAREHOUSE_DB_NAME"), poolclass=sa.pool.NullPool)
     with engine.connect() as conn:
         scored = conn.execute(sa.text(
-            "select count(distinct account_id), count(score) from health_scores where as_of_date = :d "
-            "and not is_shadow"), {"d": batch}).one()
+            "select count(distinct account_id), count(score), count(unscored_reason) from health_scores "
+            "where as_of_date = :d and not is_shadow"), {"d": batch}).one()
         signals = conn.execute(sa.text(
             "select count(distinct account_id) from account_signals where as_of_date = :d"), {"d": batch}).scalar_one()
         dates = conn.execute(sa.text("select as_of_date, count(*) from health_scores group by 1")).all()
     engine.dispose()
     assert 0 < scored[0] == signals <= ACCOUNTS, (batch, scored, signals, dates)
-    assert scored[1] > 0, "no account got a numeric score"
+    assert scored[1] + scored[2] == scored[0], "every row is a score or says why it is not"
 
 
 def test_stop_leaves_no_process_behind(topology, dag_run):
