@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml Makefile | cksum | cut -d' ' -f1)
 
-.PHONY: venv bytecode demo test test-long lint requirements bench clean
+.PHONY: venv bytecode demo test test-long lint requirements bench clean vendor-assets
 
 venv: $(STAMP)
 
@@ -34,6 +34,10 @@ test-long: $(STAMP) bytecode
 lint: $(STAMP)
 	$(BIN)/ruff check dags include plugins airflow tests bench deploy
 	$(BIN)/lint-imports --no-cache
+
+# Re-fetch the Data Docs' browser assets from the npm registry into include/healthscore/ui/static/vendor (committed).
+vendor-assets: $(STAMP)
+	$(BIN)/python -c "from healthscore.ui.vendor import fetch_assets; print(len(fetch_assets()), 'files')"
 
 requirements:
 	$(BIN)/uv pip compile requirements.in --python-version 3.11 -o requirements.txt

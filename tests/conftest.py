@@ -84,3 +84,12 @@ def warehouse_url(request) -> str:
     if request.param == "sqlite":
         return request.getfixturevalue("sqlite_url")
     return request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture(scope="session")
+def ui_server(tmp_path_factory):
+    """A seeded warehouse and an ``airflow api-server`` serving the Customer Health plugin (tests.ui.fixtures)."""
+    from tests.ui.fixtures import ui_server_for
+
+    with ui_server_for(tmp_path_factory.mktemp("ui")) as server:
+        yield server

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from datetime import date
@@ -88,6 +89,34 @@ def _masked(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
+def _cmd_override(args: argparse.Namespace) -> int:
+    """set / list / revoke CSM overrides; a bad request is one line on stderr and exit 1."""
+    from healthscore.ui.overrides import OverrideError, list_overrides, revoke_override, set_override
+    from healthscore.warehouse.engine import make_engine, resolve_warehouse_url
+
+    settings = Settings.from_env()
+    engine = make_engine(resolve_warehouse_url(settings))
+    try:
+        if args.action == "set":
+            new_id = set_override(engine, args.account, score=args.score, band=args.band, reason=args.reason,
+                                  expires_on=args.expires, author=args.author, max_days=settings.override_max_days)
+            print(json.dumps({"id": new_id, "account_id": args.account, "status": "active"}))
+        elif args.action == "revoke":
+            row = revoke_override(engine, args.id, author=args.author)
+            print(json.dumps({"id": row["id"], "account_id": row["account_id"], "status": row["status"]}))
+        else:
+            for row in list_overrides(engine, args.account, active_only=args.active):
+                print(json.dumps({k: row[k] for k in ("id", "account_id", "status", "override_score", "override_band",
+                                                      "reason", "author", "created_at", "expires_on", "revoked_at")},
+                                 default=str))
+    except OverrideError as exc:
+        print(f"override not {'saved' if args.action == 'set' else 'revoked'}: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        engine.dispose()
+    return 0
+
+
 def _cmd_byo(args: argparse.Namespace) -> int:
     """recalibrate / backtest on a user's table: every failure is one line on stderr, never a traceback."""
     try:
@@ -156,6 +185,27 @@ def build_parser() -> argparse.ArgumentParser:
     warehouse.add_argument("--revision", default=None)
     warehouse.add_argument("--url", default=None, help="SQLAlchemy URL (default: connection/env/SQLite)")
     warehouse.set_defaults(func=_cmd_warehouse)
+
+    override = sub.add_parser("override", help="CSM overrides of an account's score or band").add_subparsers(
+        dest="action", required=True)
+    author = os.environ.get("USER") or None
+    o_set = override.add_parser("set", help="enter an override (score and/or band, reason, expiry)")
+    o_set.add_argument("account", help="account id (the HubSpot company id)")
+    o_set.add_argument("--score", default=None, help="overriding score 0-100")
+    o_set.add_argument("--band", default=None, help="overriding band, e.g. Healthy")
+    o_set.add_argument("--reason", required=True, help="why the computed score is wrong")
+    o_set.add_argument("--expires", required=True, help="first day it no longer applies (YYYY-MM-DD)")
+    o_set.add_argument("--author", default=author, help="who enters it (default: $USER)")
+    o_set.set_defaults(func=_cmd_override)
+    o_list = override.add_parser("list", help="overrides newest first, with their status (JSON lines)")
+    o_list.add_argument("--account", default=None)
+    o_list.add_argument("--active", action="store_true", help="only the ones standing today")
+    o_list.set_defaults(func=_cmd_override)
+    o_revoke = override.add_parser("revoke", help="revoke an active override (the row stays, stamped)")
+    o_revoke.add_argument("id", type=int)
+    o_revoke.add_argument("--author", default=author, help="who revokes it (default: $USER)")
+    o_revoke.set_defaults(func=_cmd_override)
+
 
     for name, helptext, model_help in (
         ("recalibrate", "learn curves, weights and band lines from your own table of outcomes",

@@ -70,6 +70,9 @@ class Settings(BaseSettings):
         default=False, description="Fail the run on a critical quality failure instead of carrying dimensions forward.")
     preload_task_runtime: bool = Field(
         default=False, description="Import the task runtime once in the process that forks tasks (see preload.py).")
+    override_max_days: int = Field(
+        default=90, ge=1, le=3650, description="Longest a CSM override may stand: its expiry is at most this many days "
+        "after the day it is entered.")
 
     @classmethod
     def settings_customise_sources(

@@ -1,0 +1,183 @@
+"""The Customer Health plugin in a real ``airflow api-server``: access, pages against the warehouse, overrides.
+
+One seeded warehouse and one api-server for the module (``tests.ui.fixtures.ui_server``).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date, timedelta
+
+import pytest
+import requests
+import sqlalchemy as sa
+from fastapi import Request
+
+from healthscore.ui import datadocs
+from healthscore.ui.app import Access, Viewer, create_app
+from healthscore.warehouse.models import AccountSignals, HealthScore, ScoreOverride
+from tests.ui.fixtures import UIServer
+
+pytestmark = [pytest.mark.slow, pytest.mark.airflow]
+
+SAMPLE_PARAMS = {"account_id": "1000000003", "override_id": "1", "path": "index.html"}
+
+
+def _routes() -> list[tuple[str, str]]:
+    """(method, path) of every route the plugin's app registers (same factory as plugins/customer_health.py)."""
+    def deny(request: Request) -> None:
+        raise AssertionError("not called")
+
+    app = create_app(Access(deny, deny, lambda: Viewer("x", False), b"k"))
+    out = []
+    for route in app.routes:
+        for method in sorted(getattr(route, "methods", None) or ["GET"]):
+            if method == "HEAD":
+                continue
+            path = re.sub(r"\{(\w+)(:\w+)?\}", lambda m: SAMPLE_PARAMS[m.group(1)], route.path)
+            out.append((method, path))
+    return out
+
+
+def latest_champion_rows(server: UIServer) -> list[dict]:
+    h, s = HealthScore.__table__, AccountSignals.__table__
+    with server.world.engine.connect() as conn:
+        day = conn.execute(sa.select(sa.func.max(h.c.as_of_date)).where(h.c.is_shadow.is_(False))).scalar()
+        return [dict(r._mapping) for r in conn.execute(
+            sa.select(h.c.account_id, h.c.band, h.c.score, s.c.arr_cents).join(
+                s, sa.and_(s.c.account_id == h.c.account_id, s.c.as_of_date == h.c.as_of_date))
+            .where(h.c.as_of_date == day, h.c.is_shadow.is_(False)))]
+
+
+def csrf_of(html: str) -> str:
+    match = re.search(r'name="csrf_token" value="([^"]+)"', html)
+    assert match, "the page has no override form"
+    return match.group(1)
+
+
+def test_every_registered_route_answers_401_anonymously_and_403_on_a_forged_token(ui_server: UIServer):
+    routes = _routes()
+    assert len(routes) >= 10 and ("POST", "/accounts/1000000003/overrides") in routes
+    for method, path in routes:
+        anonymous = requests.request(method, f"{ui_server.base}{path}", timeout=30, allow_redirects=False)
+        assert anonymous.status_code == 401, (method, path, anonymous.status_code)
+        forged = requests.request(method, f"{ui_server.base}{path}", timeout=30, allow_redirects=False,
+                                  headers={"Authorization": "Bearer not-a-jwt"}, cookies={"_token": "x"})
+        assert forged.status_code in (401, 403), (method, path, forged.status_code)
+    # FastAPI's own documentation routes would bypass the app's dependencies: they are not served.
+    for path in ("/docs", "/openapi.json", "/redoc"):
+        assert requests.get(f"{ui_server.base}{path}", timeout=30).status_code in (401, 404)
+
+
+def test_a_session_cookie_or_a_bearer_token_reads_every_page(ui_server: UIServer):
+    viewer = ui_server.airflow.session("viewer")
+    bearer = {"Authorization": f"Bearer {ui_server.airflow.token('viewer')}"}
+    for method, path in _routes():
+        if method != "GET" or path.startswith("/vendor"):
+            continue
+        by_cookie = viewer.get(f"{ui_server.base}{path}", timeout=60)
+        assert by_cookie.status_code == 200, (path, by_cookie.text[:300])
+        assert requests.get(f"{ui_server.base}{path}", headers=bearer, timeout=60).status_code == 200, path
+    assert "(read only)" in viewer.get(f"{ui_server.base}/", timeout=60).text
+
+
+def test_portfolio_and_at_risk_figures_equal_the_warehouse(ui_server: UIServer):
+    rows = latest_champion_rows(ui_server)
+    risky = [r for r in rows if r["band"] in ("At Risk", "Critical")]
+    html = ui_server.airflow.session("viewer").get(f"{ui_server.base}/", timeout=60).text
+    assert re.search(r'id="total-accounts">(\d+)<', html).group(1) == str(len(rows))
+    at_risk_arr = sum(r["arr_cents"] or 0 for r in risky)
+    assert f'id="at-risk-arr">${at_risk_arr / 100:,.0f}<' in html
+    for band in ("Healthy", "Moderate", "At Risk"):
+        n = sum(r["band"] == band for r in rows)
+        if n:
+            assert re.search(rf'data-band="{band}">.*?class="n accounts">(\d+)<', html, re.S).group(1) == str(n)
+    page = ui_server.airflow.session("viewer").get(f"{ui_server.base}/at-risk", timeout=60).text
+    listed = re.findall(r'<tr data-account="(\d+)">', page)
+    expected = [r["account_id"] for r in sorted(risky, key=lambda r: (-(r["arr_cents"] or 0), r["account_id"]))][:25]
+    assert listed == expected and listed
+
+
+def test_data_docs_are_served_with_vendored_assets_and_nothing_from_outside(ui_server: UIServer):
+    raw = (ui_server.world.data_dir / "data_docs" / "index.html").read_text()
+    assert datadocs.external_loads(raw), "GX's page should name CDNs before rewriting"
+    session = ui_server.airflow.session("viewer")
+    served = session.get(f"{ui_server.base}/data-docs/index.html", timeout=60).text
+    assert datadocs.external_loads(served) == [], "a CDN URL is not vendored (add it to healthscore.ui.vendor)"
+    local = sorted(set(re.findall(r'(?:src|href)="(/customer-health/(?:vendor|data-docs)/[^"]+)"', served)))
+    assert len([u for u in local if "/vendor/" in u]) >= 10
+    for url in local:
+        assert session.get(f"{ui_server.airflow.url}{url.split('#')[0]}", timeout=60).status_code == 200, url
+    assert session.get(f"{ui_server.base}/data-docs/../warehouse.db", timeout=30).status_code == 404
+    assert session.get(f"{ui_server.base}/data-docs/%2e%2e/warehouse.db", timeout=30).status_code == 404
+
+
+def test_reading_is_not_writing_the_viewer_role_cannot_enter_an_override(ui_server: UIServer):
+    viewer = ui_server.airflow.session("viewer")
+    account = latest_champion_rows(ui_server)[0]["account_id"]
+    page = viewer.get(f"{ui_server.base}/accounts/{account}", timeout=60).text
+    assert 'id="override-form"' not in page
+    form = {"reason": "x", "expires_on": str(date.today() + timedelta(days=5)), "band": "Healthy", "csrf_token": "1.a"}
+    refused = viewer.post(f"{ui_server.base}/accounts/{account}/overrides", data=form, timeout=60,
+                          allow_redirects=False)
+    assert refused.status_code == 403 and "CSRF" not in refused.text
+
+
+def test_a_csm_enters_an_override_through_the_csrf_protected_form(ui_server: UIServer):
+    csm = ui_server.airflow.session("csm")
+    account = latest_champion_rows(ui_server)[1]["account_id"]
+    url = f"{ui_server.base}/accounts/{account}"
+    token = csrf_of(csm.get(url, timeout=60).text)
+    expiry = str(date.today() + timedelta(days=30))
+    good = {"score": "88", "band": "Healthy", "reason": "Signed a 3-year renewal yesterday", "expires_on": expiry}
+
+    def post(form: dict, session: requests.Session = csm) -> requests.Response:
+        return session.post(f"{url}/overrides", data=form, timeout=60, allow_redirects=False)
+
+    assert post(good).status_code == 403  # no token
+    assert post({**good, "csrf_token": csrf_of(ui_server.airflow.session("admin").get(url, timeout=60).text)}
+                ).status_code == 403  # another user's token
+    for bad, message in (({"reason": " "}, "reason is required"),
+                         ({"expires_on": str(date.today() + timedelta(days=91))}, "more than 90 days"),
+                         ({"expires_on": ""}, "expiry date is required"),
+                         ({"score": "120"}, "within 0..100"),
+                         ({"score": "", "band": ""}, "give a score, a band or both")):
+        answer = post({**good, **bad, "csrf_token": token})
+        assert answer.status_code == 400 and message in answer.text, (bad, answer.text[:200])
+    with ui_server.world.engine.connect() as conn:
+        before = conn.execute(sa.select(sa.func.count()).select_from(ScoreOverride)).scalar()
+    saved = post({**good, "csrf_token": token})
+    assert saved.status_code == 303
+    page = csm.get(f"{ui_server.airflow.url}{saved.headers['location']}", timeout=60).text
+    assert 'id="saved"' in page and "Signed a 3-year renewal yesterday" in page
+    with ui_server.world.engine.connect() as conn:
+        rows = conn.execute(sa.select(ScoreOverride).order_by(ScoreOverride.id)).mappings().all()
+    assert len(rows) == before + 1
+    assert (rows[-1]["account_id"], rows[-1]["override_score"], rows[-1]["override_band"], rows[-1]["author"],
+            str(rows[-1]["expires_on"])) == (account, 88.0, "Healthy", "csm", expiry)
+
+
+def test_the_cli_sets_lists_and_revokes_overrides_and_keeps_them(ui_server: UIServer, monkeypatch, capsys):
+    import json
+
+    from healthscore.cli import main
+
+    monkeypatch.setenv("HEALTHSCORE_WAREHOUSE_URL", ui_server.world.url)
+    account = latest_champion_rows(ui_server)[2]["account_id"]
+    expiry = str(date.today() + timedelta(days=20))
+    assert main(["override", "set", account, "--score", "40", "--reason", "exec sponsor left",
+                 "--expires", expiry, "--author", "alice"]) == 0
+    new_id = json.loads(capsys.readouterr().out)["id"]
+    assert main(["override", "set", account, "--band", "Nope", "--reason", "r", "--expires", expiry]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("override not saved: band must be one of") and "\n" not in err
+    assert main(["override", "list", "--account", account, "--active"]) == 0
+    listed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(r["id"], r["status"], r["author"]) for r in listed] == [(new_id, "active", "alice")]
+    assert main(["override", "revoke", str(new_id), "--author", "alice"]) == 0
+    assert json.loads(capsys.readouterr().out)["status"] == "revoked"
+    assert main(["override", "revoke", str(new_id), "--author", "alice"]) == 1
+    assert "already revoked" in capsys.readouterr().err
+    assert main(["override", "list", "--account", account]) == 0
+    kept = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(r["id"], r["status"]) for r in kept] == [(new_id, "revoked")] and kept[0]["revoked_at"]
