@@ -3,7 +3,6 @@ topology that the native test runs (deploy/native.py builds its processes from t
 
 from __future__ import annotations
 
-import ast
 import json
 import os
 import re
@@ -146,11 +145,11 @@ def test_dockerfile_installs_the_pinned_airflow_on_its_python():
         assert repo_path.exists(), (image_path, repo_path)
 
 
-def _dag_sources() -> dict:
-    """The DAG's SOURCES literal (read, not imported: importing Airflow costs seconds)."""
-    tree = ast.parse((REPO / "dags" / "customer_health_daily.py").read_text())
-    node = next(n for n in tree.body if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == "SOURCES")
-    return ast.literal_eval(node.value)
+def _dag_sources() -> dict[str, tuple[str, str]]:
+    """(connection id, pool) per source, from the source registry the DAG builds its tasks from."""
+    from healthscore.sources import registry
+
+    return {spec.name: (spec.conn_id, spec.pool) for spec in registry.sources()}
 
 
 def test_every_connection_and_pool_the_dag_needs_is_created(spec):
