@@ -16,6 +16,15 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 BAD_RECORD_KINDS = ("null", "out_of_range", "unknown_fk")
+# Company names that break careless code: SQL in a string, quotes, emoji, newlines, template and markup syntax.
+HOSTILE_NAMES = (
+    "x'); DROP TABLE health_scores;--",
+    "O'Brien & \"Sons\" `Ltd` \\ Co",
+    "Zoë 🚀 Café ☕ 株式会社",
+    "Line one\nLine two\r\nLine three",
+    "{{ 7 * 7 }} {% if true %}<script>alert(1)</script>{% endif %}",
+    "Robert'); DELETE FROM raw_hubspot_companies; --",
+)
 
 
 class FaultConfig(BaseModel):
@@ -35,6 +44,8 @@ class FaultConfig(BaseModel):
     mixpanel_late_days: int = Field(2, ge=1, le=30)
     bad_record_rate: float = Field(0.0, ge=0, le=1, description="Records corrupted (null/out of range/bad FK).")
     apply_to_writes: bool = Field(False, description="Also fail POST/PATCH with 5xx/429.")
+    hostile_names: int = Field(0, ge=0, description="The first N companies (in id order) are named from "
+                               "HOSTILE_NAMES: SQL, quotes, emoji, newlines, template syntax.")
 
     @property
     def any_transport_fault(self) -> bool:

@@ -24,6 +24,9 @@ import sqlalchemy as sa
 
 from deploy.compose import REPO
 from deploy.native import SCALED_SERVICE, run_processes
+from healthscore.playbooks.text import task_body, task_subject
+from healthscore_sandbox import credentials as cred
+from healthscore_sandbox.faults import HOSTILE_NAMES
 from tests.conftest import PG_ADMIN_URL, _pg_admin_engine
 
 pytestmark = [pytest.mark.airflow, pytest.mark.slow, pytest.mark.postgres]
@@ -31,6 +34,10 @@ pytestmark = [pytest.mark.airflow, pytest.mark.slow, pytest.mark.postgres]
 DAG_ID = "customer_health_daily"
 LOGICAL_DATE = "2026-09-30T00:00:00Z"
 ACCOUNTS = 40
+HOSTILE = 6  # the sandbox names the first companies from HOSTILE_NAMES (SQL, quotes, emoji, newlines, Jinja)
+# Canary secrets in the connections the run uses (the warehouse's and the metadata DB's passwords: trust auth
+# accepts any), searched for afterwards in every file the run wrote and in the outbox.
+CANARIES = {"WAREHOUSE_DB_PASSWORD": f"canary-wh-{uuid.uuid4().hex}", "POSTGRES_PASSWORD": f"canary-pg-{uuid.uuid4().hex}"}
 
 
 def _drop_databases(names: list[str]) -> None:
@@ -80,6 +87,7 @@ def topology(tmp_path_factory, _pg_available) -> Iterator[Run]:
         "AIRFLOW_CELERY_QUEUE": f"healthscore-{tag}", "AIRFLOW_CELERY_WORKER_CONCURRENCY": "2",
         "AIRFLOW_USE_JOB_SCHEDULE": "false",  # only the triggered run (no run for the wall-clock interval)
         "HEALTHSCORE_SANDBOX_ACCOUNTS": str(ACCOUNTS), "HEALTHSCORE_MIXPANEL_BACKFILL_DAYS": "3",
+        **CANARIES,
     }
     run = Run(tmp_path_factory.mktemp("native"), variables, f"{admin.host}:{admin.port or 5432}")
     try:
@@ -114,6 +122,9 @@ def dag_run(topology, api) -> dict:
     while api.get(base, timeout=30).status_code != 200:  # until the dag-processor has serialized it
         assert time.monotonic() < deadline, "the DAG was not parsed within 120 s"
         time.sleep(2)
+    faults = requests.post(f"{topology.state['sandbox_url']}/_sandbox/faults", json={"hostile_names": HOSTILE},
+                           headers={"Authorization": f"Bearer {cred.ADMIN_TOKEN}"}, timeout=30)
+    assert faults.ok, faults.text
     assert api.patch(base, json={"is_paused": False}, timeout=30).ok
     created = api.post(f"{base}/dagRuns", json={"logical_date": LOGICAL_DATE}, timeout=30)
     assert created.ok, created.text
@@ -187,6 +198,55 @@ def test_scores_are_in_the_postgresql_warehouse(dag_run, topology):
     engine.dispose()
     assert 0 < scored[0] == signals <= ACCOUNTS, (batch, scored, signals, dates)
     assert scored[1] + scored[2] == scored[0], "every row is a score or says why it is not"
+
+
+def test_hostile_account_names_are_stored_verbatim_and_break_nothing(dag_run, topology):
+    """Landing keeps the exact name, the account is scored, the CRM PATCH reached it, task texts carry it as is."""
+    assert dag_run["state"] == "success"
+    sandbox, headers = topology.state["sandbox_url"], {"Authorization": f"Bearer {cred.HUBSPOT_TOKEN}"}
+    companies = requests.get(f"{sandbox}/crm/v3/objects/companies", headers=headers, timeout=30,
+                             params={"limit": 100, "properties": "name,health_score,health_band"}).json()["results"]
+    hostile = {c["id"]: c["properties"] for c in companies if c["properties"]["name"] in HOSTILE_NAMES}
+    assert len(hostile) >= 3, companies[:3]
+    engine = sa.create_engine(topology.db_url("WAREHOUSE_DB_NAME"), poolclass=sa.pool.NullPool)
+    with engine.connect() as conn:
+        landed = {rid: json.loads(payload)["properties"]["name"] for rid, payload in conn.execute(sa.text(
+            "select record_id, payload from raw_hubspot_companies where record_id in :ids").bindparams(
+            sa.bindparam("ids", expanding=True)), {"ids": list(hostile)})}
+        scored = dict(conn.execute(sa.text(
+            "select account_id, count(*) from health_scores where account_id in :ids group by account_id").bindparams(
+            sa.bindparam("ids", expanding=True)), {"ids": list(hostile)}).all())
+        tables = conn.execute(sa.text("select count(*) from information_schema.tables where table_name in "
+                                      "('health_scores', 'raw_hubspot_companies')")).scalar_one()
+    engine.dispose()
+    assert landed == {cid: props["name"] for cid, props in hostile.items()}  # byte for byte, newlines included
+    assert tables == 2
+    assert set(scored) == set(hostile), scored
+    published = [cid for cid, props in hostile.items() if props.get("health_score") is not None]
+    assert published, "the CRM PATCH of health_score reached none of the hostile-named companies"
+    for name in HOSTILE_NAMES:
+        event = {"payload": {"account_name": name, "account_id": "1", "score_change": {"from": 70, "to": 40},
+                             "band_change": {"from": "Moderate", "to": "At Risk"}}, "severity": "high"}
+        assert name in task_body(event) and name.replace("\n", " ") in task_subject(event).replace("\n", " ")
+
+
+def test_canary_secrets_appear_in_no_file_and_no_outbox(dag_run, topology):
+    """Every file the run wrote (task and component logs, Data Docs, reports, archive, outbox, Airflow home),
+    except the admin password the operator is given, and the outbox table: no canary anywhere."""
+    assert dag_run["state"] == "success"
+    skip = {topology.run_dir / "admin-password", topology.run_dir / "airflow-home" / "auth" / "passwords.json"}
+    searched, found = 0, []
+    for path in topology.run_dir.rglob("*"):
+        if path.is_file() and not path.is_symlink() and path not in skip:
+            searched += 1
+            data = path.read_bytes()
+            found += [(str(path), name) for name, canary in CANARIES.items() if canary.encode() in data]
+    assert searched > 20 and not found, found
+    engine = sa.create_engine(topology.db_url("WAREHOUSE_DB_NAME"), poolclass=sa.pool.NullPool)
+    with engine.connect() as conn:
+        outbox = " ".join(str(v) for row in conn.execute(sa.text("select * from notifications_outbox")) for v in row)
+    engine.dispose()
+    assert not [name for name, canary in CANARIES.items() if canary in outbox]
 
 
 def test_stop_leaves_no_process_behind(topology, dag_run):

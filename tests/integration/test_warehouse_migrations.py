@@ -65,6 +65,7 @@ def test_expected_tables_are_modelled() -> None:
         "playbook_events",
         "crm_publications",
         "notifications_outbox",
+        "notification_deliveries",
         "quality_results",
         "quarantine",
         "batch_reconciliation",
