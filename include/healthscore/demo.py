@@ -25,6 +25,9 @@ from healthscore.settings import Settings
 from healthscore_sandbox import credentials as cred
 
 DEMO_LAST_DAY = date(2026, 9, 30)
+#: Days of history the demo bootstraps before its Airflow runs: the accuracy report for September needs the
+#: scores archived 90 days (+ the lookup tolerance) before each September renewal, i.e. from late May.
+DEMO_HISTORY_DAYS = 130
 
 
 @contextmanager
@@ -88,7 +91,8 @@ def pipeline_env(base_url: str, warehouse_url: str, data_dir: Path, timeout: flo
     return env
 
 
-def run_demo(settings: Settings, accounts: int = 300, seed: int = 42, days: int = 3) -> int:
+def run_demo(settings: Settings, accounts: int = 300, seed: int = 42, days: int = 3,
+             history_days: int = DEMO_HISTORY_DAYS) -> int:
     from healthscore.config import load_model_config
     from healthscore.local_airflow import LocalAirflow
     from healthscore.warehouse.engine import make_engine, resolve_warehouse_url
@@ -114,6 +118,8 @@ def run_demo(settings: Settings, accounts: int = 300, seed: int = 42, days: int 
     with sandbox_process(free_port(), accounts, seed) as base:
         print(f"sandbox: {base} ({accounts} accounts, seed {seed})", flush=True)
         env = pipeline_env(base, url, data_dir)
+        if history_days > 0:
+            bootstrap_history(env, history_days, days)
         for offset in range(days - 1, -1, -1):
             logical = DEMO_LAST_DAY - timedelta(days=offset)
             started = time.monotonic()
@@ -124,9 +130,103 @@ def run_demo(settings: Settings, accounts: int = 300, seed: int = 42, days: int 
             if result.state != "success":
                 print(result.output[-3000:], file=sys.stderr)
                 return 1
-    print_summary(engine, data_dir)
+        month = DEMO_LAST_DAY.replace(day=1)
+        started = time.monotonic()
+        result = airflow.dags_test((DEMO_LAST_DAY + timedelta(days=1)).isoformat(), env, dag_id="health_model_accuracy")
+        (logs / f"health_model_accuracy-{month:%Y-%m}.log").write_text(result.output)
+        print(f"health_model_accuracy {month:%Y-%m}: {result.state} in {time.monotonic() - started:.0f} s", flush=True)
+        if result.state != "success":
+            print(result.output[-3000:], file=sys.stderr)
+            return 1
+        print_summary(engine, data_dir)
+        print_csm_view(engine, base, data_dir)
+    print_accuracy(engine, data_dir)
     engine.dispose()
     return 0
+
+
+def bootstrap_history(env: dict[str, str], history_days: int, airflow_days: int) -> None:
+    """The days before the Airflow runs, through the history bootstrap (the DAG's own tasks, in process)."""
+    import os
+
+    from healthscore.pipeline.history import BootstrapPlan, bootstrap
+
+    last = DEMO_LAST_DAY - timedelta(days=airflow_days)
+    plan = BootstrapPlan(last - timedelta(days=history_days - 1), last)
+    print(f"history: bootstrapping {plan.first} .. {plan.last} ({len(plan.days)} days) with the daily DAG's tasks "
+          "(`healthscore history bootstrap`; resumes if interrupted) ...", flush=True)
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        result = bootstrap(plan, settings=Settings.from_env())
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    print(f"history: {result.days_run} days in {result.seconds:.0f} s ({result.skipped} already done)", flush=True)
+
+
+def print_csm_view(engine: sa.Engine, base_url: str, data_dir: Path) -> None:
+    """What a CSM receives: tasks per playbook, one task as the CRM shows it, one digest."""
+    from healthscore.playbooks.notifiers import default_outbox_path
+    from healthscore.warehouse.models import PlaybookEvent
+
+    with engine.connect() as conn:
+        per_playbook = conn.execute(sa.select(PlaybookEvent.playbook, PlaybookEvent.status, sa.func.count())
+                                    .group_by(PlaybookEvent.playbook, PlaybookEvent.status)
+                                    .order_by(PlaybookEvent.playbook, PlaybookEvent.status)).all()
+        task_id = conn.execute(sa.select(PlaybookEvent.crm_task_id).where(PlaybookEvent.crm_task_id.is_not(None))
+                               .order_by(PlaybookEvent.id.desc()).limit(1)).scalar()
+    print("\nCRM tasks per playbook (playbook_events):")
+    for playbook, status, count in per_playbook:
+        print(f"  {playbook:28s} {status:10s} {count}")
+    if task_id:
+        props = "hs_task_subject,hs_task_body,hs_task_priority,hs_task_status,hs_timestamp,hubspot_owner_id"
+        task = requests.get(f"{base_url}/crm/v3/objects/tasks/{task_id}", params={"properties": props},
+                            headers={"Authorization": f"Bearer {cred.HUBSPOT_TOKEN}"}, timeout=10)
+        if task.ok:
+            p = task.json().get("properties", {})
+            print(f"\nOne task as the CSM reads it in the CRM (task {task_id}, owner {p.get('hubspot_owner_id')}, "
+                  f"{p.get('hs_task_priority')}, due {p.get('hs_timestamp')}):")
+            print(f"  {p.get('hs_task_subject')}")
+            for line in str(p.get("hs_task_body") or "").splitlines():
+                print(f"  | {line}")
+    digests = []
+    outbox = default_outbox_path(data_dir)
+    if outbox.exists():
+        digests = [json.loads(line) for line in outbox.read_text().splitlines() if '"daily_digest"' in line]
+    if digests:
+        d = digests[-1]
+        print(f"\nThe last digest sent ({len(digests)} in {outbox}), to {d['recipient']}:")
+        print(f"  {d['subject']}")
+        for line in str(d["body"]).splitlines()[:25]:
+            print(f"  | {line}")
+
+
+def print_accuracy(engine: sa.Engine, data_dir: Path) -> None:
+    from healthscore.warehouse.models import AccuracyReport
+
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(AccuracyReport.period_start, AccuracyReport.horizon_days,
+                                      AccuracyReport.model_version, AccuracyReport.metrics, AccuracyReport.report_path)
+                            .order_by(AccuracyReport.period_start.desc(), AccuracyReport.horizon_days)).all()
+    if not rows:
+        print("accuracy: no report yet")
+        return
+    print(f"\nAccuracy of model {rows[0][2]} on the renewals of {rows[0][0]:%Y-%m} (accuracy_reports):")
+    for _, horizon, _, metrics, _ in (r for r in rows if r[0] == rows[0][0]):
+        m = json.loads(metrics) if isinstance(metrics, str) else metrics
+        o = m.get("overall", {})
+        if o.get("too_small"):
+            print(f"  {horizon:3d} days before: n={o.get('n')} (too small for figures)")
+            continue
+        shown = {k: "-" if o.get(k) is None else f"{o[k]:.2f}" for k in ("accuracy", "recall", "specificity", "f1",
+                                                                         "auc")}
+        print(f"  {horizon:3d} days before: n={o.get('n')} accuracy {shown['accuracy']} recall {shown['recall']} "
+              f"specificity {shown['specificity']} F1 {shown['f1']} AUC {shown['auc']}")
+    print(f"Accuracy report (HTML, CSVs beside it): {rows[0][4]}")
 
 
 def print_summary(engine: sa.Engine, data_dir) -> None:

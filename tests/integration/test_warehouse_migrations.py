@@ -69,7 +69,8 @@ def test_expected_tables_are_modelled() -> None:
         "quality_results",
         "quarantine",
         "batch_reconciliation",
-        "outcomes",
+        "billing_subscription_states",
+        "renewal_outcomes",
         "accuracy_reports",
     } | {f"raw_{source}_{obj}" for source, obj in LANDING_OBJECTS}
     assert expected == MODEL_TABLES
