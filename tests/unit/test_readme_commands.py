@@ -41,6 +41,7 @@ COVERAGE: list[tuple[str, str, str]] = [
     (r"healthscore override (set|list|revoke) .*", "tests/integration/test_ui_app.py", 'main(["override", "revoke"'),
     # The command's entry point (healthscore.pipeline.history.bootstrap), not its argument parsing.
     (r"healthscore history bootstrap .*", "tests/integration/test_accuracy_dag.py", "bootstrap(BootstrapPlan("),
+    (r"healthscore (recalibrate|backtest) TABLE .*", "tests/unit/test_byo.py", '"recalibrate",'),
 ]
 
 
