@@ -200,3 +200,24 @@ def test_init_script_is_what_compose_runs():
     assert os.access(script, os.X_OK)
     assert compose.image_copies()["/opt/airflow/deploy/airflow-init.sh"] == script
     assert Path(REPO / "deploy" / "postgres" / "init-warehouse.sh").stat().st_mode & 0o111
+
+
+@pytest.mark.parametrize(("text", "variables", "expected"), [
+    ("${A}", {"A": "1"}, "1"),
+    ("${A}", {}, ""),
+    ("$A-$$B", {"A": "x"}, "x-$B"),
+    ("${A:-d}", {"A": ""}, "d"),
+    ("${A-d}", {"A": ""}, ""),
+    ("${A-d}", {}, "d"),
+    ("${A:-${B:-z}}", {}, "z"),
+    ("${A:+set}", {"A": "1"}, "set"),
+    ("${A:+set}", {"A": ""}, ""),
+    ("pg://${U:-airflow}:${P:?no password}@postgres:5432/${D:-airflow}", {"P": "s"}, "pg://airflow:s@postgres:5432/airflow"),
+])
+def test_interpolation_follows_compose(text, variables, expected):
+    assert compose.interpolate(text, variables) == expected
+
+
+def test_a_required_variable_names_itself():
+    with pytest.raises(compose.ComposeError, match="POSTGRES_PASSWORD.*set it in .env"):
+        compose.interpolate("${POSTGRES_PASSWORD:?set it in .env}", {"POSTGRES_PASSWORD": ""})
