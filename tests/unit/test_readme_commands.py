@@ -39,8 +39,9 @@ COVERAGE: list[tuple[str, str, str]] = [
     (r"\.venv/bin/python -m deploy\.native (start|status|stop).*", "tests/e2e/test_celery_topology.py",
      '"deploy.native"'),
     (r"healthscore override (set|list|revoke) .*", "tests/integration/test_ui_app.py", 'main(["override", "revoke"'),
-    # The command's entry point (healthscore.pipeline.history.bootstrap), not its argument parsing.
-    (r"healthscore history bootstrap .*", "tests/integration/test_accuracy_dag.py", "bootstrap(BootstrapPlan("),
+    # The command's entry point (healthscore.pipeline.history.bootstrap), not its argument parsing; only in the
+    # long tests (make test-long).
+    (r"healthscore history bootstrap .*", "tests/integration/test_sixty_days.py", "bootstrap(plan, progress=False)"),
     (r"healthscore (recalibrate|backtest) TABLE .*", "tests/unit/test_byo.py", '"recalibrate",'),
 ]
 
