@@ -32,7 +32,7 @@ os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 import requests  # noqa: E402
 
 from healthscore.pipeline.extract import Batch, extract_object  # noqa: E402
-from healthscore.sources import SOURCES, SourceConnection  # noqa: E402
+from healthscore.sources import SourceConnection, client_class  # noqa: E402
 from healthscore.sources.base import SANDBOX_CLOCK_HEADER  # noqa: E402
 from healthscore.sources.hubspot import LIST_PAGE, PROPERTIES  # noqa: E402
 from healthscore.sources.stripe import PAGE as STRIPE_PAGE  # noqa: E402
@@ -184,7 +184,7 @@ BARE: dict[str, Callable[[str, str], int]] = {"hubspot": bare_hubspot, "stripe":
 
 # ---- (b) Source.pages() and (c) extract_object ----------------------------------------------------
 def our_pages(conn: SourceConnection, source: str, obj: str) -> int:
-    with SOURCES[source](conn, as_of=AS_OF) as src:
+    with client_class(source)(conn, as_of=AS_OF) as src:
         return sum(len(page.records) for page in src.pages(obj))
 
 
@@ -195,7 +195,7 @@ def timed_extract(conn: SourceConnection, source: str, obj: str, workdir: Path, 
     upgrade(url)
     engine = make_engine(url)
     try:
-        with SOURCES[source](conn, as_of=AS_OF) as src:
+        with client_class(source)(conn, as_of=AS_OF) as src:
             t0, c0 = time.perf_counter(), time.process_time()
             summary = extract_object(src, obj, engine, BATCH)
             elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0

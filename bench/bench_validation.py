@@ -19,16 +19,14 @@ import time
 from datetime import UTC, date, datetime
 from pathlib import Path
 
-from healthscore.sources import SOURCES, SourceConnection
+from healthscore.sources import SourceConnection, client_class, registry
 from healthscore.sources.schemas import flatten
 from healthscore_sandbox import credentials as cred
 from healthscore_sandbox.faults import FaultConfig
 from healthscore_sandbox.runner import SandboxOptions, ThreadedSandbox, build_state
 
 NOW = int(datetime(2026, 9, 30, 12, tzinfo=UTC).timestamp())
-OBJECTS = ["hubspot.companies", "hubspot.contacts", "hubspot.deals", "hubspot.meetings", "hubspot.owners",
-           "zendesk.tickets", "zendesk.satisfaction_ratings", "stripe.customers", "stripe.subscriptions",
-           "stripe.invoices", "mixpanel.events"]
+OBJECTS = [f"{s.name}.{o.name}" for s in registry.sources() for o in s.extracted_objects]
 LOGINS = {"hubspot": (None, cred.HUBSPOT_TOKEN), "zendesk": (cred.ZENDESK_EMAIL, cred.ZENDESK_API_TOKEN),
           "stripe": (None, cred.STRIPE_SECRET_KEY), "mixpanel": (cred.MIXPANEL_SERVICE_ACCOUNT, cred.MIXPANEL_SECRET)}
 
@@ -40,7 +38,7 @@ def fetch(url: str, objects: list[str]) -> dict[str, list[dict]]:
         source, obj = name.split(".")
         login, password = LOGINS[source]
         conn = SourceConnection(source, url, login, password, {"sandbox": True, "project_id": cred.MIXPANEL_PROJECT_ID})
-        with SOURCES[source](conn, as_of=as_of) as src:
+        with client_class(source)(conn, as_of=as_of) as src:
             out[name] = list(src.day_events(date(2026, 9, 29))) if source == "mixpanel" else list(src.records(obj))
     return out
 

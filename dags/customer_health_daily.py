@@ -7,6 +7,11 @@ concurrency (10 runs by default), so ``prepare_warehouse`` waits for the whole p
 (``wait_for_downstream`` with ``run_playbooks``, the last task, directly downstream of it).
 Backfill with ``airflow backfill create ... --reprocess-behavior failed``; against the sandbox the
 batch instant is sent as the sandbox clock, so history replays exactly.
+
+The extract and validate tasks, their connections and pools come from the source registry
+(``healthscore.sources.registry``, standard library only: cheap at parse time). A source whose quality
+checks read another source's batch (``references``: the CRM's known companies) runs after that
+source's extraction: its extraction when it validates while streaming, else its validation.
 """
 
 from __future__ import annotations
@@ -16,12 +21,9 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import Asset, dag, task
 
-SOURCES = {
-    "hubspot": ("crm_hubspot", "hubspot_api"),
-    "zendesk": ("support_zendesk", "zendesk_api"),
-    "stripe": ("billing_stripe", "stripe_api"),
-    "mixpanel": ("product_mixpanel", "mixpanel_api"),
-}
+from healthscore.sources import registry
+
+SOURCES = {spec.name: spec for spec in registry.sources()}
 LANDING_ASSETS = {name: Asset(f"healthscore://warehouse/landing/{name}") for name in SOURCES}
 VALIDATED_ASSETS = {name: Asset(f"healthscore://warehouse/validated/{name}") for name in SOURCES}
 SCORES_ASSET = Asset("healthscore://warehouse/health_scores")
@@ -83,15 +85,17 @@ def customer_health_daily():
         """Crossings -> CRM tasks exactly once, digests and alerts, CRM health fields on change."""
         from healthscore.pipeline.tasks import run_act
 
-        return run_act(SOURCES["hubspot"][0], context)
+        return run_act(SOURCES["hubspot"].conn_id, context)
 
     migrated = prepare_warehouse()
-    extracts = {name: extract_task(name, conn_id, pool) for name, (conn_id, pool) in SOURCES.items()}
+    extracts = {name: extract_task(name, spec.conn_id, spec.pool) for name, spec in SOURCES.items()}
     validations = {name: validate_task(name) for name in SOURCES}
-    for name in SOURCES:
+    for name, spec in SOURCES.items():
         migrated >> extracts[name] >> validations[name]
-    # Referential checks need the CRM batch: Mixpanel validates its events while it streams them.
-    extracts["hubspot"] >> [extracts["mixpanel"], validations["zendesk"], validations["stripe"]]
+        streamed = any(obj.validated == "streamed" for obj in spec.objects)
+        for ref in spec.references:  # referential checks need that source's batch landed first
+            if ref != name:
+                extracts[ref] >> (extracts[name] if streamed else validations[name])
     act = run_playbooks()
     list(validations.values()) >> build_signals() >> score_and_archive() >> act
     migrated >> act  # so the next run's prepare_warehouse waits for this run's last task too

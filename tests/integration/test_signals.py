@@ -32,6 +32,7 @@ from healthscore.pipeline.signals import (
 )
 from healthscore.pipeline.validate import QualityPaths, build_context, validate_source
 from healthscore.scoring import score_accounts
+from healthscore.sources import registry
 from healthscore.warehouse import make_engine, upgrade
 from healthscore.warehouse.models import (
     AccountSignals,
@@ -50,7 +51,7 @@ pytestmark = pytest.mark.slow
 
 DAYS = (date(2026, 9, 14), date(2026, 9, 15), date(2026, 9, 16))
 BLOCKED_DAY = DAYS[2]
-SOURCES = ("hubspot", "zendesk", "stripe", "mixpanel")
+SOURCES = registry.names()
 ADMIN = {"Authorization": f"Bearer {cred.ADMIN_TOKEN}"}
 STRIPE_SIGNALS = ("days_past_due", "payment_status_ok", "expansion_12m", "arr", "contract_coverage")
 

@@ -28,6 +28,7 @@ import sqlalchemy as sa
 from healthscore.demo import pipeline_env
 from healthscore.local_airflow import LocalAirflow
 from healthscore.pipeline import tasks
+from healthscore.sources import registry
 from healthscore.warehouse.models import (
     AccountSignals,
     CrmPublication,
@@ -43,8 +44,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.long, pytest.mark.airflow, pytest.ma
 DAG_ID = "customer_health_daily"
 FIRST = date(2026, 9, 2)
 DAYS = 60
-SOURCES = (("hubspot", "crm_hubspot"), ("zendesk", "support_zendesk"), ("stripe", "billing_stripe"),
-           ("mixpanel", "product_mixpanel"))
+SOURCES = tuple((s.name, s.conn_id) for s in registry.sources())
 DERIVED = (AccountSignals, HealthScore, PlaybookEvent, CrmPublication, NotificationOutbox)
 COMPARED = (AccountSignals, HealthScore, PlaybookEvent, CrmPublication)
 VOLATILE = {"id", "created_at", "sent_at", "computed_at", "built_at", "published_at", "run_id"}  # wall clock, ids
@@ -67,7 +67,7 @@ def sandbox(port: int) -> Iterator[ThreadedSandbox]:
 def score_and_act(context: dict) -> None:
     tasks.run_signals(context)
     tasks.run_score(context)
-    tasks.run_act("crm_hubspot", context)
+    tasks.run_act(registry.source("hubspot").conn_id, context)
 
 
 @pytest.mark.timeout(3600)

@@ -9,7 +9,7 @@ from datetime import UTC, date, datetime
 import pytest
 import requests
 
-from healthscore.sources import HubSpotSource, MixpanelSource, StripeSource, ZendeskSource
+from healthscore.sources import HubSpotSource, MixpanelSource, StripeSource, ZendeskSource, registry
 from healthscore.sources.base import RetryPolicy, SourceAuthError, SourceConnection
 from healthscore_sandbox import credentials as cred
 from healthscore_sandbox.runner import SandboxOptions, ThreadedSandbox, build_state
@@ -30,7 +30,8 @@ def connections(base: str) -> dict[str, SourceConnection]:
     }
 
 
-SOURCES = {"hubspot": HubSpotSource, "zendesk": ZendeskSource, "stripe": StripeSource}
+#: The sources paged object by object (Mixpanel is folded per day, below).
+SOURCES = {s.name: s.client_class() for s in registry.sources() if s.name != "mixpanel"}
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from healthscore.quality.gate import QualityGateError, ValidationContext, merge,
 from healthscore.quality.notify import QualityAlertNotifier, quality_alert_message
 from healthscore.quality.policy import QualityThresholds
 from healthscore.quality.suites import CHECKS, FRESHNESS, build_suite, full_plan
-from healthscore.sources import SOURCES, SourceConnection
+from healthscore.sources import SourceConnection, client_class, registry
 from healthscore.sources.schemas import SCHEMAS, empty_frame, flatten
 from healthscore.warehouse.models import BatchReconciliation, QualityResult, Quarantine
 from healthscore_sandbox import credentials as cred
@@ -28,14 +28,7 @@ from healthscore_sandbox.runner import SandboxOptions, ThreadedSandbox, build_st
 NOW = int(datetime(2026, 9, 30, 12, tzinfo=UTC).timestamp())
 EVENT_DAY = date(2026, 9, 29)
 RUN_ID = "scheduled__2026-09-30T00:00:00+00:00"
-LANDED = [("hubspot", o) for o in ("companies", "contacts", "deals", "meetings", "owners")] + [
-    ("zendesk", "tickets"),
-    ("zendesk", "satisfaction_ratings"),
-    ("stripe", "customers"),
-    ("stripe", "subscriptions"),
-    ("stripe", "invoices"),
-    ("mixpanel", "events"),
-]
+LANDED = [(s.name, o.name) for s in registry.sources() for o in s.extracted_objects]  # what the vendors serve
 NN, RANGE, IN_SET, KNOWN = (
     "expect_column_values_to_not_be_null",
     "expect_column_values_to_be_between",
@@ -168,7 +161,7 @@ def world() -> Iterator[SimpleNamespace]:
     records: dict[tuple[str, str], list[dict]] = {}
     with ThreadedSandbox(state) as server:
         for source, obj in LANDED:
-            with SOURCES[source](connection(source, server.url), as_of=as_of) as src:
+            with client_class(source)(connection(source, server.url), as_of=as_of) as src:
                 records[(source, obj)] = (
                     list(src.day_events(EVENT_DAY)) if source == "mixpanel" else list(src.records(obj))
                 )

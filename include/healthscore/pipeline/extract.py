@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from healthscore.settings import Settings
-from healthscore.sources import SOURCES, Source, SourceConnection
+from healthscore.sources import Source, SourceConnection, registry
 from healthscore.sources.base import RetryPolicy, canonical_json
 from healthscore.sources.mixpanel import MixpanelSource
 from healthscore.warehouse.models import ExtractRun, MixpanelUsageDaily, SourceCursor, landing_table
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 LANDING_CHUNK = 5_000
-MIXPANEL_TRAILING_DAYS = 3
+MIXPANEL_TRAILING_DAYS = registry.source("mixpanel").object("events").window_days or 1
 LOGIN_EVENT = "Login"
 # Vanity traffic: a page view is not product use, so it does not make a user "active".
 NOT_ACTIVITY_EVENTS = frozenset({"Page Viewed"})
@@ -330,10 +330,11 @@ def extract_mixpanel(source: MixpanelSource, engine: Engine, batch: Batch,
 def extract_source(name: str, connection: SourceConnection, engine: Engine, batch: Batch,
                    policy: RetryPolicy | None = None, validation: ValidationContext | None = None,
                    mixpanel_backfill_days: int | None = None) -> list[ObjectSummary]:
-    """Every object of one source for one batch; the unit an Airflow extract task runs."""
-    source_cls = SOURCES[name]
-    with source_cls(connection, as_of=batch.as_of, policy=policy) as source:
+    """Every object of one source for one batch (the registry's extracted objects, in order); the unit an
+    Airflow extract task runs."""
+    spec = registry.source(name)
+    with spec.client_class()(connection, as_of=batch.as_of, policy=policy) as source:
         if isinstance(source, MixpanelSource):
             days = Settings().mixpanel_backfill_days if mixpanel_backfill_days is None else mixpanel_backfill_days
             return [extract_mixpanel(source, engine, batch, validation, backfill_days=days)]
-        return [extract_object(source, obj, engine, batch) for obj in source_cls.objects]
+        return [extract_object(source, obj.name, engine, batch) for obj in spec.extracted_objects]

@@ -93,6 +93,7 @@ from sqlalchemy.engine import Engine
 
 from healthscore.config import ModelConfig
 from healthscore.quality.policy import SOURCE_DIMENSIONS
+from healthscore.sources import registry
 from healthscore.sources.schemas import flatten
 from healthscore.warehouse.models import (
     AccountSignals,
@@ -131,10 +132,9 @@ DELINQUENT_SUBSCRIPTION = frozenset({"past_due", "unpaid"})
 UNPAID_INVOICE = frozenset({"open", "uncollectible"})
 CSAT_RATING_VALUE = {"good": 5.0, "bad": 1.0}
 #: Objects landed as full snapshots every batch: the newest snapshot is the truth, not a per-record union.
-SNAPSHOT_OBJECTS = frozenset({("hubspot", "deals"), ("hubspot", "meetings"), ("hubspot", "owners"),
-                              ("stripe", "subscriptions")})
+SNAPSHOT_OBJECTS = registry.snapshot_objects()
 #: Cursor object that marks a source as landed for a batch (Mixpanel's cursor is kept on "events").
-SOURCE_CURSOR_OBJECTS = {"hubspot": "companies", "zendesk": "tickets", "stripe": "invoices", "mixpanel": "events"}
+SOURCE_CURSOR_OBJECTS = registry.cursor_objects()
 
 CONTRACT_COLUMNS = ("account_id", "as_of_date", "segment", "plan", "lifecycle_stage", "tenure_days", "arr_cents",
                     "renewal_date", "owner_id")

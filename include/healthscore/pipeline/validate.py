@@ -20,6 +20,7 @@ from sqlalchemy.engine import Engine
 
 from healthscore.pipeline.extract import Batch
 from healthscore.settings import Settings
+from healthscore.sources import registry
 from healthscore.warehouse.models import (
     BatchReconciliation,
     MixpanelUsageDaily,
@@ -34,12 +35,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-OBJECTS = {
-    "hubspot": ("owners", "companies", "contacts", "deals", "meetings"),
-    "zendesk": ("tickets", "satisfaction_ratings"),
-    "stripe": ("customers", "subscriptions", "invoices"),
-    "mixpanel": ("usage_daily",),
-}
 
 
 @dataclass
@@ -118,7 +113,7 @@ def build_context(engine: Engine, source: str, batch: Batch, paths: QualityPaths
             known_customer_ids=_ids_until(conn, "stripe", "customers", batch.batch_date),
             known_ticket_ids=_ids_until(conn, "zendesk", "tickets", batch.batch_date),
             volume_history={f"{source}.{obj}": _volume_history(conn, source, obj, batch.batch_date)
-                            for obj in OBJECTS[source]},
+                            for obj in registry.source(source).validated_objects},
             fail_on_critical=fail_on_critical,
         )
 
@@ -178,7 +173,7 @@ def validate_source(source: str, engine: Engine, batch: Batch, paths: QualityPat
 
     context = build_context(engine, source, batch, paths)
     summaries, blocked = [], []
-    for obj in OBJECTS[source]:
+    for obj in registry.source(source).validated_objects:
         with engine.connect() as conn:
             if obj == "usage_daily":
                 frame = _usage_frame(conn, batch)

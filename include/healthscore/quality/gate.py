@@ -16,7 +16,7 @@ Semantics -- rows versus sources:
    (freshness by default; volume when configured critical), or the share of landed rows quarantined is
    above ``thresholds.max_quarantine_share`` (default 20%, reported as the ``gate_max_quarantine_share``
    result). Then ``critical_failed`` is True, ``block_reasons`` says why, and ``blocked_dimensions``
-   maps the source to the health dimensions it feeds (``policy.SOURCE_DIMENSIONS``): scoring must
+   maps the source to the health dimensions it feeds (its ``sources.registry`` entry): scoring must
    carry those dimensions forward or mark them stale instead of scoring from bad data.
    With ``context.fail_on_critical`` a blocked outcome raises ``QualityGateError`` (after the Data Docs
    are written); the exception carries the outcome, which the notifier uses.

@@ -2,13 +2,8 @@
 
 Kept free of pandas and Great Expectations so DAG files can import it at parse time.
 
-Source -> dimensions (what a blocked source takes out of today's score):
-
-* hubspot  -> relationship, engagement, value   (contacts/champions, meetings/QBRs, expansion deals)
-* zendesk  -> support, relationship             (tickets; CSAT ratings)
-* stripe   -> financial, value                  (invoices/days past due; ARR)
-* mixpanel -> usage, relationship, value        (product events; NPS/CSAT surveys; contract coverage =
-  active users / licensed seats, a ``value`` signal with ``source: product`` in default_model.yaml)
+Source -> dimensions (what a blocked source takes out of today's score) is declared with each source in
+``healthscore.sources.registry`` (``SourceSpec.dimensions``, next to the signals it feeds).
 """
 
 from __future__ import annotations
@@ -17,22 +12,17 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from healthscore.sources import registry
+
 Severity = Literal["critical", "warning"]
 
-SOURCE_DIMENSIONS: dict[str, tuple[str, ...]] = {
-    "hubspot": ("relationship", "engagement", "value"),
-    "zendesk": ("support", "relationship"),
-    "stripe": ("financial", "value"),
-    "mixpanel": ("usage", "relationship", "value"),
-}
+#: Source -> dimensions, as the registry declared them when this module was imported.
+SOURCE_DIMENSIONS: dict[str, tuple[str, ...]] = registry.source_dimensions()
 
 
 def dimensions_fed_by(source: str) -> tuple[str, ...]:
     """Health dimensions computed from ``source`` (blocked together when its data is unusable)."""
-    try:
-        return SOURCE_DIMENSIONS[source]
-    except KeyError:
-        raise KeyError(f"unknown source {source!r}; known: {', '.join(SOURCE_DIMENSIONS)}") from None
+    return registry.source(source).dimensions
 
 
 class QualityThresholds(BaseModel):

@@ -263,7 +263,7 @@ def freshness_hours(source: str, obj: str, thresholds: QualityThresholds) -> flo
     key = f"{source}.{obj}"
     if key in thresholds.freshness_hours:
         return thresholds.freshness_hours[key]
-    hours = FRESHNESS[(source, obj)][1]
+    hours = FRESHNESS.get((source, obj), (None, None))[1]
     return thresholds.default_freshness_hours if hours == "default" else hours  # type: ignore[return-value]
 
 
@@ -282,7 +282,7 @@ def declared_checks(source: str, obj: str) -> tuple[Check, ...]:
                         "Mixpanel's export repeats events; the usage aggregate drops repeats by $insert_id"
                         if events else "one record per id in a landed batch"))
     checks.append(Check("parse", PARSE_ERRORS, reason="a vendor value could not be parsed into its column type"))
-    checks.extend(CHECKS[(source, obj)])
+    checks.extend(CHECKS.get((source, obj), ()))  # an object without declared checks gets the automatic ones
     return tuple(checks)
 
 

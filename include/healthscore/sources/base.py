@@ -1,8 +1,9 @@
 """The source interface: a connection, an HTTP client with retries, and paginated record streams.
 
-A vendor module declares its objects (id field, updated-at field, how to page, how to resume) and
-nothing else; retries, rate-limit waits, auth errors and the sandbox clock live here once. Adding
-Salesforce or Intercom means one new module that implements ``Source``.
+A vendor module says how to page through its objects and how to resume, nothing else: which objects
+exist, their mode, record id and modification time are declared in ``registry``; retries, rate-limit
+waits, auth errors and the sandbox clock live here once. Adding Salesforce or Intercom means one new
+module that implements ``Source`` and one registry entry.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from typing import Any, ClassVar
 
 import requests
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
+
+from healthscore.sources import registry
 
 log = logging.getLogger(__name__)
 
@@ -204,6 +207,13 @@ class SourceObject:
         return parse_timestamp(_dig(record, self.updated_field)) if self.updated_field else None
 
 
+def source_objects(source: str) -> dict[str, SourceObject]:
+    """The objects a source's extract task pulls, with their record id and modification time, from the
+    registry (the ``objects`` of a ``Source`` subclass)."""
+    return {o.name: SourceObject(o.name, o.id_field, o.updated_field)
+            for o in registry.source(source).extracted_objects}
+
+
 def _dig(record: Mapping[str, Any], dotted: str) -> Any:
     value: Any = record
     for part in dotted.split("."):
@@ -222,10 +232,10 @@ def parse_timestamp(value: Any) -> datetime | None:
 
 
 class Source(ABC):
-    """One vendor. Subclasses declare ``name``, ``objects`` and how to page through each."""
+    """One vendor. Subclasses declare ``name``, ``objects = source_objects(name)`` and how to page through each;
+    the connection id, pool and each object's mode come from the registry entry (``spec``)."""
 
     name: ClassVar[str]
-    default_conn_id: ClassVar[str]
     objects: ClassVar[dict[str, SourceObject]]
 
     def __init__(self, connection: SourceConnection, as_of: datetime | None = None,
@@ -236,6 +246,15 @@ class Source(ABC):
             policy = RetryPolicy(timeout=float(connection.extra["timeout"]))
         self.client = HttpClient(connection, auth=self.auth(connection), headers=self.headers(connection),
                                  policy=policy, as_of=as_of)
+
+    @classmethod
+    def spec(cls) -> registry.SourceSpec:
+        return registry.source(cls.name)
+
+    @classmethod
+    def mode(cls, obj: str) -> registry.Mode:
+        """incremental, snapshot or windowed: how this batch pulls ``obj`` (declared in the registry)."""
+        return registry.source(cls.name).mode(obj)
 
     @staticmethod
     def auth(connection: SourceConnection) -> requests.auth.AuthBase | None:

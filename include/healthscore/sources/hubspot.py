@@ -5,7 +5,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import ClassVar
 
-from healthscore.sources.base import BearerAuth, Page, Source, SourceConnection, SourceObject, parse_timestamp
+from healthscore.sources.base import (
+    BearerAuth,
+    Page,
+    Source,
+    SourceConnection,
+    SourceObject,
+    parse_timestamp,
+    source_objects,
+)
 
 SEARCH_CAP = 10_000
 SEARCH_PAGE = 200
@@ -24,31 +32,24 @@ PROPERTIES = {
                  "hs_lastmodifieddate"],
 }
 MODIFIED_PROPERTY = {"contacts": "lastmodifieddate"}
-# HubSpot search answers carry no associations, and deals/meetings name their company only through
-# one: they are listed in full each batch (contacts have associatedcompanyid, companies are the root).
-SNAPSHOT_OBJECTS = {"deals", "meetings"}
 
 
 class HubSpotSource(Source):
     name = "hubspot"
-    default_conn_id = "crm_hubspot"
-    objects: ClassVar[dict[str, SourceObject]] = {
-        "companies": SourceObject("companies", "id", "properties.hs_lastmodifieddate"),
-        "contacts": SourceObject("contacts", "id", "properties.lastmodifieddate"),
-        "deals": SourceObject("deals", "id", "properties.hs_lastmodifieddate"),
-        "meetings": SourceObject("meetings", "id", "properties.hs_lastmodifieddate"),
-        "owners": SourceObject("owners", "id", "updatedAt"),
-    }
+    objects: ClassVar[dict[str, SourceObject]] = source_objects("hubspot")
 
     @staticmethod
     def auth(connection: SourceConnection) -> BearerAuth:
         return BearerAuth(connection.password)
 
     def pages(self, obj: str, cursor: str | None = None) -> Iterator[Page]:
-        """Cursor = the newest modification time seen, in epoch ms. None: a full list."""
+        """Cursor = the newest modification time seen, in epoch ms. None, or a snapshot object: a full list.
+
+        HubSpot search answers carry no associations, and deals/meetings name their company only through
+        one: as snapshots (registry) they are listed in full (contacts have associatedcompanyid)."""
         if obj == "owners":
             yield from self._list("/crm/v3/owners", {"limit": LIST_PAGE})
-        elif cursor is None or obj in SNAPSHOT_OBJECTS:
+        elif cursor is None or self.mode(obj) == "snapshot":
             params = {"limit": LIST_PAGE, "properties": ",".join(PROPERTIES[obj])}
             if obj != "companies":
                 params["associations"] = "companies"

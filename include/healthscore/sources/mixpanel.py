@@ -10,7 +10,14 @@ from typing import ClassVar, TypeVar
 
 from requests.auth import HTTPBasicAuth
 
-from healthscore.sources.base import Page, RetryableError, Source, SourceConnection, SourceObject
+from healthscore.sources.base import (
+    Page,
+    RetryableError,
+    Source,
+    SourceConnection,
+    SourceObject,
+    source_objects,
+)
 
 log = logging.getLogger(__name__)
 CHUNK = 20_000
@@ -19,10 +26,7 @@ Acc = TypeVar("Acc")
 
 class MixpanelSource(Source):
     name = "mixpanel"
-    default_conn_id = "product_mixpanel"
-    objects: ClassVar[dict[str, SourceObject]] = {
-        "events": SourceObject("events", "properties.$insert_id", "properties.time"),
-    }
+    objects: ClassVar[dict[str, SourceObject]] = source_objects("mixpanel")
 
     @staticmethod
     def auth(connection: SourceConnection) -> HTTPBasicAuth:

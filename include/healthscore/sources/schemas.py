@@ -25,10 +25,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from importlib import import_module
 from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from healthscore.sources import registry
 
 DTYPES = ("str", "Int64", "Float64", "boolean")
 PARSE_ERRORS = "parse_errors"
@@ -263,17 +266,20 @@ SCHEMAS: dict[tuple[str, str], ObjectSchema] = {(s.source, s.obj): s for s in (
     ), doc="per company-day aggregate of events joined to HubSpot licensed_seats; record_id 'company:date'"),
 )}
 
-#: (source, object) pairs that have a schema, in registry order.
+#: (source, object) pairs that have a schema here, in registry order.
 OBJECTS: tuple[tuple[str, str], ...] = tuple(SCHEMAS)
 
 
 def schema(source: str, obj: str) -> ObjectSchema:
-    """The schema of one object; KeyError lists what exists."""
-    try:
-        return SCHEMAS[(source, obj)]
-    except KeyError:
-        raise KeyError(f"no record schema for {source}.{obj}; known: {', '.join(f'{s}.{o}' for s, o in OBJECTS)}") \
-            from None
+    """The schema of one object: the table above, else the ``SCHEMAS`` of the registered source's client
+    module (a new source brings its schemas in its own module). KeyError lists what exists."""
+    found = SCHEMAS.get((source, obj))
+    if found is None and source in registry.names():
+        module = import_module(registry.source(source).client.partition(":")[0])
+        found = next((s for s in getattr(module, "SCHEMAS", ()) if (s.source, s.obj) == (source, obj)), None)
+    if found is None:
+        raise KeyError(f"no record schema for {source}.{obj}; known: {', '.join(f'{s}.{o}' for s, o in OBJECTS)}")
+    return found
 
 
 def column_dtypes(source: str, obj: str) -> dict[str, str]:

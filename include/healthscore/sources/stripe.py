@@ -5,23 +5,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import ClassVar
 
-from healthscore.sources.base import BearerAuth, Page, Source, SourceConnection, SourceObject
+from healthscore.sources.base import BearerAuth, Page, Source, SourceConnection, SourceObject, source_objects
 
 PAGE = 100
-# Invoices change after creation (paid, uncollectible): each batch re-reads this trailing window of
-# creation dates, so a payment made weeks later still lands. Net-30 terms plus dunning fit in 120 days.
-INVOICE_LOOKBACK_SECONDS = 120 * 86_400
+DAY_S = 86_400
 STRIPE_VERSION = "2025-10-29.clover"
 
 
 class StripeSource(Source):
     name = "stripe"
-    default_conn_id = "billing_stripe"
-    objects: ClassVar[dict[str, SourceObject]] = {
-        "customers": SourceObject("customers", "id", "created"),
-        "subscriptions": SourceObject("subscriptions", "id", "created"),
-        "invoices": SourceObject("invoices", "id", "created"),
-    }
+    objects: ClassVar[dict[str, SourceObject]] = source_objects("stripe")
 
     @staticmethod
     def auth(connection: SourceConnection) -> BearerAuth:
@@ -32,14 +25,17 @@ class StripeSource(Source):
         return {"Stripe-Version": str(connection.extra.get("stripe_version", STRIPE_VERSION))}
 
     def pages(self, obj: str, cursor: str | None = None) -> Iterator[Page]:
-        """Cursor = the newest ``created`` seen (epoch s). Subscriptions are always a full snapshot with
-        ``status=all`` and invoices re-read a trailing window: their state changes long after creation."""
+        """Cursor = the newest ``created`` seen (epoch s). Snapshot objects (subscriptions, with
+        ``status=all``) are listed in full; windowed ones (invoices) re-read the registry's trailing window
+        of creation dates: their state changes long after creation (a payment made weeks later still lands)."""
         params: dict = {"limit": PAGE}
+        spec = self.spec().object(obj)
         if obj == "subscriptions":
             params["status"] = "all"
+        if spec.mode == "snapshot":
             cursor = None
         elif cursor:
-            lookback = INVOICE_LOOKBACK_SECONDS if obj == "invoices" else 0
+            lookback = (spec.window_days or 0) * DAY_S
             params["created[gte]"] = max(0, int(cursor) - lookback)
         newest = int(cursor or 0)
         while True:

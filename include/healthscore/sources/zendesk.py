@@ -7,7 +7,14 @@ from typing import ClassVar
 
 from requests.auth import HTTPBasicAuth
 
-from healthscore.sources.base import Page, Source, SourceConnection, SourceObject, parse_timestamp
+from healthscore.sources.base import (
+    Page,
+    Source,
+    SourceConnection,
+    SourceObject,
+    parse_timestamp,
+    source_objects,
+)
 
 EXPORT_PAGE = 1000
 RATINGS_PAGE = 100
@@ -15,11 +22,7 @@ RATINGS_PAGE = 100
 
 class ZendeskSource(Source):
     name = "zendesk"
-    default_conn_id = "support_zendesk"
-    objects: ClassVar[dict[str, SourceObject]] = {
-        "tickets": SourceObject("tickets", "id", "updated_at"),
-        "satisfaction_ratings": SourceObject("satisfaction_ratings", "id", "updated_at"),
-    }
+    objects: ClassVar[dict[str, SourceObject]] = source_objects("zendesk")
 
     @staticmethod
     def auth(connection: SourceConnection) -> HTTPBasicAuth:

@@ -16,6 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from healthscore.sources import registry
 from healthscore.warehouse.types import UTCDateTime, json_type
 
 NAMING_CONVENTION: dict[str, str] = {
@@ -33,20 +34,9 @@ MOMENTUM_VALUES = ("up", "flat", "down")
 QUALITY_SEVERITIES = ("critical", "warning")
 OUTCOME_KINDS = ("churned", "renewed", "expanded", "contracted")
 
-#: Every raw landing table, one per (source, object). The single place a new vendor object is declared;
-#: a new entry here needs a migration creating ``raw_<source>_<object>`` (the autogenerate test will say so).
-LANDING_OBJECTS: tuple[tuple[str, str], ...] = (
-    ("hubspot", "companies"),
-    ("hubspot", "contacts"),
-    ("hubspot", "deals"),
-    ("hubspot", "owners"),
-    ("hubspot", "meetings"),
-    ("zendesk", "tickets"),
-    ("zendesk", "satisfaction_ratings"),
-    ("stripe", "customers"),
-    ("stripe", "subscriptions"),
-    ("stripe", "invoices"),
-)
+#: Every raw landing table, one per (source, object), from the source registry (objects landed ``raw``).
+#: A new object there needs a migration creating ``raw_<source>_<object>`` (the autogenerate test will say so).
+LANDING_OBJECTS: tuple[tuple[str, str], ...] = registry.landing_objects()
 
 JSONDict = dict[str, Any]
 
