@@ -396,7 +396,35 @@ def test_publish_patches_only_changes_and_never_shadow(sandbox, hubspot, engine,
     )["results"][0]["properties"]
     assert (read["health_score"], read["health_band"], read["health_trend"]) == ("30", "At Risk", "down")
     names = {p["name"] for p in hubspot.client.get_json("/crm/v3/properties/companies")["results"]}
-    assert {"health_score", "health_band", "health_trend"} <= names
+    assert {"health_score", "health_band", "health_trend", "health_score_computed",
+            "health_score_override_reason"} <= names
+
+
+def test_an_override_is_published_flagged_beside_the_computed_score_until_it_stops(sandbox, hubspot, engine,
+                                                                                  companies):
+    acc = [c for cs in companies.values() for c in cs][5]
+
+    def crm() -> tuple:
+        props = hubspot.client.post_json("/crm/v3/objects/companies/search", {
+            "filterGroups": [{"filters": [{"propertyName": "hs_object_id", "operator": "EQ", "value": acc}]}],
+            "properties": ["health_score", "health_band", "health_score_computed", "health_score_override_reason"],
+        })["results"][0]["properties"]
+        return (props["health_score"], props["health_band"], props["health_score_computed"],
+                props["health_score_override_reason"])
+
+    computed = pd.DataFrame({"account_id": [acc], "score": [41.6], "band": ["At Risk"], "momentum": ["down"]})
+    overridden = computed.assign(override_score=[80.0], override_band=["Healthy"], override_id=[7],
+                                 override_reason=["renewal signed"])
+    assert publish_scores(engine, hubspot.client, computed) == 1 and crm() == ("42", "At Risk", "42", "")
+    assert publish_scores(engine, hubspot.client, overridden) == 1
+    assert crm() == ("80", "Healthy", "42", "renewal signed")
+    assert publish_scores(engine, hubspot.client, overridden) == 0  # nothing changed
+    band_only = overridden.assign(override_score=[None], override_reason=["exec sponsor left"],
+                                  override_band=["Critical"])
+    assert publish_scores(engine, hubspot.client, band_only) == 1
+    assert crm() == ("42", "Critical", "42", "exec sponsor left")
+    assert publish_scores(engine, hubspot.client, computed) == 1  # expired or revoked: computed again, no flag
+    assert crm() == ("42", "At Risk", "42", "")
 
 
 def test_digests_and_alerts_are_written_once(engine, decision, tmp_path):
