@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     data_docs_index_limit: int = Field(
         default=200, ge=1, description="Validations linked from the Data Docs index (pages of older ones stay on disk). "
         "Each build reads that many stored results, once per validate task.")
+    data_docs_publish: bool = Field(
+        default=True, description="Build the Data Docs pages and index in every validate task. The history "
+        "bootstrap turns it off and builds them once at the end (results and quarantine are the same).")
     quality_fail_on_critical: bool = Field(
         default=False, description="Fail the run on a critical quality failure instead of carrying dimensions forward.")
     preload_task_runtime: bool = Field(

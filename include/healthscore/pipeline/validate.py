@@ -94,7 +94,7 @@ def _volume_history(conn: sa.Connection, source: str, obj: str, batch_date: date
 
 
 def build_context(engine: Engine, source: str, batch: Batch, paths: QualityPaths,
-                  fail_on_critical: bool = False) -> ValidationContext:
+                  fail_on_critical: bool = False, publish_docs: bool = True) -> ValidationContext:
     from healthscore.quality.gate import ValidationContext
 
     with engine.connect() as conn:
@@ -114,7 +114,7 @@ def build_context(engine: Engine, source: str, batch: Batch, paths: QualityPaths
             known_ticket_ids=_ids_until(conn, "zendesk", "tickets", batch.batch_date),
             volume_history={f"{source}.{obj}": _volume_history(conn, source, obj, batch.batch_date)
                             for obj in registry.source(source).validated_objects},
-            fail_on_critical=fail_on_critical,
+            fail_on_critical=fail_on_critical, publish_docs=publish_docs,
         )
 
 
@@ -165,7 +165,7 @@ def _result_rows(outcome: ValidationOutcome) -> list[dict]:
 
 
 def validate_source(source: str, engine: Engine, batch: Batch, paths: QualityPaths,
-                    fail_on_critical: bool = False) -> list[dict]:
+                    fail_on_critical: bool = False, publish: bool = True) -> list[dict]:
     """Validate every object of a source for the batch; alert (and optionally fail) on a critical block."""
     from healthscore.quality.gate import QualityGateError, publish_docs, validate
     from healthscore.quality.notify import QualityAlertNotifier
@@ -181,7 +181,9 @@ def validate_source(source: str, engine: Engine, batch: Batch, paths: QualityPat
                 payloads = {row["record_id"]: json.dumps(row, sort_keys=True, default=str)
                             for row in frame.drop(columns=["parse_errors"], errors="ignore").to_dict("records")}
             else:
-                records = landed_records(conn, source, obj, batch.batch_date)
+                # Tombstones (records deleted in the vendor) carry no fields to check.
+                records = [r for r in landed_records(conn, source, obj, batch.batch_date)
+                           if r.get("archived") is not True]
                 frame = flatten(source, obj, records)
                 payloads = dict(zip(frame["record_id"], (json.dumps(r, sort_keys=True) for r in records), strict=True))
         outcome = validate(source, obj, frame, context, publish=False)
@@ -196,7 +198,8 @@ def validate_source(source: str, engine: Engine, batch: Batch, paths: QualityPat
                       "; ".join(outcome.block_reasons), outcome.blocked_dimensions)
             QualityAlertNotifier(paths.outbox_path, outcome=outcome).notify({"run_id": batch.run_id})
             blocked.append(outcome)
-    publish_docs(paths.data_docs_dir, paths.data_docs_index_limit)  # once for every suite of the source: the index is the costly part
+    if publish:  # once for every suite of the source: the index is the costly part
+        publish_docs(paths.data_docs_dir, paths.data_docs_index_limit)
     if blocked and fail_on_critical:
         raise QualityGateError(blocked[0])
     return summaries
