@@ -287,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--accounts", type=int, default=300)
     demo.add_argument("--seed", type=int, default=42)
     demo.add_argument("--history-days", type=int, default=None,
-                      help="days of history bootstrapped before the Airflow runs (default 130; 0: none)")
+                      help="days of history bootstrapped before the Airflow runs (default 64: the 30-day lead; 130: all leads; 0: none)")
     demo.set_defaults(func=_cmd_demo)
     return parser
 
