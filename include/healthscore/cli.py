@@ -107,7 +107,8 @@ def _cmd_override(args: argparse.Namespace) -> int:
         else:
             for row in list_overrides(engine, args.account, active_only=args.active):
                 print(json.dumps({k: row[k] for k in ("id", "account_id", "status", "override_score", "override_band",
-                                                      "reason", "author", "created_at", "expires_on", "revoked_at")},
+                                                      "reason", "author", "created_at", "expires_on", "revoked_at",
+                                                      "revoked_by")},
                                  default=str))
     except OverrideError as exc:
         print(f"override not {'saved' if args.action == 'set' else 'revoked'}: {exc}", file=sys.stderr)
