@@ -330,7 +330,7 @@ def find_task(client: HttpClient, key: str) -> str | None:
         "properties": ["hs_task_body", "hubspot_owner_id"],
         "limit": 10,
     }
-    found = client.post_json(TASK_SEARCH_PATH, body)
+    found = client.post_json(TASK_SEARCH_PATH, body, idempotent=True)  # a search: a read sent as POST
     ids = [
         str(r["id"])
         for r in found.get("results", [])
@@ -645,7 +645,8 @@ def publish_scores(engine: Engine, hubspot_client: HttpClient, scores: pd.DataFr
             continue
         props = {"health_score": str(score), "health_band": band or "", "health_trend": trend or ""}
         try:
-            hubspot_client.request("PATCH", f"/crm/v3/objects/companies/{acc}", json={"properties": props})
+            hubspot_client.request("PATCH", f"/crm/v3/objects/companies/{acc}", json={"properties": props},
+                                   idempotent=True)  # absolute property values: sending twice changes nothing
         except SourceAuthError:
             raise
         except RetryableError:

@@ -81,7 +81,7 @@ class HubSpotSource(Source):
         while True:
             offset, last_ms, restarted = 0, since_ms, False
             while True:
-                body = self.client.post_json(f"/crm/v3/objects/{obj}/search", {
+                body = self.client.post_json(f"/crm/v3/objects/{obj}/search", idempotent=True, body={
                     "filterGroups": [{"filters": [{"propertyName": prop, "operator": "GTE", "value": str(since_ms)}]}],
                     "sorts": [{"propertyName": prop, "direction": "ASCENDING"}],
                     "properties": PROPERTIES[obj], "limit": SEARCH_PAGE, **({"after": str(offset)} if offset else {}),
