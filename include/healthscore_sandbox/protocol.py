@@ -315,8 +315,12 @@ async def _late(body: str, seconds: float):  # noqa: ANN202 - an async generator
     yield body.encode()
 
 
-def vendor_call(vendor: str, policy: str | None = None) -> Callable[[Request], Call]:
-    """FastAPI dependency: auth, clock, rate limit, then injected faults, in the vendor's style."""
+def vendor_call(vendor: str, policy: str | None = None, *, write: bool | None = None) -> Callable[[Request], Call]:
+    """FastAPI dependency: auth, clock, rate limit, then injected faults, in the vendor's style.
+
+    ``write`` says whether the route changes state (write faults only with ``apply_to_writes``);
+    None decides by method, so a POST that only reads (a batch read) passes ``write=False``.
+    """
     policy = policy or vendor
 
     def guard(request: Request) -> Call:
@@ -324,6 +328,8 @@ def vendor_call(vendor: str, policy: str | None = None) -> Callable[[Request], C
         who = _check_auth(vendor, request)
         now = state.clock.now(request)
         state.requests[vendor] += 1
+        if policy != vendor:  # e.g. hubspot_search: its own, lower limit
+            state.requests[policy] += 1
         allowed, remaining, reset_in = state.limiter.hit(policy, who)
         if not allowed:
             state.requests[f"{vendor}:429"] += 1
@@ -331,13 +337,14 @@ def vendor_call(vendor: str, policy: str | None = None) -> Callable[[Request], C
         cfg = state.faults.config
         if cfg.latency_ms:
             time.sleep(cfg.latency_ms / 1000)
-        fault = state.faults.transport_fault(is_write=request.method != "GET")
+        is_write = request.method != "GET" if write is None else write
+        fault = state.faults.transport_fault(is_write=is_write)
         if fault == "5xx":
             raise VendorError(_server_error(vendor, request))
         if fault == "429":
             raise VendorError(_rate_limited(vendor, policy, 1.0, request))
         stall = 0.0
-        if fault == "timeout" and request.method in ("GET", "HEAD"):
+        if fault == "timeout" and not is_write:
             time.sleep(cfg.timeout_seconds)  # a slow read: nothing changes either way
         elif fault == "timeout":
             # A slow write is the dangerous kind: the vendor acts on it, and the client that gave up
