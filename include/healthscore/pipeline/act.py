@@ -92,15 +92,21 @@ def decide_and_record(engine: Engine, batch: Batch) -> Any:
     return decision
 
 
-def act(engine: Engine, batch: Batch, hubspot: HttpClient, outbox_path: Path) -> dict[str, Any]:
-    """Events -> CRM tasks (exactly once) -> digests and alerts -> CRM health fields."""
+def act(engine: Engine, batch: Batch, hubspot: HttpClient, outbox_path: Path,
+        fallback_recipient: str | None = None) -> dict[str, Any]:
+    """Events -> CRM tasks (exactly once) -> digests and alerts to the owners' emails, delivered where a
+    transport is configured (``healthscore.notify.delivery``) -> CRM health fields."""
+    from healthscore.notify.delivery import deliver_outbox, owner_recipients
     from healthscore.playbooks.delivery import deliver_pending, publish_scores
     from healthscore.playbooks.notifiers import send_critical_alerts, send_daily_digests
 
     decision = decide_and_record(engine, batch)
     delivery = deliver_pending(engine, hubspot, as_of=batch.as_of)
-    digests = send_daily_digests(engine, decision.pending, outbox_path, batch.batch_date)
-    alerts = send_critical_alerts(engine, decision.pending, outbox_path, batch.batch_date)
+    recipients = owner_recipients(engine, batch.batch_date, fallback_recipient)
+    digests = send_daily_digests(engine, decision.pending, outbox_path, batch.batch_date, recipients=recipients)
+    roles = {"cs_leader": fallback_recipient, "executive_sponsor": fallback_recipient} if fallback_recipient else {}
+    alerts = send_critical_alerts(engine, decision.pending, outbox_path, batch.batch_date, recipients=roles)
+    notified = deliver_outbox(engine)
     champion = next(model for model, shadow in registered_models(engine) if not shadow)
     with engine.connect() as conn:
         today = _with_override_reasons(conn, _scores(conn, champion.version, batch.batch_date, batch.batch_date))
@@ -108,7 +114,7 @@ def act(engine: Engine, batch: Batch, hubspot: HttpClient, outbox_path: Path) ->
     summary = {"pending": len(decision.pending), "deferred": len(decision.deferred),
                "suppressed": len(decision.suppressed), "delivery": _plain(asdict(delivery)),
                "digests": digests, "alerts": alerts, "published": published.published,
-               "publish": _plain(asdict(published))}
+               "publish": _plain(asdict(published)), "notifications_delivered": len(notified.delivered)}
     log.info("act %s: %s", batch.batch_date, summary)
     return summary
 
