@@ -15,7 +15,7 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-from healthscore_sandbox.faults import FaultInjector
+from healthscore_sandbox.faults import HOSTILE_NAMES, FaultInjector
 from healthscore_sandbox.world import World
 
 DAY = 86_400
@@ -118,7 +118,7 @@ class VendorViews:
         return self._split(obj, now)[1]
 
     def _fault_key(self) -> tuple:
-        return (self.faults.config.bad_record_rate, self.faults.config.seed)
+        return (self.faults.config.bad_record_rate, self.faults.config.seed, self.faults.config.hostile_names)
 
     def _split(self, obj: str, now: int) -> tuple[pd.DataFrame, pd.DataFrame]:
         """(live, archived) views; an archived record's modification time is its archive time, as in HubSpot.
@@ -210,7 +210,19 @@ class VendorViews:
         frame.loc[kinds == "null", "name"] = None
         frame.loc[kinds == "out_of_range", "licensed_seats"] = "-5"
         frame.loc[kinds == "unknown_fk", "hubspot_owner_id"] = UNKNOWN_OWNER_ID
+        hostile = self.hostile_company_names()
+        if hostile:
+            named = frame["id"].map(hostile)
+            frame["name"] = named.where(named.notna(), frame["name"]).astype(object)
         return _by_numeric_id(frame)
+
+    def hostile_company_names(self) -> dict[str, str]:
+        """company id -> hostile name for the first ``hostile_names`` companies in id order (whenever visible)."""
+        count = self.faults.config.hostile_names
+        if not count:
+            return {}
+        ids = sorted(self._company_ids, key=int)[:count]
+        return {cid: HOSTILE_NAMES[i % len(HOSTILE_NAMES)] for i, cid in enumerate(ids)}
 
     def _build_contacts(self, now: int) -> pd.DataFrame:
         contacts = self.world.contacts

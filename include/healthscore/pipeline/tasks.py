@@ -114,7 +114,8 @@ def run_act(conn_id: str, context: Mapping[str, Any]) -> dict:
     try:
         connection = SourceConnection.from_airflow(conn_id)
         with HubSpotSource(connection, as_of=batch.as_of + ACT_AFTER_CUTOFF) as hubspot:
-            return act(engine, batch, hubspot.client, default_outbox_path(settings.data_dir))
+            return act(engine, batch, hubspot.client, default_outbox_path(settings.data_dir),
+                       fallback_recipient=settings.notify_fallback_email)
     finally:
         engine.dispose()
 
