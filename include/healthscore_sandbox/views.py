@@ -17,6 +17,7 @@ import pandas as pd
 
 from healthscore_sandbox.faults import HOSTILE_NAMES, FaultInjector
 from healthscore_sandbox.world import World
+from healthscore_sandbox.world_records import PAYMENT_ATTEMPT_OFFSETS
 
 DAY = 86_400
 UNKNOWN_COMPANY_ID = "9999999999"
@@ -458,8 +459,21 @@ class VendorViews:
         paid_ts = visible["paid_ts"].to_numpy(dtype="int64")
         paid = (paid_ts >= 0) & (paid_ts <= now)
         due = visible["due_ts"].to_numpy(dtype="int64")
-        status = np.where(paid, "paid", np.where(now > due + 90 * DAY, "uncollectible", "open"))
+        written_off = due + 90 * DAY + 1  # marked uncollectible 90 days past due, unless paid first
+        uncollectible = ~paid & (written_off <= now)
+        status = np.where(paid, "paid", np.where(uncollectible, "uncollectible", "open"))
+        marked = np.where((written_off <= now) & (~paid | (paid_ts >= written_off)), written_off, -1)
         amount = visible["amount_due_cents"].to_numpy(dtype="int64")
+        # Fields that change over the invoice's life, as they stood at `now` (never the final value):
+        # the world keeps each invoice's final attempt count; attempts happen on a fixed schedule.
+        created = visible["created_ts"].to_numpy(dtype="int64")
+        final_attempts = visible["attempt_count"].to_numpy(dtype="int64")
+        automatic = (visible["collection_method"].astype(str) == "charge_automatically").to_numpy()
+        made = (created[:, None] + PAYMENT_ATTEMPT_OFFSETS[None, :]) <= now
+        scheduled = np.arange(len(PAYMENT_ATTEMPT_OFFSETS))[None, :] < final_attempts[:, None]
+        attempts = np.where(automatic, (made & scheduled).sum(axis=1), paid.astype("int64"))
+        retry = automatic & ~paid & ~uncollectible & (attempts < len(PAYMENT_ATTEMPT_OFFSETS))
+        next_attempt = np.where(retry, created + PAYMENT_ATTEMPT_OFFSETS[np.minimum(attempts, 3)], -1)
         sub_ids = "sub_" + visible["stripe_customer_id"].astype(str).str[4:]
         frame = pd.DataFrame(
             {
@@ -474,8 +488,11 @@ class VendorViews:
                 "period_start": visible["created_ts"].to_numpy(dtype="int64"),
                 "period_end": visible["period_end_ts"].to_numpy(dtype="int64"),
                 "paid_at": np.where(paid, paid_ts, -1),
-                "attempt_count": visible["attempt_count"].to_numpy(dtype="int64"),
+                "marked_uncollectible_at": marked,
+                "attempt_count": attempts.astype("int64"),
+                "next_payment_attempt": next_attempt.astype("int64"),
                 "collection_method": _strings(visible["collection_method"]),
+                "number": _strings(visible["invoice_id"].astype(str).str[3:11].str.upper() + "-0001"),
             }
         )
         kinds = self._corrupt("invoices", frame, "id")

@@ -30,7 +30,6 @@ from healthscore.warehouse.models import (
 
 log = logging.getLogger(__name__)
 
-LOOKBACK_DAYS = 120
 SCORE_COLUMNS = ["account_id", "as_of_date", "score", "band", "trend_30d", "segment", "lifecycle_stage",
                  "dimension_scores", "attribution", "override_band", "override_score", "override_id", "model_version",
                  "momentum"]
@@ -82,7 +81,8 @@ def decide_and_record(engine: Engine, batch: Batch) -> Any:
     with engine.connect() as conn:
         context = _account_context(conn, day)
         today = _scores(conn, champion.version, day, day).merge(context, on="account_id", how="left")
-        history = _scores(conn, champion.version, day - timedelta(days=LOOKBACK_DAYS), day - timedelta(days=1))
+        lookback = timedelta(days=champion.playbooks.lookback_days)  # what decide_playbook_events replays
+        history = _scores(conn, champion.version, day - lookback, day - timedelta(days=1))
         past = _events(conn, PlaybookEvent.crossing_date < day)
         deferred = _events(conn, PlaybookEvent.status == "deferred", PlaybookEvent.crossing_date < day)
     decision = decide_playbook_events(today, history, past, champion, deferred=deferred, as_of_date=day)
