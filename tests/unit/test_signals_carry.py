@@ -9,8 +9,6 @@ import pandas as pd
 
 from healthscore.config import load_model_config
 from healthscore.signals.carry import (
-    CARRY_FORWARD_DECAY,
-    CARRY_FORWARD_MAX_DAYS,
     SourceStatus,
     apply_dimension_status,
     dimension_reasons,
@@ -37,7 +35,7 @@ def test_carried_decayed_or_missing() -> None:
     prior = {
         "a": (DAY - timedelta(days=2), good, {"financial": {"status": "ok"}}),  # carried, 2 days old
         "b": (DAY - timedelta(days=1), good, {"financial": {"status": "carried_forward",
-                                                           "from": (DAY - timedelta(days=CARRY_FORWARD_MAX_DAYS + 1))
+                                                           "from": (DAY - timedelta(days=model.carry_forward.max_days + 1))
                                                            .isoformat()}}),  # too old at the source
     }
     reasons = {dim: (["stripe blocked"] if dim == "financial" else []) for dim in model.dimensions}
@@ -45,7 +43,7 @@ def test_carried_decayed_or_missing() -> None:
     assert out["account_id"].tolist() == ["a", "b", "c"]
     a, b, c = (out.iloc[i] for i in range(3))
     assert all(a[s] == 0.25 for s in signals) and a["carried_dimensions"] == ["financial"]
-    assert a["confidence_financial"] == CARRY_FORWARD_DECAY ** 2 and a["blocked_dimensions"] == []
+    assert a["confidence_financial"] == model.carry_forward.confidence(2) and a["blocked_dimensions"] == []
     assert a["dimension_sources"]["financial"]["from"] == (DAY - timedelta(days=2)).isoformat()
     for row in (b, c):
         assert all(np.isnan(row[s]) for s in signals) and row["blocked_dimensions"] == ["financial"]

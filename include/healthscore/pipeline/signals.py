@@ -30,9 +30,8 @@ from sqlalchemy.engine import Engine
 from healthscore.batch import PointInTime
 from healthscore.config import ModelConfig
 from healthscore.quality.policy import SOURCE_DIMENSIONS
-from healthscore.signals import FEATURE_EVENTS, SignalInputs, compute_signals, hubspot
+from healthscore.signals import COMPUTED_SIGNALS, FEATURE_EVENTS, SignalInputs, compute_signals, hubspot
 from healthscore.signals.carry import (
-    CARRY_FORWARD_MAX_DAYS,
     CONFIDENCE_PREFIX,
     CONTRACT_COLUMNS,
     DIMENSION_SOURCES,
@@ -119,15 +118,16 @@ def build_signals(engine: Engine, as_of: datetime, batch_date: date, model: Mode
         inputs = read_inputs(conn, pit, statuses)
         frame = hubspot.contract_columns(inputs.accounts, pit, model)
         computed = compute_signals(inputs, pit, feature_events)
+        if set(computed) != COMPUTED_SIGNALS:
+            raise RuntimeError(f"COMPUTED_SIGNALS is out of date: computed {sorted(set(computed))}")
+        missing = [s for s in model.all_signal_ids() if s not in computed]
+        if missing:  # models are checked at load; this is a model built without that check
+            raise ValueError(f"model {model.version} uses signals no code computes: {', '.join(missing)}")
         for signal_id in model.all_signal_ids():
-            values = computed.get(signal_id)
-            if values is None:
-                log.warning("signal %r has no definition in healthscore.signals: left NaN", signal_id)
-                frame[signal_id] = np.nan
-            else:
-                frame[signal_id] = values.reindex(frame["account_id"]).to_numpy(dtype=float, na_value=np.nan)
+            frame[signal_id] = computed[signal_id].reindex(frame["account_id"]).to_numpy(dtype=float, na_value=np.nan)
         reasons = dimension_reasons(model, statuses, SOURCE_DIMENSIONS)
-        prior = _prior_rows(conn, frame["account_id"], batch_date) if any(reasons.values()) else {}
+        prior = (_prior_rows(conn, frame["account_id"], batch_date, model.carry_forward.max_days)
+                 if any(reasons.values()) else {})
     return apply_dimension_status(frame, model, reasons, prior, batch_date, SOURCE_DIMENSIONS)
 
 
@@ -157,10 +157,11 @@ def _prop(record: Mapping[str, Any], name: str) -> str | None:
     return None if value in (None, "") else str(value)
 
 
-def _prior_rows(conn: sa.Connection, account_ids: Iterable[str], batch_date: date) -> dict[str, PriorRow]:
+def _prior_rows(conn: sa.Connection, account_ids: Iterable[str], batch_date: date,
+                max_days: int) -> dict[str, PriorRow]:
     """Newest earlier account_signals row per account within the carry-forward horizon."""
     t = AccountSignals.__table__
-    start = batch_date - timedelta(days=CARRY_FORWARD_MAX_DAYS)
+    start = batch_date - timedelta(days=max_days)
     newest = (sa.select(t.c.account_id, sa.func.max(t.c.as_of_date).label("newest"))
               .where(t.c.as_of_date < batch_date, t.c.as_of_date >= start).group_by(t.c.account_id).subquery())
     query = sa.select(t.c.account_id, t.c.as_of_date, t.c.signals, t.c.dimension_sources).join(

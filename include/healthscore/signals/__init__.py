@@ -54,7 +54,17 @@ import pandas as pd
 from healthscore.signals import hubspot, mixpanel, stripe, zendesk
 from healthscore.signals.common import FEATURE_EVENTS, PointInTime, SignalInputs, Signals
 
-__all__ = ["FEATURE_EVENTS", "SignalInputs", "Signals", "compute_signals", "csat_3m"]
+__all__ = ["COMPUTED_SIGNALS", "FEATURE_EVENTS", "SignalInputs", "Signals", "compute_signals", "csat_3m"]
+
+#: Every signal id ``compute_signals`` returns: a model using another one is refused at load
+#: (``load_model_config(..., computable_signals=COMPUTED_SIGNALS)``), not scored as a column of NaN.
+COMPUTED_SIGNALS: frozenset[str] = frozenset({
+    "active_user_pct", "logins_per_user_week", "feature_breadth", "usage_trend_mom", "contract_coverage",
+    "csm_touchpoints_qtr", "training_sessions_qtr", "qbr_attended", "executive_sponsor", "active_champion",
+    "contacts_engaged", "departments_engaged", "expansion_12m", "open_tickets", "p1_tickets_90d",
+    "complaint_ratio", "resolution_time_trend", "arr", "days_past_due", "payment_status_ok", "latest_nps",
+    "csat_3m",
+})
 
 
 def compute_signals(inputs: SignalInputs, pit: PointInTime,

@@ -2,8 +2,8 @@
 
 Sources the gate BLOCKED for the batch, sources with no batch landed for the date, and sources with no
 data at all take out the dimensions they feed. Each such dimension is carried forward per account from the
-newest earlier ``account_signals`` row whose value came from a good run (at most ``CARRY_FORWARD_MAX_DAYS``
-old) with confidence ``CARRY_FORWARD_DECAY ** age_days``; when there is none its signals stay NaN and the
+newest earlier ``account_signals`` row whose value came from a good run (at most the model's
+``carry_forward.max_days`` old) with confidence ``carry_forward.decay_per_day ** age_days``; when there is none its signals stay NaN and the
 dimension is listed in ``blocked_dimensions``. Scoring treats a listed dimension as missing, so carried
 dimensions are deliberately NOT listed there (that would throw the carried values away): they are named in
 ``carried_dimensions`` and discounted by ``confidence_<dimension>``. ``dimension_sources`` records
@@ -22,9 +22,6 @@ import numpy as np
 import pandas as pd
 
 from healthscore.config import ModelConfig
-
-CARRY_FORWARD_DECAY = 0.9
-CARRY_FORWARD_MAX_DAYS = 30
 
 CONTRACT_COLUMNS = ("account_id", "as_of_date", "segment", "plan", "lifecycle_stage", "tenure_days", "arr_cents",
                     "renewal_date", "owner_id")
@@ -82,6 +79,7 @@ def apply_dimension_status(frame: pd.DataFrame, model: ModelConfig, reasons: Map
                            prior: Mapping[str, PriorRow], batch_date: date,
                            source_dimensions: Mapping[str, Iterable[str]]) -> pd.DataFrame:
     """Carry blocked dimensions forward (or leave them NaN) and add the status/confidence columns."""
+    carry = model.carry_forward
     n = len(frame)
     blocked: list[list[str]] = [[] for _ in range(n)]
     carried: list[list[str]] = [[] for _ in range(n)]
@@ -105,15 +103,15 @@ def apply_dimension_status(frame: pd.DataFrame, model: ModelConfig, reasons: Map
         for i, account in enumerate(ids):
             good = good_value(prior.get(account), dim)
             age = (batch_date - good[0]).days if good else None
-            if good is None or age is None or not 0 < age <= CARRY_FORWARD_MAX_DAYS:
+            if good is None or age is None or not 0 < age <= carry.max_days:
                 for s in signal_ids:
                     columns[s][i] = np.nan
                 conf[i] = 0.0
                 blocked[i].append(dim)
                 sources[i][dim] = {"status": "missing", "confidence": 0.0,
-                                   "reason": f"{reason}; no good value in the last {CARRY_FORWARD_MAX_DAYS} days"}
+                                   "reason": f"{reason}; no good value in the last {carry.max_days} days"}
                 continue
-            weight = float(CARRY_FORWARD_DECAY ** age)
+            weight = carry.confidence(age)
             for s in signal_ids:
                 value = good[1].get(s)
                 columns[s][i] = np.nan if value is None else float(value)

@@ -320,6 +320,7 @@ class ScoreOverride(Base):
     created_at: Mapped[dt.datetime] = mapped_column(server_default=NOW)
     expires_on: Mapped[dt.date | None]
     revoked_at: Mapped[dt.datetime | None]
+    revoked_by: Mapped[str | None]
 
 
 class HealthScore(Base):
@@ -397,7 +398,11 @@ class PlaybookEvent(Base):
 
 
 class CrmPublication(Base):
-    """Last values written to the CRM per account, so a PATCH is sent only on change."""
+    """Last values written to the CRM per account, so a PATCH is sent only on change.
+
+    ``health_score``/``health_band`` are what the CRM shows (an active override's, else the computed);
+    ``health_score_computed`` is the computed score and ``override_reason`` the override's reason ('' when none).
+    """
 
     __tablename__ = "crm_publications"
 
@@ -405,6 +410,8 @@ class CrmPublication(Base):
     health_score: Mapped[float | None]
     health_band: Mapped[str | None]
     health_trend: Mapped[str | None]
+    health_score_computed: Mapped[float | None]
+    override_reason: Mapped[str | None]
     published_at: Mapped[dt.datetime]
 
 
@@ -438,6 +445,20 @@ class NotificationOutbox(Base):
     created_at: Mapped[dt.datetime] = mapped_column(server_default=NOW)
     sent_at: Mapped[dt.datetime | None] = mapped_column(index=True)
     dedupe_key: Mapped[str] = mapped_column(unique=True)
+
+
+class NotificationDelivery(Base):
+    """Handing an outbox message to email or Slack: attempts, last error, and when it was accepted."""
+
+    __tablename__ = "notification_deliveries"
+
+    dedupe_key: Mapped[str] = mapped_column(sa.ForeignKey("notifications_outbox.dedupe_key"), primary_key=True)
+    transport: Mapped[str]
+    address: Mapped[str]
+    attempts: Mapped[int] = mapped_column(server_default=sa.text("0"))
+    last_error: Mapped[str | None]
+    last_attempt_at: Mapped[dt.datetime | None]
+    delivered_at: Mapped[dt.datetime | None]
 
 
 # ------------------------------------------------------------------------------------------ evaluation
