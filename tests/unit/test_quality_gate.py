@@ -291,7 +291,7 @@ def test_reconciliation_and_rows_fit_the_warehouse_tables(world, outcomes):
     quarantine_columns = {c.name for c in Quarantine.__table__.columns} - {"id", "created_at", "payload"}
     for key, outcome in outcomes.items():
         rec, frame = outcome.reconciliation, world.frames[key]
-        assert rec["landed"] == len(frame) == rec["accepted"] + rec["quarantined"], key
+        assert rec["landed"] == len(frame) == rec["accepted"] + rec["quarantined"] + rec["out_of_scope"], key
         assert rec["quarantined"] == frame["record_id"].isin(outcome.quarantined_ids).sum()
         assert not set(outcome.accepted_ids) & outcome.quarantined_ids
         assert set(rec) <= {c.name for c in BatchReconciliation.__table__.columns}

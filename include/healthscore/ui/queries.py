@@ -455,7 +455,7 @@ def quality(conn: sa.Connection, limit: int = 200) -> Quality:
         sa.select(R).join(newest, sa.and_(R.c.source == newest.c.source, R.c.object == newest.c.object,
                                           R.c.batch_date == newest.c.batch_date)).order_by(R.c.source, R.c.object))]
     for row in recon:
-        row["balanced"] = row["landed"] == row["accepted"] + row["quarantined"]
+        row["balanced"] = row["landed"] == row["accepted"] + row["quarantined"] + row.get("out_of_scope", 0)
     failures = [dict(r._mapping) for r in conn.execute(
         sa.select(QR.c.source, QR.c.suite, QR.c.expectation, QR.c.column, QR.c.severity, QR.c.observed_value,
                   QR.c.unexpected_count, QR.c.element_count, QR.c.details)
