@@ -200,9 +200,10 @@ def stored_outcome(conn: sa.Connection, source: str, obj: str, batch_date: date)
 
 
 def enforce(outcomes: Iterable[ValidationOutcome], paths: QualityPaths, batch: Batch,
-            fail_on_critical: bool) -> list[ValidationOutcome]:
-    """The gate's consequences, the same for every object: a blocked one is logged and alerted; with
-    ``fail_on_critical`` the first raises ``QualityGateError`` (after every alert is written)."""
+            fail_on_critical: bool, engine: Engine | None = None) -> list[ValidationOutcome]:
+    """The gate's consequences, the same for every object: a blocked one is logged and alerted (the outbox
+    file, and its table with ``engine``); with ``fail_on_critical`` the first raises ``QualityGateError``
+    (after every alert is written)."""
     from healthscore.quality.gate import QualityGateError
     from healthscore.quality.notify import QualityAlertNotifier
 
@@ -210,7 +211,7 @@ def enforce(outcomes: Iterable[ValidationOutcome], paths: QualityPaths, batch: B
     for outcome in blocked:
         log.error("%s.%s critical quality failure: %s; blocked dimensions: %s", outcome.source, outcome.obj,
                   "; ".join(outcome.block_reasons), outcome.blocked_dimensions)
-        QualityAlertNotifier(paths.outbox_path, outcome=outcome).notify({"run_id": batch.run_id})
+        QualityAlertNotifier(paths.outbox_path, outcome=outcome, engine=engine).notify({"run_id": batch.run_id})
     if blocked and fail_on_critical:
         raise QualityGateError(blocked[0])
     return blocked
@@ -255,5 +256,5 @@ def validate_source(source: str, engine: Engine, batch: Batch, paths: QualityPat
         log.info("%s.%s %s: landed=%d accepted=%d quarantined=%d out_of_scope=%d; Data Docs: %s", source,
                  outcome.obj, batch.batch_date, summary["landed"], summary["accepted"], summary["quarantined"],
                  summary["out_of_scope"], summary["docs_path"])
-    enforce(outcomes, paths, batch, fail_on_critical)
+    enforce(outcomes, paths, batch, fail_on_critical, engine)
     return summaries
