@@ -27,6 +27,7 @@ SOURCES = {spec.name: spec for spec in registry.sources()}
 LANDING_ASSETS = {name: Asset(f"healthscore://warehouse/landing/{name}") for name in SOURCES}
 VALIDATED_ASSETS = {name: Asset(f"healthscore://warehouse/validated/{name}") for name in SOURCES}
 SCORES_ASSET = Asset("healthscore://warehouse/health_scores")
+OUTCOMES_ASSET = Asset("healthscore://warehouse/renewal_outcomes")
 CRM_WRITES_POOL = "crm_writes"  # one deliverer at a time: exactly-once recovery searches the CRM first
 
 
@@ -80,6 +81,13 @@ def customer_health_daily():
 
         return run_score(context)
 
+    @task(outlets=[OUTCOMES_ASSET])
+    def record_outcomes(**context) -> dict:
+        """Renewal outcomes (renewed / churned / contracted / expanded) from CRM deals and Stripe, both sides kept."""
+        from healthscore.pipeline.tasks import run_outcomes
+
+        return run_outcomes(context)
+
     @task(pool=CRM_WRITES_POOL, retries=3, retry_delay=timedelta(minutes=2))
     def run_playbooks(**context) -> dict:
         """Crossings -> CRM tasks exactly once, digests and alerts, CRM health fields on change."""
@@ -97,6 +105,8 @@ def customer_health_daily():
                 extracts[ref] >> (extracts[name] if spec.streams_validation else validations[name])
     act = run_playbooks()
     list(validations.values()) >> build_signals() >> score_and_archive() >> act
+    # Outcomes read the validated deals and subscriptions; upstream of the last task, so the next run waits.
+    [validations["hubspot"], validations["stripe"]] >> record_outcomes() >> act
     migrated >> act  # so the next run's prepare_warehouse waits for this run's last task too
 
 

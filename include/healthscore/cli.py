@@ -57,9 +57,10 @@ def _cmd_sandbox_ground_truth(args: argparse.Namespace) -> int:
 
 def _cmd_config_validate(args: argparse.Namespace) -> int:
     from healthscore.config import ModelConfigError, load_model_config
+    from healthscore.pipeline.signals import COMPUTED_SIGNALS
 
     try:
-        model = load_model_config(Path(args.path) if args.path else None)
+        model = load_model_config(Path(args.path) if args.path else None, computable_signals=COMPUTED_SIGNALS)
     except ModelConfigError as exc:
         print(f"invalid: {exc}", file=sys.stderr)
         return 1
@@ -107,7 +108,8 @@ def _cmd_override(args: argparse.Namespace) -> int:
         else:
             for row in list_overrides(engine, args.account, active_only=args.active):
                 print(json.dumps({k: row[k] for k in ("id", "account_id", "status", "override_score", "override_band",
-                                                      "reason", "author", "created_at", "expires_on", "revoked_at")},
+                                                      "reason", "author", "created_at", "expires_on", "revoked_at",
+                                                      "revoked_by")},
                                  default=str))
     except OverrideError as exc:
         print(f"override not {'saved' if args.action == 'set' else 'revoked'}: {exc}", file=sys.stderr)
@@ -150,9 +152,56 @@ def _num(value: float | None) -> str:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from healthscore.demo import run_demo
+    from healthscore.demo import DEMO_HISTORY_DAYS, DemoError, run_demo
 
-    return run_demo(Settings.from_env(), accounts=args.accounts, seed=args.seed)
+    if not 1 <= args.accounts <= 100_000:
+        print(f"healthscore demo: --accounts must be between 1 and 100000, not {args.accounts}", file=sys.stderr)
+        return 2
+    try:
+        return run_demo(Settings.from_env(), accounts=args.accounts, seed=args.seed,
+                        history_days=DEMO_HISTORY_DAYS if args.history_days is None else args.history_days)
+    except DemoError as exc:
+        print(f"healthscore demo: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("healthscore demo: interrupted; the warehouse keeps what the finished days wrote", file=sys.stderr)
+        return 130
+
+
+def _cmd_history_bootstrap(args: argparse.Namespace) -> int:
+    """Run the daily pipeline over past months; against a sandbox it starts (--sandbox) or the connections."""
+    from contextlib import nullcontext
+
+    from healthscore.pipeline.history import BootstrapPlan, bootstrap
+
+    try:
+        plan = BootstrapPlan.months_ending(args.last, args.months)
+    except ValueError as exc:
+        print(f"history bootstrap: {exc}", file=sys.stderr)
+        return 2
+    settings = Settings.from_env()
+    if args.sandbox:
+        from healthscore.demo import pipeline_env
+        from healthscore.warehouse.engine import resolve_warehouse_url
+        from healthscore_sandbox.runner import SandboxOptions, ThreadedSandbox, build_state, free_port
+
+        server = ThreadedSandbox(build_state(SandboxOptions(seed=args.seed, accounts=args.accounts,
+                                                            rate_limit_scale=1000)), port=free_port())
+    else:
+        server = nullcontext()
+    with server as running:
+        if running is not None:
+            import os
+
+            os.environ.update(pipeline_env(running.url, resolve_warehouse_url(settings), settings.data_dir))
+            print(f"sandbox: {running.url} ({args.accounts} accounts, seed {args.seed})", flush=True)
+        print(f"history: {plan.first} .. {plan.last} ({len(plan.days)} days), warehouse and progress under "
+              f"{settings.data_dir}", flush=True)
+        result = bootstrap(plan, stop_after=args.stop_after)
+    rate = result.days_run / result.seconds if result.seconds else 0.0
+    print(f"history: {result.days_run} days run, {result.skipped} already done, {result.seconds:.0f} s "
+          f"({rate * 60:.1f} days/min)")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -185,6 +234,19 @@ def build_parser() -> argparse.ArgumentParser:
     warehouse.add_argument("--revision", default=None)
     warehouse.add_argument("--url", default=None, help="SQLAlchemy URL (default: connection/env/SQLite)")
     warehouse.set_defaults(func=_cmd_warehouse)
+
+    history = sub.add_parser("history", help="history of past days").add_subparsers(dest="action", required=True)
+    boot = history.add_parser("bootstrap", help="run the daily pipeline's tasks day by day over past months "
+                              "(resumes where it stopped)")
+    boot.add_argument("--months", type=int, default=12)
+    boot.add_argument("--last", type=date.fromisoformat, default=date(2026, 9, 30),
+                      help="last batch date (default 2026-09-30, the demo's last day)")
+    boot.add_argument("--sandbox", action="store_true",
+                      help="start an in-process sandbox (--seed, --accounts) instead of using the connections")
+    boot.add_argument("--seed", type=int, default=42)
+    boot.add_argument("--accounts", type=int, default=300)
+    boot.add_argument("--stop-after", type=int, default=None, help="stop after this many days (resume later)")
+    boot.set_defaults(func=_cmd_history_bootstrap)
 
     override = sub.add_parser("override", help="CSM overrides of an account's score or band").add_subparsers(
         dest="action", required=True)
@@ -225,6 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="run the main job end to end on SQLite and the local sandbox")
     demo.add_argument("--accounts", type=int, default=300)
     demo.add_argument("--seed", type=int, default=42)
+    demo.add_argument("--history-days", type=int, default=None,
+                      help="days of history bootstrapped before the Airflow runs (default 64: the 30-day lead; 130: all leads; 0: none)")
     demo.set_defaults(func=_cmd_demo)
     return parser
 

@@ -6,6 +6,7 @@ The vendor routers and the app both import this module; neither imports the othe
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from fastapi import Request
-from fastapi.responses import Response
+from fastapi.responses import Response, StreamingResponse
 
 from healthscore_sandbox import credentials
 from healthscore_sandbox.faults import FaultConfig, FaultInjector
@@ -297,16 +298,29 @@ class Call:
     request: Request
     now: int
     headers: dict[str, str]
+    stall_seconds: float = 0.0  # an injected timeout on a write: served, then answered this late
 
     def respond(self, payload: object, status: int = 200) -> Response:
         body = dumps(payload)
         if status == 200 and self.state.faults.take_malformed_page():
             body = body[: max(1, len(body) // 2)]
+        if self.stall_seconds:
+            return StreamingResponse(_late(body, self.stall_seconds), status_code=status,
+                                     media_type="application/json", headers=self.headers)
         return Response(body, status_code=status, media_type="application/json", headers=self.headers)
 
 
-def vendor_call(vendor: str, policy: str | None = None) -> Callable[[Request], Call]:
-    """FastAPI dependency: auth, clock, rate limit, then injected faults, in the vendor's style."""
+async def _late(body: str, seconds: float):  # noqa: ANN202 - an async generator of one chunk
+    await asyncio.sleep(seconds)
+    yield body.encode()
+
+
+def vendor_call(vendor: str, policy: str | None = None, *, write: bool | None = None) -> Callable[[Request], Call]:
+    """FastAPI dependency: auth, clock, rate limit, then injected faults, in the vendor's style.
+
+    ``write`` says whether the route changes state (write faults only with ``apply_to_writes``);
+    None decides by method, so a POST that only reads (a batch read) passes ``write=False``.
+    """
     policy = policy or vendor
 
     def guard(request: Request) -> Call:
@@ -314,6 +328,8 @@ def vendor_call(vendor: str, policy: str | None = None) -> Callable[[Request], C
         who = _check_auth(vendor, request)
         now = state.clock.now(request)
         state.requests[vendor] += 1
+        if policy != vendor:  # e.g. hubspot_search: its own, lower limit
+            state.requests[policy] += 1
         allowed, remaining, reset_in = state.limiter.hit(policy, who)
         if not allowed:
             state.requests[f"{vendor}:429"] += 1
@@ -321,13 +337,19 @@ def vendor_call(vendor: str, policy: str | None = None) -> Callable[[Request], C
         cfg = state.faults.config
         if cfg.latency_ms:
             time.sleep(cfg.latency_ms / 1000)
-        fault = state.faults.transport_fault(is_write=request.method != "GET")
+        is_write = request.method != "GET" if write is None else write
+        fault = state.faults.transport_fault(is_write=is_write)
         if fault == "5xx":
             raise VendorError(_server_error(vendor, request))
         if fault == "429":
             raise VendorError(_rate_limited(vendor, policy, 1.0, request))
-        if fault == "timeout":
-            time.sleep(cfg.timeout_seconds)
-        return Call(state, request, now, _rate_headers(vendor, policy, remaining, state.limiter))
+        stall = 0.0
+        if fault == "timeout" and not is_write:
+            time.sleep(cfg.timeout_seconds)  # a slow read: nothing changes either way
+        elif fault == "timeout":
+            # A slow write is the dangerous kind: the vendor acts on it, and the client that gave up
+            # cannot tell whether it did. So it is served now and answered late.
+            stall = cfg.timeout_seconds
+        return Call(state, request, now, _rate_headers(vendor, policy, remaining, state.limiter), stall)
 
     return guard

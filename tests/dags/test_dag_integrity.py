@@ -23,6 +23,8 @@ print(json.dumps({
                           "depends_on_past": t.depends_on_past, "wait_for_downstream": t.wait_for_downstream}
               for t in dag.tasks},
     "max_active_runs": dag.max_active_runs,
+    "accuracy_tasks": sorted(t.task_id for t in bag.dags["health_model_accuracy"].tasks),
+    "accuracy_schedule": bag.dags["health_model_accuracy"].timetable.expression,
     "heavy_modules": heavy,
 }))
 """
@@ -48,7 +50,11 @@ def test_daily_dag_parses_wires_the_pipeline_and_uses_defined_pools(tmp_path):
         assert f"extract_{source}" in tasks[f"validate_{source}"]["upstream"]
         assert f"validate_{source}" in tasks["build_signals"]["upstream"]
     assert tasks["score_and_archive"]["upstream"] == ["build_signals"]
-    assert tasks["run_playbooks"]["upstream"] == ["prepare_warehouse", "score_and_archive"]
+    assert tasks["run_playbooks"]["upstream"] == ["prepare_warehouse", "record_outcomes", "score_and_archive"]
+    # Renewal outcomes read the validated deals and subscriptions, and finish before the run's last task.
+    assert tasks["record_outcomes"]["upstream"] == ["validate_hubspot", "validate_stripe"]
+    assert "health_model_accuracy" in info["dags"]
+    assert info["accuracy_tasks"] == ["evaluate_accuracy"] and info["accuracy_schedule"] == "0 0 1 * *"
     assert info["max_active_runs"] == 1  # each batch resumes from the previous batch's cursor
     # Backfills run up to 10 runs at once: the first task waits for the previous run's last task.
     assert tasks["prepare_warehouse"]["depends_on_past"] and tasks["prepare_warehouse"]["wait_for_downstream"]

@@ -1,7 +1,8 @@
 """Sixty days of history three ways: daily runs, an Airflow backfill, and a rebuild from landed data.
 
-- **Daily.** The DAG's task entry points (``healthscore.pipeline.tasks``) run in the DAG's order for each of 60
-  consecutive dates, in one process: what 60 single-day runs record.
+- **Daily.** ``healthscore history bootstrap``'s entry point (``healthscore.pipeline.history.bootstrap``) runs the
+  DAG's task functions in the DAG's order for each of 60 consecutive dates, in one process, with the per-day Data
+  Docs builds deferred to the end, as the bootstrap does: what 60 single-day runs record.
 - **Backfill.** ``airflow backfill create`` over the same 60 dates, from an empty warehouse against a fresh
   sandbox of the same seed, run by a real scheduler, dag-processor and api-server (LocalExecutor, Airflow's
   default of 10 concurrent backfill runs, a PostgreSQL metadata DB). It must land the same bytes and record the same history.
@@ -28,13 +29,16 @@ import sqlalchemy as sa
 from healthscore.demo import pipeline_env
 from healthscore.local_airflow import LocalAirflow
 from healthscore.pipeline import tasks
+from healthscore.pipeline.history import BootstrapPlan, bootstrap
 from healthscore.sources import registry
 from healthscore.warehouse.models import (
     AccountSignals,
+    BillingSubscriptionState,
     CrmPublication,
     HealthScore,
     NotificationOutbox,
     PlaybookEvent,
+    RenewalOutcome,
 )
 from healthscore_sandbox.runner import SandboxOptions, ThreadedSandbox, build_state, free_port
 from tests.integration.airflow_harness import crm_task_properties, landing_snapshot, table_rows
@@ -44,9 +48,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.long, pytest.mark.airflow, pytest.ma
 DAG_ID = "customer_health_daily"
 FIRST = date(2026, 9, 2)
 DAYS = 60
-SOURCES = tuple((s.name, s.conn_id) for s in registry.sources())
-DERIVED = (AccountSignals, HealthScore, PlaybookEvent, CrmPublication, NotificationOutbox)
-COMPARED = (AccountSignals, HealthScore, PlaybookEvent, CrmPublication)
+DERIVED = (AccountSignals, HealthScore, PlaybookEvent, CrmPublication, NotificationOutbox, RenewalOutcome,
+           BillingSubscriptionState)
+COMPARED = (AccountSignals, HealthScore, PlaybookEvent, CrmPublication, RenewalOutcome, BillingSubscriptionState)
 VOLATILE = {"id", "created_at", "sent_at", "computed_at", "built_at", "published_at", "run_id"}  # wall clock, ids
 # A short index keeps 60 days of Data Docs builds cheap; the pages themselves are all written.
 RUN_SETTINGS = {"HEALTHSCORE_MIXPANEL_BACKFILL_DAYS": "3", "HEALTHSCORE_DATA_DOCS_INDEX_LIMIT": "20"}
@@ -67,6 +71,7 @@ def sandbox(port: int) -> Iterator[ThreadedSandbox]:
 def score_and_act(context: dict) -> None:
     tasks.run_signals(context)
     tasks.run_score(context)
+    tasks.run_outcomes(context)
     tasks.run_act(registry.source("hubspot").conn_id, context)
 
 
@@ -78,13 +83,10 @@ def test_sixty_days_daily_backfilled_and_rebuilt_give_the_same_history(
     with sandbox(port) as server:
         for key, value in pipeline_env(server.url, daily_url, tmp_path / "daily", **RUN_SETTINGS).items():
             monkeypatch.setenv(key, value)
-        for context in contexts():  # the DAG's order, one date after another
-            tasks.run_prepare(context)
-            for source, conn_id in SOURCES:
-                tasks.run_extract(source, conn_id, context)
-            for source, _ in SOURCES:
-                tasks.run_validate(source, context)
-            score_and_act(context)
+        # the DAG's order, one date after another (batch dates end one day before the interval ends)
+        plan = BootstrapPlan(FIRST - timedelta(days=1), FIRST + timedelta(days=DAYS - 2))
+        result = bootstrap(plan, progress=False)
+        assert result.days_run == DAYS
         daily_tasks = crm_task_properties(server.url)
 
     backfill_url = f"sqlite:///{tmp_path / 'backfill.db'}"

@@ -64,11 +64,14 @@ def test_expected_tables_are_modelled() -> None:
         "score_overrides",
         "playbook_events",
         "crm_publications",
+        "crm_publication_errors",
         "notifications_outbox",
+        "notification_deliveries",
         "quality_results",
         "quarantine",
         "batch_reconciliation",
-        "outcomes",
+        "billing_subscription_states",
+        "renewal_outcomes",
         "accuracy_reports",
     } | {f"raw_{source}_{obj}" for source, obj in LANDING_OBJECTS}
     assert expected == MODEL_TABLES

@@ -19,8 +19,10 @@ DEFAULTS = {
     "HEALTHSCORE_ARCHIVE_URL": ("archive_url", None),
     "HEALTHSCORE_MIXPANEL_BACKFILL_DAYS": ("mixpanel_backfill_days", 35),
     "HEALTHSCORE_DATA_DOCS_INDEX_LIMIT": ("data_docs_index_limit", 200),
+    "HEALTHSCORE_DATA_DOCS_PUBLISH": ("data_docs_publish", True),
     "HEALTHSCORE_QUALITY_FAIL_ON_CRITICAL": ("quality_fail_on_critical", False),
     "HEALTHSCORE_PRELOAD_TASK_RUNTIME": ("preload_task_runtime", False),
+    "HEALTHSCORE_NOTIFY_FALLBACK_EMAIL": ("notify_fallback_email", None),
     "HEALTHSCORE_OVERRIDE_MAX_DAYS": ("override_max_days", 90),
 }
 VALUES = {
@@ -30,8 +32,10 @@ VALUES = {
     "HEALTHSCORE_ARCHIVE_URL": ("s3://bucket/prefix", "s3://bucket/prefix"),
     "HEALTHSCORE_MIXPANEL_BACKFILL_DAYS": ("3", 3),
     "HEALTHSCORE_DATA_DOCS_INDEX_LIMIT": ("20", 20),
+    "HEALTHSCORE_DATA_DOCS_PUBLISH": ("false", False),
     "HEALTHSCORE_QUALITY_FAIL_ON_CRITICAL": ("true", True),
     "HEALTHSCORE_PRELOAD_TASK_RUNTIME": ("1", True),
+    "HEALTHSCORE_NOTIFY_FALLBACK_EMAIL": ("revops@example.com", "revops@example.com"),
     "HEALTHSCORE_OVERRIDE_MAX_DAYS": ("30", 30),
 }
 

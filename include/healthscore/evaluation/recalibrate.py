@@ -5,15 +5,21 @@ The steps, all fitted on the training part only:
 1. **Curves.** Per signal, the normalization curve (floor -> 0, baseline -> 50, target -> 100, monotone in
    the mapped direction) whose shape best matches the signal's retention log-odds: retention per value bin,
    made monotone (isotonic), turned into log-odds, then the knots chosen from the signal's quantiles that make
-   those log-odds most nearly linear in the normalized score. Per segment (baseline and target only; the
-   schema keeps floor and cap global) where the segment has enough accounts. A signal without a monotone
+   those log-odds most nearly linear in the normalized score; then two rounds of backfitting refit each curve
+   to its partial residual given the other signals (they all follow one latent health, so a signal's own
+   relation carries the others' effects). Each ramp must hold >= 3% of the rows (no knots around a handful
+   of rows). Per segment (baseline and target only; the schema keeps floor and cap global) where the
+   segment has enough accounts. A signal without a monotone
    relation in its mapped direction keeps a distribution curve and ends up with weight 0.
 2. **Weights.** A logistic regression of retention on the normalized signals with non-negative coefficients
    (L1 or L2, chosen by time-ordered, account-grouped cross-validation; balanced classes). A coefficient is
    the signal's weight; a dimension's weight is the sum of its signals', normalized to 100%. The weighted
    average is then the regression's linear predictor rescaled, so it ranks accounts as the regression does.
-   Per segment where the data suffices (more than 100 accounts with outcomes), shrunk toward the universal
-   fit; otherwise the universal weights.
+   Per segment where the data suffices (more than 100 accounts with outcomes) and cross-validation says the
+   segment fits rank better than the universal one: shrunk toward the universal fit, with its intercept and
+   weight total, so that equal scores mean equal odds in every segment (a weighted average can redistribute
+   weight between signals, it has no per-segment intercept). Missing values are imputed, for the refits,
+   exactly as the weighted average treats them (a dimension's other signals, then the other dimensions).
 3. **Lines.** From out-of-fold scores computed by the scoring engine: the At Risk line is the lowest that
    catches at least 75% of churners (the best specificity at that recall); Healthy and Critical are the
    splits of the scores above and below it that separate churn rates best (a decision stump), so that
@@ -102,7 +108,11 @@ PENALTIES: tuple[tuple[str, float], ...] = (
     ("l1", 1e-3),
     ("l1", 3e-3),
 )
-SEGMENT_SHRINKAGE_ROWS = 10.0  # per-segment fit: extra L2 pull toward the universal weights, worth ~this/n
+SEGMENT_SHRINKAGE_ROWS = 10.0
+BACKFIT_ROUNDS = 2
+IMPUTE_ROUNDS = 2  # refits of the weights with missing values imputed as the engine treats them
+MIN_RAMP_SHARE = 0.03  # each ramp of a curve (floor..baseline, baseline..target) holds >= 3% of the rows
+MIN_PARTIAL_CHI2 = 16.0  # explained weighted sum of squares a backfitted curve needs (~chi-square, 3 knots)  # per-segment fit: extra L2 pull toward the universal weights, worth ~this/n
 
 
 # --------------------------------------------------------------------------------------------- splits
@@ -251,16 +261,22 @@ def fit_curve(
     signal: MappedSignal,
     *,
     fixed: Curve | None = None,
+    partial: np.ndarray | None = None,
+    weight: np.ndarray | None = None,
 ) -> CurveFit:
     """The curve whose normalized score is most nearly linear in the retention log-odds (see module doc).
 
     ``fixed``: keep its floor and cap (a per-segment fit may only move baseline and target).
+    ``partial``/``weight``: fit to these per-row partial residuals of the log-odds (IRLS working response
+    minus the other signals' part, with its weights) instead of the signal's own retention log-odds.
     """
     if signal.binary:
         return CurveFit(binary_curve(signal.direction), "0/1 flag", True)
     d = signal.direction
     ok = np.isfinite(x)
     u, retained = d * x[ok], 1.0 - churn[ok]
+    if partial is not None:
+        partial, weight = partial[ok], (np.ones(ok.sum()) if weight is None else weight[ok])
     fallback = fixed or distribution_curve(x, d, False)
     uniq = np.unique(u)
     if u.size < 2 * MIN_CLASS_ROWS or uniq.size < 2 or retained.min() == retained.max():
@@ -269,23 +285,31 @@ def fit_curve(
         centers = uniq
         bins = np.searchsorted(uniq, u)
     else:
-        edges = np.unique(np.quantile(u, np.linspace(0, 1, 21)))
+        # Quantiles of the rows and of the distinct values: a zero-inflated column (days past due) still
+        # gets bins across its tail.
+        grid = np.linspace(0, 1, 21)
+        edges = np.unique(np.r_[np.quantile(u, grid), np.quantile(uniq, grid)])
         bins = np.clip(np.searchsorted(edges, u, side="right") - 1, 0, edges.size - 2)
         counts = np.bincount(bins, minlength=edges.size - 1)
         centers = np.bincount(bins, weights=u, minlength=edges.size - 1) / np.maximum(counts, 1)
         keep = counts > 0
         remap = np.cumsum(keep) - 1
         centers, bins = centers[keep], remap[bins]
-    n_b = np.bincount(bins, minlength=centers.size).astype(float)
-    ret_b = np.bincount(bins, weights=retained, minlength=centers.size)
-    prior = retained.mean()
-    rate = (ret_b + 2.0 * prior) / (n_b + 2.0)
-    iso = IsotonicRegression(increasing=True).fit(centers, rate, sample_weight=n_b).predict(centers)
-    logit = np.log(np.clip(iso, 1e-4, 1 - 1e-4) / np.clip(1 - iso, 1e-4, 1))
+    if partial is None:
+        n_b = np.bincount(bins, minlength=centers.size).astype(float)
+        ret_b = np.bincount(bins, weights=retained, minlength=centers.size)
+        prior = retained.mean()
+        rate = (ret_b + 2.0 * prior) / (n_b + 2.0)
+        iso = IsotonicRegression(increasing=True).fit(centers, rate, sample_weight=n_b).predict(centers)
+        logit = np.log(np.clip(iso, 1e-4, 1 - 1e-4) / np.clip(1 - iso, 1e-4, 1))
+    else:
+        n_b = np.bincount(bins, weights=weight, minlength=centers.size)
+        mean_b = np.bincount(bins, weights=weight * partial, minlength=centers.size) / np.maximum(n_b, 1e-12)
+        logit = mean_b  # no isotonic step: it flattens the noisy ends, pulling the knots inward
     if logit.max() - logit.min() < 1e-3:
         return CurveFit(fallback, "no relation with retention in the mapped direction", False)
 
-    cand = np.unique(np.quantile(u, CURVE_QUANTILES))
+    cand = np.unique(np.r_[np.quantile(u, CURVE_QUANTILES), np.quantile(uniq, CURVE_QUANTILES)])
     if fixed is not None:
         f0 = curve_goodness(fixed, d)[0]
         top = curve_goodness(fixed, d)[3]
@@ -304,6 +328,20 @@ def fit_curve(
     if not f_list:
         return CurveFit(fallback, "too few distinct values to place the knots", False)
     f_arr, b_arr, t_arr = np.array(f_list), np.array(b_list), np.array(t_list)
+    # Each ramp of the curve must hold a share of the rows: a knot pair around a few rows fits noise.
+    sorted_u = np.sort(u)
+
+    def mass(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        return (
+            np.searchsorted(sorted_u, hi, side="left") - np.searchsorted(sorted_u, lo, side="right")
+        ) / u.size
+
+    ramps_ok = (mass(b_arr, t_arr) >= MIN_RAMP_SHARE) & (
+        (b_arr == f_arr) | (mass(f_arr, b_arr) >= MIN_RAMP_SHARE)
+    )
+    if not ramps_ok.any():
+        return CurveFit(fallback, "too few distinct values to place the knots", False)
+    f_arr, b_arr, t_arr = f_arr[ramps_ok], b_arr[ramps_ok], t_arr[ramps_ok]
     g = _piecewise(centers, f_arr, b_arr, t_arr)
     w = n_b / n_b.sum()
     gm = g @ w
@@ -316,10 +354,17 @@ def fit_curve(
     best = int(np.argmax(explained))
     if explained[best] <= 0:
         return CurveFit(fallback, "no relation with retention in the mapped direction", False)
+    if partial is not None and explained[best] * n_b.sum() < MIN_PARTIAL_CHI2:
+        # Not distinguishable from noise given the other signals: keep the curve it had.
+        return CurveFit(fixed or fallback, "no relation given the other signals", False)
     curve = curve_from_goodness(f_arr[best], b_arr[best], t_arr[best], max(top, t_arr[best]), d)
     if fixed is not None:
         curve = Curve(floor=fixed.floor, cap=fixed.cap, baseline=curve.baseline, target=curve.target)
-    return CurveFit(curve, "learned from retention", True)
+    return CurveFit(
+        curve,
+        "learned from retention" if partial is None else "learned from retention, given the other signals",
+        True,
+    )
 
 
 def curve_goodness(curve: Curve, direction: int) -> tuple[float, float, float, float]:
@@ -340,11 +385,16 @@ def fit_nonneg_logistic(
     strength: float,
     center: np.ndarray | None = None,
     extra_l2: float = 0.0,
+    intercept: float | None = None,
+    total: float | None = None,
 ) -> tuple[np.ndarray, float]:
     """Logistic regression with coefficients >= 0 (L-BFGS-B), balanced classes; returns (coef, intercept).
 
     With non-negativity an L1 penalty is linear, so one smooth bounded solver handles both penalties.
     ``center``: the L2 part pulls toward it instead of 0 (per-segment fits shrink toward the universal one).
+    ``intercept`` fixes the intercept and ``total`` the sum of the coefficients (a per-segment fit keeps the
+    universal scale, so equal scores mean equal odds in every segment: a weighted average can only
+    redistribute weight, it has no per-segment intercept or scale).
     """
     n, p = X.shape
     pos = max(int(y.sum()), 1)
@@ -353,6 +403,8 @@ def fit_nonneg_logistic(
     c = np.zeros(p) if center is None else center
     l1 = strength if penalty == "l1" else 0.0
     l2 = (strength if penalty == "l2" else 1e-6) + extra_l2
+
+    mu = 10.0  # weight of the (sum - total)^2 term; the result is rescaled to the total exactly
 
     def objective(theta: np.ndarray) -> tuple[float, np.ndarray]:
         w, b = theta[:p], theta[p]
@@ -364,12 +416,20 @@ def fit_nonneg_logistic(
         grad = np.empty(p + 1)
         grad[:p] = X.T @ gz + l2 * diff + l1
         grad[p] = gz.sum()
+        if total is not None:
+            gap = float(w.sum()) - total
+            loss += mu * gap * gap
+            grad[:p] += 2.0 * mu * gap
         return loss, grad
 
-    x0 = np.r_[np.maximum(c, 0.0) if center is not None else np.full(p, 0.1), 0.0]
-    bounds = [(0.0, None)] * p + [(None, None)]
+    x0 = np.r_[
+        np.maximum(c, 0.0) if center is not None else np.full(p, 0.1), 0.0 if intercept is None else intercept
+    ]
+    bounds = [(0.0, None)] * p + [(None, None) if intercept is None else (intercept, intercept)]
     res = minimize(objective, x0, jac=True, method="L-BFGS-B", bounds=bounds, options={"maxiter": 500})
     coef = np.where(res.x[:p] < 1e-6, 0.0, res.x[:p])
+    if total is not None and coef.sum() > 0:
+        coef = coef * (total / coef.sum())
     return coef, float(res.x[p])
 
 
@@ -430,97 +490,202 @@ def _design(norm: np.ndarray, fill: np.ndarray) -> np.ndarray:
     return np.where(np.isnan(x), fill[None, :], x)
 
 
-def fit_curves(table: ByoTable) -> Fitted:
-    """Step 1 on ``table``: universal curves, and a segment's own baseline/target where it has the data."""
+def fit_curves(table: ByoTable, per_segment: bool = True) -> Fitted:
+    """Step 1 on ``table``: universal curves, and a segment's own baseline/target where it has the data.
+
+    Each curve starts from the signal's own relation with retention, then ``BACKFIT_ROUNDS`` rounds of
+    backfitting (the local-scoring algorithm of additive models) refit every curve to its partial residual
+    given the others: signals that all follow one latent health would otherwise each take the shape of
+    the others' effects too.
+    """
     y = table.y
     curves, how = {}, {}
     for sig in table.signals:
         fit = fit_curve(table.raw(sig), y, sig)
         curves[sig.signal_id], how[sig.signal_id] = fit.curve, fit.how
-    own = segments_with_data(table)
+    own = segments_with_data(table) if per_segment else []
     seg = table.segments
-    segment_curves: dict[str, dict[str, Curve]] = {}
+    segment_curves: dict[str, dict[str, Curve]] = {s: {} for s in own}
     for s in own:
         rows = seg == s
-        segment_curves[s] = {}
         for sig in table.signals:
-            if sig.binary:
-                continue
-            fit = fit_curve(table.raw(sig)[rows], y[rows], sig, fixed=curves[sig.signal_id])
-            if fit.informative:
-                segment_curves[s][sig.signal_id] = fit.curve
+            if not sig.binary:
+                fit = fit_curve(table.raw(sig)[rows], y[rows], sig, fixed=curves[sig.signal_id])
+                if fit.informative:
+                    segment_curves[s][sig.signal_id] = fit.curve
     fitted = Fitted(
         curves, how, segment_curves, np.zeros(len(table.signals)), {}, np.zeros(0), ("l2", 0.0), own
     )
-    norm = normalized_matrix(table, fitted)
-    fitted.fill = np.nan_to_num(np.nanmean(norm, axis=0) / 100.0, nan=0.5)
-    fitted.design = _design(norm, fitted.fill)
+    _refresh_design(table, fitted)
+    retained = 1.0 - y
+    sw = _balanced(retained)
+    for _ in range(BACKFIT_ROUNDS):
+        X = fitted.design  # noqa: N806
+        coef, intercept = fit_nonneg_logistic(X, retained, penalty="l2", strength=1e-3)
+        eta = X @ coef + intercept
+        p = expit(eta)
+        w = np.clip(p * (1 - p), 1e-4, None) * sw
+        work = eta + (retained - p) / np.clip(p * (1 - p), 1e-4, None)
+        for j, sig in enumerate(table.signals):
+            if sig.binary:
+                continue
+            part = work - eta + coef[j] * X[:, j]
+            x = table.raw(sig)
+            fit = fit_curve(x, y, sig, partial=part, weight=w)
+            if fit.informative:
+                curves[sig.signal_id], how[sig.signal_id] = fit.curve, fit.how
+            for s in own:
+                rows = seg == s
+                fit = fit_curve(
+                    x[rows], y[rows], sig, fixed=curves[sig.signal_id], partial=part[rows], weight=w[rows]
+                )
+                if fit.informative:
+                    segment_curves[s][sig.signal_id] = fit.curve
+                else:
+                    segment_curves[s].pop(sig.signal_id, None)
+        _refresh_design(table, fitted)
     return fitted
 
 
+def _refresh_design(table: ByoTable, fitted: Fitted) -> None:
+    norm = normalized_matrix(table, fitted)
+    fitted.fill = np.nan_to_num(np.nanmean(norm, axis=0) / 100.0, nan=0.5)
+    fitted.design = _design(norm, fitted.fill)
+
+
+def _balanced(y: np.ndarray) -> np.ndarray:
+    n, pos = y.size, max(int(y.sum()), 1)
+    neg = max(n - int(y.sum()), 1)
+    return np.where(y == 1, n / (2.0 * pos), n / (2.0 * neg))
+
+
 def fit_weights(table: ByoTable, curves: Fitted, penalty: tuple[str, float]) -> Fitted:
-    """Step 2: non-negative weights over the fitted curves, universal and per segment."""
+    """Step 2: non-negative weights over the fitted curves, universal and per segment.
+
+    The first fit sees missing values at the training mean; the refits see them as the engine will: a
+    missing signal counts as its dimension's other signals, a missing dimension as the other dimensions
+    (the weighted average renormalizes), so the weights are fitted to the score that will be computed.
+    """
+    norm = normalized_matrix(table, curves) / 100.0
     X = curves.design  # noqa: N806
     retained = 1.0 - table.y
-    coef, _ = fit_nonneg_logistic(X, retained, penalty=penalty[0], strength=penalty[1])
-    segment_coef = {}
     seg = table.segments
-    for s in curves.segments_fitted:
-        rows = seg == s
-        segment_coef[s], _ = fit_nonneg_logistic(
-            X[rows],
-            retained[rows],
-            penalty=penalty[0],
-            strength=penalty[1],
-            center=coef,
-            extra_l2=SEGMENT_SHRINKAGE_ROWS / rows.sum(),
-        )
-    return replace(curves, coef=coef, segment_coef=segment_coef, penalty=penalty)
+    fitted = curves
+    for round_ in range(1 + IMPUTE_ROUNDS):
+        if round_:
+            X = engine_imputed(norm, table, fitted)  # noqa: N806
+        coef, intercept = fit_nonneg_logistic(X, retained, penalty=penalty[0], strength=penalty[1])
+        segment_coef = {}
+        for s in curves.segments_fitted if coef.sum() > 0 else ():
+            rows = seg == s
+            segment_coef[s], _ = fit_nonneg_logistic(
+                X[rows],
+                retained[rows],
+                penalty=penalty[0],
+                strength=penalty[1],
+                center=coef,
+                extra_l2=SEGMENT_SHRINKAGE_ROWS / rows.sum(),
+                intercept=intercept,
+                total=float(coef.sum()),
+            )
+        fitted = replace(curves, coef=coef, segment_coef=segment_coef, penalty=penalty)
+    return fitted
 
 
-def fit_pipeline(table: ByoTable, penalty: tuple[str, float]) -> Fitted:
+def _row_coef(table: ByoTable, fitted: Fitted) -> np.ndarray:
+    out = np.tile(fitted.coef, (len(table), 1))
+    seg = table.segments
+    for s, coef in fitted.segment_coef.items():
+        out[seg == s] = coef
+    return out
+
+
+def engine_imputed(norm: np.ndarray, table: ByoTable, fitted: Fitted) -> np.ndarray:
+    """The 0..1 design with each missing value replaced as the weighted average treats it.
+
+    With these values the regression's linear predictor is the engine's composite times the weight total,
+    so the two rank accounts identically, missing data included.
+    """
+    coef = _row_coef(table, fitted)
+    present = ~np.isnan(norm)
+    values = np.where(present, norm, 0.0)
+    dims = mapped_dimensions(table.signals)
+    dim_of = np.array([dims.index(s.dimension) for s in table.signals])
+    n = len(table)
+    dim_score = np.full((n, len(dims)), np.nan)
+    dim_weight = np.zeros((n, len(dims)))
+    for d in range(len(dims)):
+        cols = dim_of == d
+        w = coef[:, cols]
+        wp = w * present[:, cols]
+        total = wp.sum(axis=1)
+        members = cols.sum()
+        eq = present[:, cols].sum(axis=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            weighted = (wp * values[:, cols]).sum(axis=1) / total
+            equal = values[:, cols].sum(axis=1) / eq  # all weights 0: the dimension shows the plain mean
+        dim_score[:, d] = np.where(total > 0, weighted, np.where(eq > 0, equal, np.nan))
+        dim_weight[:, d] = w.sum(axis=1)
+        del members
+    has = ~np.isnan(dim_score)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        composite = (np.where(has, dim_score, 0.0) * dim_weight).sum(axis=1) / (has * dim_weight).sum(axis=1)
+    composite = np.where(np.isfinite(composite), composite, np.nan)
+    fill = np.where(np.isnan(dim_score[:, dim_of]), composite[:, None], dim_score[:, dim_of])
+    fill = np.where(np.isnan(fill), fitted.fill[None, :], fill)
+    return np.where(present, norm, fill)
+
+
+def fit_pipeline(table: ByoTable, penalty: tuple[str, float], per_segment: bool = True) -> Fitted:
     """Curves, then non-negative weights, universal and per segment, from ``table`` (training rows only)."""
-    return fit_weights(table, fit_curves(table), penalty)
+    return fit_weights(table, fit_curves(table, per_segment), penalty)
 
 
 def linear_health(table: ByoTable, fitted: Fitted) -> np.ndarray:
-    """The regression's linear predictor of retention (ranks as the weighted average does, data complete)."""
-    X = _design(normalized_matrix(table, fitted), fitted.fill)  # noqa: N806
-    out = X @ fitted.coef
-    seg = table.segments
-    for s, coef in fitted.segment_coef.items():
-        rows = seg == s
-        out[rows] = X[rows] @ coef
-    return out
+    """The regression's linear predictor of retention, missing values as the engine treats them: it ranks
+    accounts as the weighted-average score does."""
+    X = engine_imputed(normalized_matrix(table, fitted) / 100.0, table, fitted)  # noqa: N806
+    return (X * _row_coef(table, fitted)).sum(axis=1)
 
 
 def choose_penalty(
     table: ByoTable, folds: Sequence[tuple[np.ndarray, np.ndarray]]
-) -> tuple[tuple[str, float], list[dict[str, Any]]]:
-    """The candidate with the best mean validation AUC (ties within 0.001 go to the stronger penalty)."""
-    aucs: dict[tuple[str, float], list[float | None]] = {p: [] for p in PENALTIES}
+) -> tuple[tuple[str, float], bool, list[dict[str, Any]]]:
+    """(penalty, per_segment, all results): the best mean validation AUC of the regression's ranking.
+
+    Per-segment curves and weights are a candidate too, where segments have the data: they must earn
+    their place on validation rows. Ties (within 0.0002) go to the universal model, then to L1 and the
+    stronger penalty.
+    """
+    variants = [False, True] if segments_with_data(table) else [False]
+    aucs: dict[tuple[str, float, bool], list[float | None]] = {
+        (*p, v): [] for v in variants for p in PENALTIES
+    }
     for train, valid in folds:
         part_train, part_valid = table.subset(train), table.subset(valid)
-        curves = fit_curves(part_train)  # curves do not depend on the penalty: fit them once per fold
-        for penalty in PENALTIES:
-            fitted = fit_weights(part_train, curves, penalty)
-            aucs[penalty].append(roc_auc(part_valid.y, -linear_health(part_valid, fitted)))
+        for per_segment in variants:
+            curves = fit_curves(part_train, per_segment)  # independent of the penalty: once per fold
+            for penalty in PENALTIES:
+                fitted = fit_weights(part_train, curves, penalty)
+                aucs[(*penalty, per_segment)].append(
+                    roc_auc(part_valid.y, -linear_health(part_valid, fitted))
+                )
     results = []
-    for penalty, fold_auc in aucs.items():
+    for (name, strength, per_segment), fold_auc in aucs.items():
         values = [a for a in fold_auc if a is not None]
         results.append(
             {
-                "penalty": penalty[0],
-                "strength": penalty[1],
+                "penalty": name,
+                "strength": strength,
+                "per_segment": per_segment,
                 "fold_auc": fold_auc,
                 "mean_auc": float(np.mean(values)) if values else None,
             }
         )
     best_auc = max(r["mean_auc"] or 0.0 for r in results)
-    chosen = [r for r in results if (r["mean_auc"] or 0.0) >= best_auc - 1e-3]
-    # Stronger = later within each penalty list; prefer L1 (sparser) at equal merit.
-    pick = max(chosen, key=lambda r: (r["penalty"] == "l1", r["strength"]))
-    return (pick["penalty"], pick["strength"]), results
+    chosen = [r for r in results if (r["mean_auc"] or 0.0) >= best_auc - 2e-4]
+    pick = max(chosen, key=lambda r: (not r["per_segment"], r["penalty"] == "l1", r["strength"]))
+    return (pick["penalty"], pick["strength"]), pick["per_segment"], results
 
 
 # -------------------------------------------------------------------------------------------- model
@@ -724,13 +889,13 @@ def recalibrate(table: ByoTable, base: ModelConfig, *, base_given: bool = False)
     split = holdout_split(table)
     train, test = table.subset(split.train), table.subset(split.test)
     folds, fold_kind = cv_folds(train)
-    penalty, candidates = choose_penalty(train, folds)
+    penalty, per_segment, candidates = choose_penalty(train, folds)
 
     # Out-of-fold scores through the engine, for the band lines.
     version = _version(base, table)
     oof = np.full(len(train), np.nan)
     for tr, va in folds:
-        fitted = fit_pipeline(train.subset(tr), penalty)
+        fitted = fit_pipeline(train.subset(tr), penalty, per_segment)
         fold_model = model_from_fit(base, train.subset(tr), fitted, version=version, description="fold")
         oof[va] = score_table(fold_model, train.subset(va))["score"].to_numpy(dtype=float)
     own = segments_with_data(train)
@@ -742,7 +907,7 @@ def recalibrate(table: ByoTable, base: ModelConfig, *, base_given: bool = False)
         [s for s in own if _enough(train, np.flatnonzero(validated & (train.segments == s)))],
     )
 
-    fitted = fit_pipeline(train, penalty)
+    fitted = fit_pipeline(train, penalty, per_segment)
     description = (
         f"Recalibrated from {base.version} on {Path(table.source).name}: curves, non-negative weights and band lines "
         f"learned from {split.description['train']['rows']} training rows; held-out figures in metrics.json"
@@ -810,7 +975,7 @@ def recalibrate(table: ByoTable, base: ModelConfig, *, base_given: bool = False)
         },
         "cross_validation": {
             "folds": fold_kind,
-            "selected": {"penalty": penalty[0], "strength": penalty[1]},
+            "selected": {"penalty": penalty[0], "strength": penalty[1], "per_segment_weights": per_segment},
             "candidates": candidates,
             "figure": "mean validation AUC of the regression",
         },

@@ -303,7 +303,7 @@ def extract_mixpanel(source: MixpanelSource, engine: Engine, batch: Batch,
         rows += usage.rows(batch)
         del usage  # the day's $insert_id set is the largest object: free it before streaming the next day
         summary.pages += 1
-    if validation is not None:
+    if validation is not None and validation.publish_docs:
         publish_docs(validation.data_docs_dir, validation.data_docs_index_limit)
     outcome = merge(outcomes) if outcomes else None
     with engine.begin() as conn:

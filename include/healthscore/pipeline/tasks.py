@@ -32,7 +32,8 @@ def run_extract(source: str, conn_id: str, context: Mapping[str, Any]) -> list[d
                  batch.as_of.isoformat(), conn_id)
         validation = None
         if registry.source(source).streams_validation:  # its verdict is judged by the validate task
-            validation = build_context(engine, source, batch, QualityPaths.from_settings(settings))
+            validation = build_context(engine, source, batch, QualityPaths.from_settings(settings),
+                                       publish_docs=settings.data_docs_publish)
         summaries = extract_source(source, connection, engine, batch, validation=validation,
                                    mixpanel_backfill_days=settings.mixpanel_backfill_days)
         return [{k: v for k, v in asdict(s).items()} for s in summaries]
@@ -46,7 +47,8 @@ def run_validate(source: str, context: Mapping[str, Any]) -> list[dict]:
     engine = warehouse_engine(settings)
     try:
         paths = QualityPaths.from_settings(settings)
-        summaries = validate_source(source, engine, batch, paths, fail_on_critical=settings.quality_fail_on_critical)
+        summaries = validate_source(source, engine, batch, paths, fail_on_critical=settings.quality_fail_on_critical,
+                                    publish=settings.data_docs_publish)
         log.info("Data Docs for RevOps: %s", paths.data_docs_dir / "index.html")
         return [{**s, "batch_date": str(s["batch_date"])} for s in summaries]
     finally:
@@ -56,12 +58,13 @@ def run_validate(source: str, context: Mapping[str, Any]) -> list[dict]:
 def run_prepare(context: Mapping[str, Any]) -> dict:
     """Migrate the warehouse and register the configured model (the first becomes champion)."""
     from healthscore.config import load_model_config
+    from healthscore.pipeline.signals import COMPUTED_SIGNALS
     from healthscore.warehouse.registry import register_model_version
 
     settings = Settings.from_env()
     engine = warehouse_engine(settings, migrate=True)
     try:
-        model = load_model_config(settings.model_config_path)
+        model = load_model_config(settings.model_config_path, computable_signals=COMPUTED_SIGNALS)
         role = register_model_version(engine, model)
         return {"model_version": model.version, "config_hash": model.config_hash, "role": role}
     finally:
@@ -112,6 +115,39 @@ def run_act(conn_id: str, context: Mapping[str, Any]) -> dict:
     try:
         connection = SourceConnection.from_airflow(conn_id)
         with HubSpotSource(connection, as_of=batch.as_of + ACT_AFTER_CUTOFF) as hubspot:
-            return act(engine, batch, hubspot.client, default_outbox_path(settings.data_dir))
+            return act(engine, batch, hubspot.client, default_outbox_path(settings.data_dir),
+                       fallback_recipient=settings.notify_fallback_email)
+    finally:
+        engine.dispose()
+
+
+def run_outcomes(context: Mapping[str, Any]) -> dict:
+    """Renewal outcomes from the batch's validated CRM deals and Stripe subscriptions (both sides kept)."""
+    from healthscore.pipeline.outcomes import record_outcomes
+
+    settings = Settings.from_env()
+    batch = batch_from_context(context)
+    engine = warehouse_engine(settings)
+    try:
+        return record_outcomes(engine, batch)
+    finally:
+        engine.dispose()
+
+
+def run_accuracy(context: Mapping[str, Any]) -> dict:
+    """The monthly accuracy report for the month before the run's data interval end (or params.month)."""
+    from datetime import date
+
+    from healthscore.pipeline.accuracy import AccuracyPaths, run_month
+
+    settings = Settings.from_env()
+    params = context.get("params") or {}
+    if params.get("month"):
+        month = date.fromisoformat(f"{params['month']}-01" if len(str(params["month"])) == 7 else params["month"])
+    else:
+        month = (batch_from_context(context).batch_date).replace(day=1)
+    engine = warehouse_engine(settings)
+    try:
+        return run_month(engine, month, AccuracyPaths.under(settings.data_dir))
     finally:
         engine.dispose()

@@ -99,7 +99,7 @@ def _volume_history(conn: sa.Connection, source: str, obj: str, batch_date: date
 
 
 def build_context(engine: Engine, source: str, batch: Batch, paths: QualityPaths,
-                  fail_on_critical: bool = False) -> ValidationContext:
+                  fail_on_critical: bool = False, publish_docs: bool = True) -> ValidationContext:
     from healthscore.quality.gate import ValidationContext
 
     with engine.connect() as conn:
@@ -119,7 +119,7 @@ def build_context(engine: Engine, source: str, batch: Batch, paths: QualityPaths
             known_ticket_ids=_ids_until(conn, "zendesk", "tickets", batch.batch_date),
             volume_history={f"{source}.{obj}": _volume_history(conn, source, obj, batch.batch_date)
                             for obj in registry.source(source).validated_objects},
-            fail_on_critical=fail_on_critical,
+            fail_on_critical=fail_on_critical, publish_docs=publish_docs,
         )
 
 
@@ -218,7 +218,7 @@ def enforce(outcomes: Iterable[ValidationOutcome], paths: QualityPaths, batch: B
 
 
 def validate_source(source: str, engine: Engine, batch: Batch, paths: QualityPaths,
-                    fail_on_critical: bool = False) -> list[dict]:
+                    fail_on_critical: bool = False, publish: bool = True) -> list[dict]:
     """Validate every object of a source for the batch, take the streamed objects' stored verdicts, and
     apply the gate to all of them: alert (and optionally fail) on a critical block."""
     from healthscore.quality.gate import publish_docs, validate
@@ -239,15 +239,18 @@ def validate_source(source: str, engine: Engine, batch: Batch, paths: QualityPat
                 payloads = {row["record_id"]: json.dumps(row, sort_keys=True, default=str)
                             for row in frame.drop(columns=["parse_errors"], errors="ignore").to_dict("records")}
             else:
-                records = landed_records(conn, source, obj, batch.batch_date)
+                # Tombstones (records deleted in the vendor) carry no fields to check.
+                records = [r for r in landed_records(conn, source, obj, batch.batch_date)
+                           if r.get("archived") is not True]
                 frame = flatten(source, obj, records)
                 payloads = dict(zip(frame["record_id"], (json.dumps(r, sort_keys=True) for r in records), strict=True))
         outcome = validate(source, obj, frame, context, publish=False)
         with engine.begin() as conn:
             store_outcome(conn, outcome, payloads)
         outcomes.append(outcome)
-    # once for every suite of the source: the index is the costly part
-    index = publish_docs(paths.data_docs_dir, paths.data_docs_index_limit)
+    index = None
+    if publish:  # once for every suite of the source: the index is the costly part
+        index = publish_docs(paths.data_docs_dir, paths.data_docs_index_limit)
     summaries = []
     for outcome in outcomes:
         outcome.docs_path = outcome.docs_path or index
@@ -256,5 +259,7 @@ def validate_source(source: str, engine: Engine, batch: Batch, paths: QualityPat
         log.info("%s.%s %s: landed=%d accepted=%d quarantined=%d out_of_scope=%d; Data Docs: %s", source,
                  outcome.obj, batch.batch_date, summary["landed"], summary["accepted"], summary["quarantined"],
                  summary["out_of_scope"], summary["docs_path"])
-    enforce(outcomes, paths, batch, fail_on_critical, engine)
+    # Alerts stay file-only (engine not passed): the table is what notify.delivery hands to email and
+    # Slack, and the data-quality recipient is not an address it can resolve yet.
+    enforce(outcomes, paths, batch, fail_on_critical)
     return summaries

@@ -102,6 +102,7 @@ class ValidationContext:
     thresholds: QualityThresholds = field(default_factory=QualityThresholds)
     fail_on_critical: bool = False
     data_docs_index_limit: int = field(default_factory=lambda: Settings().data_docs_index_limit)
+    publish_docs: bool = True  # False: the caller builds Data Docs later (the history bootstrap, once)
 
     @property
     def interval_end_ts(self) -> int:

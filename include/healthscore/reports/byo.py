@@ -279,11 +279,13 @@ def recalibration_report(result: Any) -> str:
         _png(lambda fig: _curves_chart(fig, result), 10, 2.6 * max(1, int(np.ceil(len(m["signals"]) / 4)))),
         "<h2>Cross-validation</h2>",
         f"<p>{html.escape(m['cross_validation']['folds'])}; chosen: {m['cross_validation']['selected']['penalty']} "
-        f"{m['cross_validation']['selected']['strength']:g}.</p>",
+        f"{m['cross_validation']['selected']['strength']:g}, "
+        f"{'per-segment' if m['cross_validation']['selected']['per_segment_weights'] else 'universal'} "
+        "curves and weights.</p>",
         _table(
-            ["penalty", "strength", "mean validation AUC"],
+            ["penalty", "strength", "per segment", "mean validation AUC"],
             [
-                [c["penalty"], f"{c['strength']:g}", c["mean_auc"]]
+                [c["penalty"], f"{c['strength']:g}", c["per_segment"], c["mean_auc"]]
                 for c in m["cross_validation"]["candidates"]
             ],
         ),

@@ -32,7 +32,9 @@ MODEL_ROLES = ("champion", "challenger", "candidate", "retired")
 PLAYBOOK_STATUSES = ("pending", "deferred", "sent", "failed", "suppressed")
 MOMENTUM_VALUES = ("up", "flat", "down")
 QUALITY_SEVERITIES = ("critical", "warning")
-OUTCOME_KINDS = ("churned", "renewed", "expanded", "contracted")
+OUTCOME_KINDS = ("renewed", "churned", "contracted", "expanded")
+OUTCOME_RECORD_KINDS = ("renewal", "mid_term")
+OUTCOME_AGREEMENTS = ("agree", "disagree", "crm_only", "billing_only")
 
 #: Every raw landing table, one per (source, object), from the source registry (objects landed ``raw``).
 #: A new object there needs a migration creating ``raw_<source>_<object>`` (the autogenerate test will say so).
@@ -300,6 +302,7 @@ class ScoreOverride(Base):
     created_at: Mapped[dt.datetime] = mapped_column(server_default=NOW)
     expires_on: Mapped[dt.date | None]
     revoked_at: Mapped[dt.datetime | None]
+    revoked_by: Mapped[str | None]
 
 
 class HealthScore(Base):
@@ -377,7 +380,11 @@ class PlaybookEvent(Base):
 
 
 class CrmPublication(Base):
-    """Last values written to the CRM per account, so a PATCH is sent only on change."""
+    """Last values written to the CRM per account, so a PATCH is sent only on change.
+
+    ``health_score``/``health_band`` are what the CRM shows (an active override's, else the computed);
+    ``health_score_computed`` is the computed score and ``override_reason`` the override's reason ('' when none).
+    """
 
     __tablename__ = "crm_publications"
 
@@ -385,7 +392,26 @@ class CrmPublication(Base):
     health_score: Mapped[float | None]
     health_band: Mapped[str | None]
     health_trend: Mapped[str | None]
+    health_score_computed: Mapped[float | None]
+    override_reason: Mapped[str | None]
     published_at: Mapped[dt.datetime]
+
+
+class CrmPublicationError(Base):
+    """An account whose health fields the CRM refused (per-record error in a batch update), kept until a
+    later run publishes it: nothing is dropped silently. ``crm_publications`` keeps the last values that
+    did land, so the next run tries again."""
+
+    __tablename__ = "crm_publication_errors"
+
+    account_id: Mapped[str] = mapped_column(primary_key=True)
+    health_score: Mapped[float | None]
+    health_band: Mapped[str | None]
+    health_trend: Mapped[str | None]
+    category: Mapped[str]
+    message: Mapped[str]
+    first_failed_at: Mapped[dt.datetime]
+    last_failed_at: Mapped[dt.datetime]
 
 
 class NotificationOutbox(Base):
@@ -403,27 +429,86 @@ class NotificationOutbox(Base):
     dedupe_key: Mapped[str] = mapped_column(unique=True)
 
 
+class NotificationDelivery(Base):
+    """Handing an outbox message to email or Slack: attempts, last error, and when it was accepted."""
+
+    __tablename__ = "notification_deliveries"
+
+    dedupe_key: Mapped[str] = mapped_column(sa.ForeignKey("notifications_outbox.dedupe_key"), primary_key=True)
+    transport: Mapped[str]
+    address: Mapped[str]
+    attempts: Mapped[int] = mapped_column(server_default=sa.text("0"))
+    last_error: Mapped[str | None]
+    last_attempt_at: Mapped[dt.datetime | None]
+    delivered_at: Mapped[dt.datetime | None]
+
+
 # ------------------------------------------------------------------------------------------ evaluation
 
 
-class Outcome(Base):
-    """A commercial outcome (churn, renewal, expansion, contraction) the scores are judged against."""
+class BillingSubscriptionState(Base):
+    """Change log of Stripe subscription states: a row when a subscription's billed state changed.
 
-    __tablename__ = "outcomes"
+    The billing side of renewal outcomes is read from consecutive rows (a cancellation, a term rolled
+    over with fewer or more seats, a plan change). Status flips such as past_due are left out on purpose:
+    they are not outcomes and would make the log grow every day.
+    """
+
+    __tablename__ = "billing_subscription_states"
+
+    subscription_id: Mapped[str] = mapped_column(primary_key=True)
+    batch_date: Mapped[dt.date] = mapped_column(primary_key=True, index=True)
+    account_id: Mapped[str | None]
+    customer_id: Mapped[str | None]
+    canceled: Mapped[bool]
+    canceled_date: Mapped[dt.date | None]
+    quantity: Mapped[int | None] = mapped_column(sa.BigInteger)
+    mrr_cents: Mapped[int | None] = mapped_column(sa.BigInteger)
+    plan: Mapped[str | None]
+    term_end_date: Mapped[dt.date | None]
+
+
+class RenewalOutcome(Base):
+    """How one renewal resolved, with the CRM's and billing's evidence side by side.
+
+    One row per (account, renewal date = term end, kind); ``kind`` 'mid_term' holds amendments inside a
+    term (seat expansions), which are not renewals. ``agreement`` says whether both sides saw it and agreed;
+    ``outcome`` is billing's where billing saw it (what was charged), else the CRM's. ``as_of_batch_date``
+    is the batch that last wrote the row: an older batch rerun later never overwrites a newer view.
+    """
+
+    __tablename__ = "renewal_outcomes"
     __table_args__ = (
-        sa.UniqueConstraint("account_id", "outcome_date", "outcome"),
         _one_of("outcome", OUTCOME_KINDS),
+        _one_of("crm_outcome", OUTCOME_KINDS, nullable=True),
+        _one_of("billing_outcome", OUTCOME_KINDS, nullable=True),
+        _one_of("kind", OUTCOME_RECORD_KINDS),
+        _one_of("agreement", OUTCOME_AGREEMENTS),
     )
 
-    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
-    account_id: Mapped[str]
-    outcome_date: Mapped[dt.date] = mapped_column(index=True)
+    account_id: Mapped[str] = mapped_column(primary_key=True)
+    renewal_date: Mapped[dt.date] = mapped_column(primary_key=True, index=True)
+    kind: Mapped[str] = mapped_column(primary_key=True)
     outcome: Mapped[str]
-    arr_before_cents: Mapped[int | None] = mapped_column(sa.BigInteger)
-    arr_after_cents: Mapped[int | None] = mapped_column(sa.BigInteger)
-    reason: Mapped[str | None]
-    source: Mapped[str | None]
-    recorded_at: Mapped[dt.datetime] = mapped_column(server_default=NOW)
+    source: Mapped[str]
+    agreement: Mapped[str]
+    crm_outcome: Mapped[str | None]
+    crm_date: Mapped[dt.date | None]
+    crm_deal_id: Mapped[str | None]
+    crm_arr_before_cents: Mapped[int | None] = mapped_column(sa.BigInteger)
+    crm_arr_after_cents: Mapped[int | None] = mapped_column(sa.BigInteger)
+    billing_outcome: Mapped[str | None]
+    billing_date: Mapped[dt.date | None]
+    billing_subscription_id: Mapped[str | None]
+    seats_before: Mapped[int | None] = mapped_column(sa.BigInteger)
+    seats_after: Mapped[int | None] = mapped_column(sa.BigInteger)
+    mrr_before_cents: Mapped[int | None] = mapped_column(sa.BigInteger)
+    mrr_after_cents: Mapped[int | None] = mapped_column(sa.BigInteger)
+    plan_before: Mapped[str | None]
+    plan_after: Mapped[str | None]
+    note: Mapped[str | None]
+    first_batch_date: Mapped[dt.date]
+    as_of_batch_date: Mapped[dt.date]
 
 
 class AccuracyReport(Base):

@@ -1,7 +1,7 @@
 """batch_reconciliation.out_of_scope: records filtered as outside what the product scores, not quarantined.
 
-Revision ID: 0002
-Revises: 0001
+Revision ID: 0006
+Revises: 0005
 Create Date: 2026-12-07
 
 landed = accepted + quarantined + out_of_scope. A prospect's new-business deal (its company is not a customer)
@@ -13,8 +13,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0002"
-down_revision: str | Sequence[str] | None = "0001"
+revision: str = "0006"
+down_revision: str | Sequence[str] | None = "0005"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
