@@ -267,8 +267,10 @@ def at_risk(conn: sa.Connection, limit: int = 25, movers: int = 10) -> AtRisk:
     risky = base.where(sa.or_(H.c.band.in_(ctx.at_risk_bands), H.c.override_band.in_(ctx.at_risk_bands)))
     rows = conn.execute(risky.order_by(S.c.arr_cents.desc().nulls_last(), H.c.account_id).limit(limit)).all()
     total = conn.execute(sa.select(sa.func.count()).select_from(risky.subquery())).scalar() or 0
-    down = conn.execute(base.where(H.c.trend_30d < 0).order_by(H.c.trend_30d, H.c.account_id).limit(movers)).all()
-    up = conn.execute(base.where(H.c.trend_30d > 0).order_by(H.c.trend_30d.desc(), H.c.account_id)
+    # Movers show no ARR: the champion's rows alone, without joining the whole portfolio's signals.
+    scores = sa.select(H).where(*_champion_rows(ctx.version, ctx.latest))
+    down = conn.execute(scores.where(H.c.trend_30d < 0).order_by(H.c.trend_30d, H.c.account_id).limit(movers)).all()
+    up = conn.execute(scores.where(H.c.trend_30d > 0).order_by(H.c.trend_30d.desc(), H.c.account_id)
                       .limit(movers)).all()
     ids = [r.account_id for r in (*rows, *down, *up)]
     names = account_names(conn, ids, ctx.latest)
