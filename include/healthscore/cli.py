@@ -150,9 +150,20 @@ def _num(value: float | None) -> str:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from healthscore.demo import DEMO_HISTORY_DAYS, run_demo
+    from healthscore.demo import DEMO_HISTORY_DAYS, DemoError, run_demo
 
-    return run_demo(Settings.from_env(), accounts=args.accounts, seed=args.seed, history_days=DEMO_HISTORY_DAYS if args.history_days is None else args.history_days)
+    if not 1 <= args.accounts <= 100_000:
+        print(f"healthscore demo: --accounts must be between 1 and 100000, not {args.accounts}", file=sys.stderr)
+        return 2
+    try:
+        return run_demo(Settings.from_env(), accounts=args.accounts, seed=args.seed,
+                        history_days=DEMO_HISTORY_DAYS if args.history_days is None else args.history_days)
+    except DemoError as exc:
+        print(f"healthscore demo: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("healthscore demo: interrupted; the warehouse keeps what the finished days wrote", file=sys.stderr)
+        return 130
 
 
 def _cmd_history_bootstrap(args: argparse.Namespace) -> int:

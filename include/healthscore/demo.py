@@ -9,13 +9,18 @@ where the reports are.
 from __future__ import annotations
 
 import json
+import os
+import re
+import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import requests
 import sqlalchemy as sa
@@ -24,10 +29,87 @@ from sqlalchemy.engine import make_url
 from healthscore.settings import Settings
 from healthscore_sandbox import credentials as cred
 
+if TYPE_CHECKING:
+    from healthscore.local_airflow import LocalAirflow
+
 DEMO_LAST_DAY = date(2026, 9, 30)
 #: Days of history the demo bootstraps before its Airflow runs: the accuracy report for September needs the
 #: scores archived 90 days (+ the lookup tolerance) before each September renewal, i.e. from late May.
 DEMO_HISTORY_DAYS = 130
+PROGRESS_POLL_SECONDS = 3.0
+FINISHED = frozenset({"success", "failed", "upstream_failed", "skipped", "removed"})
+_ERROR_LINE = re.compile(r"^\s*(?:[\w.]+\.)?(\w*(?:Error|Exception|Exit|Interrupt))(?::\s*(.*))?$")
+
+
+class DemoError(RuntimeError):
+    """A demo step failed; the message says which and where its log is (shown without a traceback)."""
+
+
+@dataclass
+class DayResult:
+    logical_date: date
+    state: str | None
+    seconds: float
+    log_path: Path
+    tasks: list[tuple[str, str | None, float | None]]
+
+    def failed_tasks(self) -> list[str]:
+        """Tasks that failed (``up_for_retry``: failed with retries left when the test run gave up)."""
+        return [t for t, state, _ in self.tasks if state in ("failed", "up_for_retry")]
+
+
+def last_error(output: str, task_id: str | None = None) -> str:
+    """The last exception line of a run's output (after the failed task started, when it is named)."""
+    if task_id:
+        marker = output.rfind(f"task_id={task_id}")
+        output = output[marker:] if marker >= 0 else output
+    found = None
+    for line in output.splitlines():
+        match = _ERROR_LINE.match(line.strip().removeprefix("E "))
+        if match and not line.strip().startswith(("File ", "raise ", "During handling")):
+            found = line.strip()
+    return found or "no exception line in the log"
+
+
+def run_day(airflow: LocalAirflow, logical: date, env: dict[str, str], log_path: Path, label: str,
+            out: Callable[[str], None] = print, poll_seconds: float = PROGRESS_POLL_SECONDS,
+            on_poll: Callable[[int, list[tuple[str, str | None, float | None]]], None] | None = None,
+            dag_id: str = "customer_health_daily") -> DayResult:
+    """One `airflow dags test` of the daily DAG, without a fixed timeout, printing each task's state
+    change as the metadata DB shows it (polled every few seconds). ``on_poll(pid, tasks)`` is called at
+    each poll (the benchmark samples memory there)."""
+    started = time.monotonic()
+    proc = airflow.start(logical.isoformat(), env, log_path, dag_id=dag_id)
+    shown: dict[str, str | None] = {}
+    tasks: list[tuple[str, str | None, float | None]] = []
+    try:
+        while True:
+            done = proc.poll() is not None
+            tasks = airflow.run_tasks(logical.isoformat(), dag_id)
+            if on_poll is not None and not done:
+                on_poll(proc.pid, tasks)
+            for task_id, state, duration in tasks:
+                if state == shown.get(task_id) or state in (None, "scheduled", "queued"):
+                    continue
+                shown[task_id] = state
+                took = f" in {duration:.0f} s" if state in FINISHED and duration is not None else ""
+                out(f"  {label} [{time.monotonic() - started:5.0f} s] {task_id}: {state}{took}")
+            if done:
+                break
+            time.sleep(poll_seconds)
+    finally:
+        if proc.poll() is None:  # interrupted: take the run's whole process group down with us
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+    output = log_path.read_text(errors="replace")
+    from healthscore.local_airflow import DagRunResult
+
+    state = DagRunResult(proc.returncode, output).state or ("failed" if proc.returncode else None)
+    return DayResult(logical, state, time.monotonic() - started, log_path, tasks)
 
 
 @contextmanager
@@ -38,17 +120,22 @@ def sandbox_process(port: int, accounts: int, seed: int) -> Iterator[str]:
     proc = subprocess.Popen(command)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
+        # No fixed deadline: building a 100k-account world takes minutes on a busy machine, and a
+        # sandbox that dies says so at once.
+        started = time.monotonic()
+        reported = 0.0
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"sandbox exited with code {proc.returncode}")
+                raise DemoError(f"the sandbox exited with code {proc.returncode} before it was ready")
             try:
                 if requests.get(f"{base}/_sandbox/health", timeout=1).ok:
                     break
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):
                 pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("sandbox did not become healthy within 120 s")
+            waited = time.monotonic() - started
+            if waited - reported >= 30:
+                reported = waited
+                print(f"sandbox: still building the {accounts}-account world ({waited:.0f} s)", flush=True)
             time.sleep(0.2)
         yield base
     finally:
@@ -112,32 +199,47 @@ def run_demo(settings: Settings, accounts: int = 300, seed: int = 42, days: int 
 
     airflow = LocalAirflow(data_dir / "airflow")
     print(f"airflow: home {airflow.home} (SQLite metadata DB); migrating and importing pools ...", flush=True)
-    airflow.migrate()
     logs = data_dir / "airflow" / "demo-logs"
     logs.mkdir(parents=True, exist_ok=True)
+    try:
+        airflow.migrate(timeout=None)
+    except RuntimeError as exc:
+        (logs / "airflow-migrate.log").write_text(str(exc))
+        raise DemoError(f"{str(exc).splitlines()[0]} {last_error(str(exc))} "
+                        f"(log: {logs / 'airflow-migrate.log'})") from exc
     with sandbox_process(free_port(), accounts, seed) as base:
         print(f"sandbox: {base} ({accounts} accounts, seed {seed})", flush=True)
         env = pipeline_env(base, url, data_dir)
         if history_days > 0:
             bootstrap_history(env, history_days, days)
-        for offset in range(days - 1, -1, -1):
+        total = time.monotonic()
+        for n, offset in enumerate(range(days - 1, -1, -1), start=1):
             logical = DEMO_LAST_DAY - timedelta(days=offset)
-            started = time.monotonic()
-            result = airflow.dags_test(logical.isoformat(), env)
-            (logs / f"customer_health_daily-{logical}.log").write_text(result.output)
-            print(f"customer_health_daily {logical}: {result.state} in {time.monotonic() - started:.0f} s",
-                  flush=True)
+            label = f"day {n}/{days} {logical}"
+            print(f"customer_health_daily {logical} (day {n} of {days}) ...", flush=True)
+            result = run_day(airflow, logical, env, logs / f"customer_health_daily-{logical}.log", label,
+                             out=lambda line: print(line, flush=True))
+            print(f"customer_health_daily {logical}: {result.state} in {result.seconds:.0f} s", flush=True)
             if result.state != "success":
-                print(result.output[-3000:], file=sys.stderr)
-                return 1
+                failed = result.failed_tasks()
+                task = failed[0] if failed else None
+                error = last_error(result.log_path.read_text(errors="replace"), task)
+                raise DemoError(f"customer_health_daily {logical} failed"
+                                f"{f' in task {task}' if task else ''}: {error} (log: {result.log_path})")
+        print(f"{days} days in {time.monotonic() - total:.0f} s", flush=True)
         month = DEMO_LAST_DAY.replace(day=1)
-        started = time.monotonic()
-        result = airflow.dags_test((DEMO_LAST_DAY + timedelta(days=1)).isoformat(), env, dag_id="health_model_accuracy")
-        (logs / f"health_model_accuracy-{month:%Y-%m}.log").write_text(result.output)
-        print(f"health_model_accuracy {month:%Y-%m}: {result.state} in {time.monotonic() - started:.0f} s", flush=True)
+        logical = DEMO_LAST_DAY + timedelta(days=1)
+        print(f"health_model_accuracy {month:%Y-%m} ...", flush=True)
+        result = run_day(airflow, logical, env, logs / f"health_model_accuracy-{month:%Y-%m}.log",
+                         f"accuracy {month:%Y-%m}", out=lambda line: print(line, flush=True),
+                         dag_id="health_model_accuracy")
+        print(f"health_model_accuracy {month:%Y-%m}: {result.state} in {result.seconds:.0f} s", flush=True)
         if result.state != "success":
-            print(result.output[-3000:], file=sys.stderr)
-            return 1
+            failed = result.failed_tasks()
+            task = failed[0] if failed else None
+            error = last_error(result.log_path.read_text(errors="replace"), task)
+            raise DemoError(f"health_model_accuracy {month:%Y-%m} failed"
+                            f"{f' in task {task}' if task else ''}: {error} (log: {result.log_path})")
         print_summary(engine, data_dir)
         print_csm_view(engine, base, data_dir)
     print_accuracy(engine, data_dir)

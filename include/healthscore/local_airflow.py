@@ -66,7 +66,7 @@ class LocalAirflow:
         if self.metadata_url.startswith("postgresql"):  # Airflow's async engine would want asyncpg; psycopg 3 does both
             self.env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC"] = self.metadata_url
 
-    def _airflow(self, *args: str, extra_env: dict[str, str] | None = None, timeout: int = 600) -> DagRunResult:
+    def _airflow(self, *args: str, extra_env: dict[str, str] | None = None, timeout: int | None = 600) -> DagRunResult:
         proc = subprocess.run([str(BIN / "airflow"), *args], env={**self.env, **(extra_env or {})},
                               capture_output=True, text=True, timeout=timeout)
         return DagRunResult(proc.returncode, proc.stdout + proc.stderr)
@@ -78,12 +78,13 @@ class LocalAirflow:
         if not config.exists():
             config.symlink_to(CONFIG_DIR, target_is_directory=True)
 
-    def migrate(self) -> None:
+    def migrate(self, timeout: int | None = 300) -> None:
+        """Migrate the metadata DB and import the pools (``timeout`` None: wait as long as it takes)."""
         self.link_config()
-        result = self._airflow("db", "migrate", timeout=300)
+        result = self._airflow("db", "migrate", timeout=timeout)
         if result.returncode:
             raise RuntimeError(f"airflow db migrate failed:\n{result.output[-3000:]}")
-        pools = self._airflow("pools", "import", str(POOLS_FILE))
+        pools = self._airflow("pools", "import", str(POOLS_FILE), timeout=timeout)
         if pools.returncode:
             raise RuntimeError(f"airflow pools import failed:\n{pools.output[-3000:]}")
 
@@ -113,6 +114,23 @@ class LocalAirflow:
         finally:
             engine.dispose()
         return [tuple(str(v) if isinstance(v, datetime) else v for v in row) for row in rows]
+
+    def run_tasks(self, logical_date: str, dag_id: str = "customer_health_daily"
+                  ) -> list[tuple[str, str | None, float | None]]:
+        """(task_id, state, duration s) of the newest run of ``dag_id`` for ``logical_date`` (its run id
+        carries the date), in start order; [] while there is none or while the metadata DB is busy (a
+        progress poll simply tries again)."""
+        import sqlalchemy as sa
+
+        try:
+            rows = self.query(
+                "select ti.task_id, ti.state, ti.duration from task_instance ti "
+                "where ti.dag_id = :dag and ti.run_id = (select run_id from dag_run where dag_id = :dag "
+                "and run_id like :day order by id desc limit 1) "
+                "order by ti.start_date is null, ti.start_date, ti.task_id", dag=dag_id, day=f"%{logical_date}%")
+        except sa.exc.OperationalError:
+            return []
+        return [(str(t), s, float(d) if d is not None else None) for t, s, d in rows]
 
     def asset_events(self) -> list[str]:
         return [row[0] for row in self.query(

@@ -35,6 +35,9 @@ class FaultConfig(BaseModel):
     mixpanel_late_days: int = Field(2, ge=1, le=30)
     bad_record_rate: float = Field(0.0, ge=0, le=1, description="Records corrupted (null/out of range/bad FK).")
     apply_to_writes: bool = Field(False, description="Also fail POST/PATCH with 5xx/429.")
+    batch_record_error_rate: float = Field(
+        0.0, ge=0, le=1, description="Inputs of a HubSpot batch update that fail on their own (a transient "
+        "per-record error in a 207 Multi-Status answer) while the rest of the batch succeeds.")
 
     @property
     def any_transport_fault(self) -> bool:
@@ -71,6 +74,17 @@ class FaultInjector:
                     return kind
                 draw -= rate
         return None
+
+    def failing_inputs(self, count: int) -> list[bool]:
+        """Which of ``count`` batch inputs fail with a transient per-record error (drawn per request)."""
+        rate = self.config.batch_record_error_rate
+        if rate <= 0 or count == 0:
+            return [False] * count
+        with self._lock:
+            picks = [self._rng.random() < rate for _ in range(count)]
+            for _ in range(sum(picks)):
+                self._count("batch_record_error")
+        return picks
 
     def take_malformed_page(self) -> bool:
         with self._lock:

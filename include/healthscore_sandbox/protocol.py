@@ -305,8 +305,12 @@ class Call:
         return Response(body, status_code=status, media_type="application/json", headers=self.headers)
 
 
-def vendor_call(vendor: str, policy: str | None = None) -> Callable[[Request], Call]:
-    """FastAPI dependency: auth, clock, rate limit, then injected faults, in the vendor's style."""
+def vendor_call(vendor: str, policy: str | None = None, *, write: bool | None = None) -> Callable[[Request], Call]:
+    """FastAPI dependency: auth, clock, rate limit, then injected faults, in the vendor's style.
+
+    ``write`` says whether the route changes state (write faults only with ``apply_to_writes``);
+    None decides by method, so a POST that only reads (a batch read) passes ``write=False``.
+    """
     policy = policy or vendor
 
     def guard(request: Request) -> Call:
@@ -314,6 +318,8 @@ def vendor_call(vendor: str, policy: str | None = None) -> Callable[[Request], C
         who = _check_auth(vendor, request)
         now = state.clock.now(request)
         state.requests[vendor] += 1
+        if policy != vendor:  # e.g. hubspot_search: its own, lower limit
+            state.requests[policy] += 1
         allowed, remaining, reset_in = state.limiter.hit(policy, who)
         if not allowed:
             state.requests[f"{vendor}:429"] += 1
@@ -321,7 +327,8 @@ def vendor_call(vendor: str, policy: str | None = None) -> Callable[[Request], C
         cfg = state.faults.config
         if cfg.latency_ms:
             time.sleep(cfg.latency_ms / 1000)
-        fault = state.faults.transport_fault(is_write=request.method != "GET")
+        is_write = request.method != "GET" if write is None else write
+        fault = state.faults.transport_fault(is_write=is_write)
         if fault == "5xx":
             raise VendorError(_server_error(vendor, request))
         if fault == "429":

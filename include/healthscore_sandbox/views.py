@@ -24,6 +24,10 @@ UNKNOWN_OWNER_ID = "999999999"
 UNKNOWN_ORGANIZATION_ID = 999_999_999
 UNKNOWN_CUSTOMER_ID = "cus_UNKNOWN0000000"
 TICKET_CLOSE_AFTER = 4 * DAY
+CONTRACT_SENT_BEFORE_CLOSE = 30 * DAY
+#: Records users delete in the CRM (HubSpot archives them: gone from lists and search, listed with
+#: ``archived=true``): (share of records, seconds after their creation), stable per record id.
+ARCHIVING: dict[str, tuple[float, int]] = {"deals": (0.03, 20 * DAY), "meetings": (0.02, 3 * DAY)}
 
 
 def iso_seconds(ts: np.ndarray | pd.Series) -> np.ndarray:
@@ -102,8 +106,40 @@ class VendorViews:
         self._customer_ids = accounts["stripe_customer_id"].astype(str)
 
     def view(self, obj: str, now: int) -> pd.DataFrame:
-        key = (obj, now, self.faults.config.bad_record_rate, self.faults.config.seed)
-        return self.cache.get(key, lambda: getattr(self, f"_build_{obj}")(now))
+        """What the vendor lists at ``now`` (HubSpot: without the archived records)."""
+        if obj in ARCHIVING:
+            return self._split(obj, now)[0]
+        return self.cache.get((obj, now, *self._fault_key()), lambda: getattr(self, f"_build_{obj}")(now))
+
+    def archived(self, obj: str, now: int) -> pd.DataFrame:
+        """HubSpot records archived (deleted) by ``now``, with ``archived_ts`` as their archive time."""
+        if obj not in ARCHIVING:
+            return self.view(obj, now).iloc[0:0].assign(archived_ts=pd.Series(dtype="int64"))
+        return self._split(obj, now)[1]
+
+    def _fault_key(self) -> tuple:
+        return (self.faults.config.bad_record_rate, self.faults.config.seed)
+
+    def _split(self, obj: str, now: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """(live, archived) views; an archived record's modification time is its archive time, as in HubSpot.
+        Cached as one entry so a 1M-meeting view is held once."""
+        def build() -> tuple[pd.DataFrame, pd.DataFrame]:
+            from healthscore_sandbox.faults import unit_hashes
+
+            frame = getattr(self, f"_build_{obj}")(now)
+            share, after = ARCHIVING[obj]
+            picked = unit_hashes(frame["id"], self.world.spec.seed, f"archive:{obj}") < share
+            # Fixed per record (from its creation), so a deletion never depends on the instant asked about.
+            when = frame["created_ts"].to_numpy(dtype="int64") + after
+            archived = picked & (when <= now)
+            gone = frame[archived].copy()
+            gone["archived_ts"] = when[archived]
+            gone["updated_ts"] = gone["archived_ts"]
+            gone["hs_lastmodifieddate"] = iso_millis(gone["archived_ts"].to_numpy())
+            live = frame[~archived].reset_index(drop=True) if archived.any() else frame
+            return live, gone.reset_index(drop=True)
+
+        return self.cache.get(("split", obj, now, *self._fault_key()), build)  # type: ignore[return-value]
 
     # ---- shared as-of facts -------------------------------------------------------------
     def current_contracts(self, now: int) -> pd.DataFrame:
@@ -209,16 +245,21 @@ class VendorViews:
         deals = self.world.deals
         visible = deals[deals["create_ts"] <= now]
         closed = visible["close_ts"] <= now
+        sent_at = visible["close_ts"] - CONTRACT_SENT_BEFORE_CLOSE
+        sent = ~closed & (sent_at <= now)
         stage = np.where(
             closed,
             np.where(visible["won"], "closedwon", "closedlost"),
-            np.where(visible["close_ts"] - now < 30 * DAY, "contractsent", "qualifiedtobuy"),
+            np.where(sent, "contractsent", "qualifiedtobuy"),
         )
+        # A stage change is a modification (hs_lastmodifieddate moves), so an incremental reader sees it.
+        updated = np.where(closed, visible["close_ts"], np.where(sent, np.maximum(sent_at, visible["create_ts"]),
+                                                                  visible["create_ts"]))
         frame = pd.DataFrame(
             {
                 "id": _strings(visible["deal_id"]),
                 "created_ts": visible["create_ts"].to_numpy(),
-                "updated_ts": np.where(closed, visible["close_ts"], visible["create_ts"]),
+                "updated_ts": updated,
                 "dealname": _strings(visible["dealname"]),
                 "amount": dollars(visible["amount_cents"]),
                 "dealstage": stage.astype(object),

@@ -12,7 +12,7 @@ import yaml
 from healthscore.cli import main
 from healthscore.config import load_model_config, model_config_from_dict
 from healthscore.warehouse.engine import make_engine
-from healthscore.warehouse.migrate import upgrade
+from healthscore.warehouse.migrate import head_revision, upgrade
 from healthscore.warehouse.registry import ModelRegistryError, champion_version, register_model_version
 
 
@@ -45,7 +45,7 @@ def test_ground_truth_is_exported_only_by_the_admin_command(tmp_path):
 def test_warehouse_command_migrates(tmp_path, capsys):
     url = f"sqlite:///{tmp_path / 'w.db'}"
     assert main(["warehouse", "upgrade", "--url", url]) == 0
-    assert '"revision": "0001"' in capsys.readouterr().out
+    assert f'"revision": "{head_revision()}"' in capsys.readouterr().out
     assert main(["warehouse", "downgrade", "--url", url]) == 0
     assert '"revision": null' in capsys.readouterr().out
 

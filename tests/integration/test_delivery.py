@@ -33,7 +33,7 @@ from healthscore.sources import HubSpotSource
 from healthscore.sources.base import RetryPolicy, SourceConnection
 from healthscore.warehouse.engine import make_engine
 from healthscore.warehouse.migrate import upgrade
-from healthscore.warehouse.models import ModelVersion, NotificationOutbox, PlaybookEvent
+from healthscore.warehouse.models import CrmPublicationError, ModelVersion, NotificationOutbox, PlaybookEvent
 from healthscore_sandbox import credentials as cred
 from healthscore_sandbox.runner import SandboxOptions, ThreadedSandbox, build_state
 
@@ -361,8 +361,36 @@ def test_validation_errors_fail_then_stop_at_max_attempts(sandbox, hubspot, engi
     assert summary.sent == 0 and sandbox_tasks(sandbox.url) == []
 
 
-def test_publish_patches_only_changes_and_never_shadow(sandbox, hubspot, engine, companies):
-    ids = [c for cs in companies.values() for c in cs][:4]
+def crm_health(client, ids: list[str]) -> dict[str, tuple]:
+    """What the CRM shows, read back through HubSpot's batch read."""
+    body = {"properties": ["health_score", "health_band", "health_trend"], "inputs": [{"id": i} for i in ids]}
+    out = {}
+    for start in range(0, len(ids), 100):
+        answer = client.post_json("/crm/v3/objects/companies/batch/read", {**body, "inputs": body["inputs"][start:start + 100]})
+        for r in answer["results"]:
+            p = r["properties"]
+            out[r["id"]] = (p.get("health_score"), p.get("health_band"), p.get("health_trend"))
+    return out
+
+
+def publication_errors(engine) -> dict[str, dict]:
+    with engine.connect() as conn:
+        return {r["account_id"]: dict(r) for r in conn.execute(sa.select(CrmPublicationError.__table__)).mappings()}
+
+
+def all_company_ids(companies) -> list[str]:
+    return sorted(c for cs in companies.values() for c in cs)
+
+
+def count_batch_updates(client) -> Counter:
+    seen = Counter()
+    client.session.hooks["response"].append(
+        lambda r, *a, **k: seen.update([r.status_code]) if r.request.url.endswith("/batch/update") else None)
+    return seen
+
+
+def test_publish_batches_only_changes_and_never_shadow(sandbox, hubspot, engine, companies):
+    ids = all_company_ids(companies)[:4]
     scores = pd.DataFrame(
         {
             "account_id": ids,
@@ -373,30 +401,72 @@ def test_publish_patches_only_changes_and_never_shadow(sandbox, hubspot, engine,
     )
     shadow = scores.assign(score=1.0, band="Critical", is_shadow=True)
     frame = pd.concat([scores.assign(is_shadow=False), shadow], ignore_index=True)
-    patches = Counter()
-    hubspot.client.session.hooks["response"].append(
-        lambda r, *a, **k: patches.update([r.request.method]) or r
-    )
+    batches = count_batch_updates(hubspot.client)
 
-    assert publish_scores(engine, hubspot.client, frame) == 4 and patches["PATCH"] == 4
-    assert publish_scores(engine, hubspot.client, frame) == 0 and patches["PATCH"] == 4
+    first = publish_scores(engine, hubspot.client, frame)
+    assert (first.changed, first.published, first.failed) == (4, 4, 0) and batches == Counter({200: 1})
+    assert publish_scores(engine, hubspot.client, frame).changed == 0 and batches == Counter({200: 1})
     changed = frame.copy()
-    changed.loc[0, "score"] = 71.7  # still shows 72: no PATCH
+    changed.loc[0, "score"] = 71.7  # still shows 72: nothing to send
     changed.loc[1, "score"] = 30.0
-    assert publish_scores(engine, hubspot.client, changed) == 1 and patches["PATCH"] == 5
+    assert publish_scores(engine, hubspot.client, changed).published == 1 and batches == Counter({200: 2})
 
-    read = hubspot.client.post_json(
-        "/crm/v3/objects/companies/search",
-        {
-            "filterGroups": [
-                {"filters": [{"propertyName": "hs_object_id", "operator": "EQ", "value": ids[1]}]}
-            ],
-            "properties": ["health_score", "health_band", "health_trend"],
-        },
-    )["results"][0]["properties"]
-    assert (read["health_score"], read["health_band"], read["health_trend"]) == ("30", "At Risk", "down")
+    shown = crm_health(hubspot.client, ids)
+    assert shown[ids[1]] == ("30", "At Risk", "down") and shown[ids[0]] == ("72", "Moderate", "up")
+    assert shown[ids[3]] == ("12", "Critical", "")
     names = {p["name"] for p in hubspot.client.get_json("/crm/v3/properties/companies")["results"]}
     assert {"health_score", "health_band", "health_trend"} <= names
+
+
+def test_publish_in_chunks_with_207_partial_failures_recorded_and_retried(sandbox, hubspot, engine, companies):
+    ids = all_company_ids(companies)
+    gone = ["9999999901", "9999999902"]  # merged or deleted in the CRM: HubSpot answers OBJECT_NOT_FOUND
+    scores = pd.DataFrame({"account_id": ids + gone, "score": [float(10 + i) for i in range(len(ids) + 2)],
+                           "band": "Moderate", "momentum": "flat"})
+    batches = count_batch_updates(hubspot.client)
+    set_faults(sandbox.url, batch_record_error_rate=0.3, seed=11)
+    try:
+        summary = publish_scores(engine, hubspot.client, scores, batch_size=10, record_rounds=6)
+    finally:
+        set_faults(sandbox.url)
+    assert summary.changed == len(ids) + 2 and summary.published == len(ids)
+    assert summary.failed == 2 and summary.retried_records > 0 and batches[207] > 0
+    assert batches[200] + batches[207] == summary.requests > -(-(len(ids) + 2) // 10)
+    shown = crm_health(hubspot.client, ids)
+    assert {i: v[0] for i, v in shown.items()} == {i: str(10 + n) for n, i in enumerate(ids)}
+    errors = publication_errors(engine)
+    assert set(errors) == set(gone) and {e["category"] for e in errors.values()} == {"OBJECT_NOT_FOUND"}
+    assert errors[gone[0]]["health_score"] == float(10 + len(ids))
+
+    # Next run: the failed ones are tried again (not dropped), the published ones are not resent.
+    again = publish_scores(engine, hubspot.client, scores, batch_size=10)
+    assert (again.changed, again.published, again.failed, again.requests) == (2, 0, 2, 1)
+    later = publication_errors(engine)
+    assert later[gone[0]]["first_failed_at"] == errors[gone[0]]["first_failed_at"]
+    assert later[gone[0]]["last_failed_at"] >= errors[gone[0]]["last_failed_at"]
+    # Once the account shows what the CRM already has, its error row goes.
+    settled = scores[~scores["account_id"].isin(gone)]
+    assert publish_scores(engine, hubspot.client, settled).changed == 0 and set(publication_errors(engine)) == set(gone)
+
+
+def test_publish_rides_out_429s_and_isolates_a_batch_the_crm_refuses(sandbox, hubspot, engine, companies):
+    ids = all_company_ids(companies)[:30]
+    scores = pd.DataFrame({"account_id": ids, "score": 55.0, "band": "Moderate", "momentum": "up"})
+    batches = count_batch_updates(hubspot.client)
+    set_faults(sandbox.url, rate_429_rate=0.4, apply_to_writes=True, seed=4)
+    try:
+        summary = publish_scores(engine, hubspot.client, scores, batch_size=7)
+    finally:
+        set_faults(sandbox.url)
+    assert summary.published == 30 and summary.failed == 0 and batches[429] > 0
+    assert set(crm_health(hubspot.client, ids).values()) == {("55", "Moderate", "up")}
+
+    # A value HubSpot refuses makes it refuse the whole batch (400): halves until the bad input is alone.
+    chunk = [(i, 60, "Moderate", "up") for i in ids[:6]]
+    chunk[4] = (ids[4], "sixty", "Moderate", "up")
+    outcome = delivery._batch_update(hubspot.client, chunk, delivery.PublishSummary())
+    assert sorted(outcome.ok) == sorted(ids[:4] + ids[5:6])
+    assert list(outcome.failed) == [ids[4]] and outcome.failed[ids[4]][0] == "VALIDATION_ERROR"
 
 
 def test_digests_and_alerts_are_written_once(engine, decision, tmp_path):

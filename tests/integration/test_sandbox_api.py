@@ -65,7 +65,8 @@ def test_hubspot_objects_paginate_each_record_once(sandbox, http, obj, table, ts
     records = hubspot_all(http, sandbox.url, obj, properties="name,dealstage,hs_meeting_outcome")
     ids = [r["id"] for r in records]
     assert len(ids) == len(set(ids))
-    expected = set(visible(getattr(sandbox.state.world, table), ts)[id_col].astype(str))
+    archived = set(sandbox.state.views.archived(obj, NOW)["id"])  # deleted in the CRM: not listed
+    expected = set(visible(getattr(sandbox.state.world, table), ts)[id_col].astype(str)) - archived
     assert set(ids) == expected and len(expected) > 20
     for record in records[:50]:
         assert all(v is None or isinstance(v, str) for v in record["properties"].values())
@@ -153,6 +154,94 @@ def test_hubspot_task_create_and_company_patch(sandbox, http):
     assert read["properties"]["health_score"] == "72"
     assert http.patch(f"{sandbox.url}/crm/v3/objects/companies/123", headers=HUBSPOT,
                       json={"properties": {"name": "x"}}).status_code == 404
+
+
+def test_hubspot_batch_update_and_read_as_documented(sandbox, http):
+    base = f"{sandbox.url}/crm/v3/objects/companies/batch"
+    ids = sorted(visible(sandbox.state.world.accounts, "created_ts")["hubspot_company_id"].astype(str))[:3]
+    prop = {"name": "health_score", "label": "Health score", "type": "number", "fieldType": "number",
+            "groupName": "companyinformation"}
+    unknown = http.post(f"{base}/update", headers=HUBSPOT,
+                        json={"inputs": [{"id": ids[0], "properties": {"health_score": "1"}}]})
+    assert unknown.status_code == 400 and unknown.json()["errors"][0]["code"] == "PROPERTY_DOESNT_EXIST"
+    http.post(f"{sandbox.url}/crm/v3/properties/companies", headers=HUBSPOT, json=prop).raise_for_status()
+
+    inputs = [{"id": c, "properties": {"health_score": str(60 + n)}} for n, c in enumerate(ids)]
+    ok = http.post(f"{base}/update", headers=HUBSPOT, json={"inputs": inputs})
+    assert ok.status_code == 200 and ok.json()["status"] == "COMPLETE" and "errors" not in ok.json()
+    assert sorted(r["id"] for r in ok.json()["results"]) == ids
+
+    partial = http.post(f"{base}/update", headers=HUBSPOT, json={"inputs": [
+        {"id": ids[0], "properties": {"health_score": "70"}}, {"id": "123", "properties": {"health_score": "1"}}]})
+    assert partial.status_code == 207
+    body = partial.json()
+    assert [r["id"] for r in body["results"]] == [ids[0]] and body["numErrors"] == 1
+    assert body["errors"][0]["category"] == "OBJECT_NOT_FOUND" and body["errors"][0]["context"]["ids"] == ["123"]
+
+    bad_value = http.post(f"{base}/update", headers=HUBSPOT, json={"inputs": [
+        {"id": ids[0], "properties": {"health_score": "71"}}, {"id": ids[1], "properties": {"health_score": "high"}}]})
+    assert bad_value.status_code == 400 and bad_value.json()["errors"][0]["code"] == "INVALID_DOUBLE"
+    too_many = http.post(f"{base}/update", headers=HUBSPOT,
+                         json={"inputs": [{"id": str(i), "properties": {}} for i in range(101)]})
+    assert too_many.status_code == 400 and too_many.json()["category"] == "VALIDATION_ERROR"
+    dup = http.post(f"{base}/update", headers=HUBSPOT, json={"inputs": [{"id": ids[0]}, {"id": ids[0]}]})
+    assert dup.status_code == 400 and "Duplicate" in dup.json()["message"]
+
+    read = http.post(f"{base}/read", headers=HUBSPOT,
+                     json={"properties": ["health_score"], "inputs": [{"id": i} for i in [*ids, "123"]]})
+    assert read.status_code == 207 and read.json()["errors"][0]["context"]["ids"] == ["123"]
+    scores = {r["id"]: r["properties"]["health_score"] for r in read.json()["results"]}
+    assert scores == {ids[0]: "70", ids[1]: "61", ids[2]: "62"}
+    full = http.post(f"{base}/read", headers=HUBSPOT, json={"inputs": [{"id": i} for i in ids]})
+    assert full.status_code == 200 and len(full.json()["results"]) == 3
+    # What was written is what the list and search endpoints show, stamped as a modification.
+    listed = {r["id"]: r for r in hubspot_all(http, sandbox.url, "companies", properties="health_score")}
+    assert listed[ids[1]]["properties"]["health_score"] == "61"
+    assert listed[ids[1]]["properties"]["hs_lastmodifieddate"].startswith("2026-09-30T12:00:00")
+
+
+def test_hubspot_archived_records_and_v4_associations(sandbox, http):
+    live = hubspot_all(http, sandbox.url, "meetings")
+    gone = hubspot_all(http, sandbox.url, "meetings", archived="true")
+    assert gone and all(r["archived"] is True and r["archivedAt"] for r in gone)
+    assert not {r["id"] for r in gone} & {r["id"] for r in live}
+    assert all(r["properties"]["hs_lastmodifieddate"] == r["archivedAt"] for r in gone)
+    search = http.post(f"{sandbox.url}/crm/v3/objects/meetings/search", headers=HUBSPOT, json={
+        "filterGroups": [{"filters": [{"propertyName": "hs_object_id", "operator": "EQ", "value": gone[0]["id"]}]}]})
+    assert search.json()["total"] == 0  # deleted records leave search too
+
+    url = f"{sandbox.url}/crm/v4/associations/meetings/companies/batch/read"
+    ids = [r["id"] for r in live[:3]]
+    ok = http.post(url, headers=HUBSPOT, json={"inputs": [{"id": i} for i in ids]})
+    assert ok.status_code == 200
+    by_id = {r["from"]["id"]: r["to"] for r in ok.json()["results"]}
+    listed = {r["id"]: r["associations"]["companies"]["results"][0]["id"]
+              for r in hubspot_all(http, sandbox.url, "meetings", associations="companies")[:3]}
+    assert {i: str(to[0]["toObjectId"]) for i, to in by_id.items()} == listed
+    assert by_id[ids[0]][0]["associationTypes"][0]["category"] == "HUBSPOT_DEFINED"
+    partial = http.post(url, headers=HUBSPOT, json={"inputs": [{"id": ids[0]}, {"id": gone[0]["id"]}]})
+    assert partial.status_code == 207 and partial.json()["numErrors"] == 1
+    assert partial.json()["errors"][0]["context"]["ids"] == [gone[0]["id"]]
+    assert http.post(f"{sandbox.url}/crm/v4/associations/meetings/tickets/batch/read", headers=HUBSPOT,
+                     json={"inputs": [{"id": ids[0]}]}).status_code == 400
+
+
+def test_hubspot_batch_update_partial_faults_and_429(sandbox, http):
+    base = f"{sandbox.url}/crm/v3/objects/companies/batch/update"
+    ids = sorted(visible(sandbox.state.world.accounts, "created_ts")["hubspot_company_id"].astype(str))[:100]
+    inputs = [{"id": c, "properties": {"name": f"n{c}"}} for c in ids]
+    http.post(f"{sandbox.url}/_sandbox/faults", headers=ADMIN,
+              json={"batch_record_error_rate": 0.3, "seed": 3}).raise_for_status()
+    answer = http.post(base, headers=HUBSPOT, json={"inputs": inputs})
+    assert answer.status_code == 207
+    body = answer.json()
+    failed = body["errors"][0]["context"]["ids"]
+    assert body["errors"][0]["category"] == "INTERNAL_ERROR" and body["numErrors"] == len(failed)
+    assert 10 < len(failed) < 60 and sorted([*failed, *(r["id"] for r in body["results"])]) == ids
+    http.post(f"{sandbox.url}/_sandbox/faults", headers=ADMIN,
+              json={"rate_429_rate": 1.0, "apply_to_writes": True}).raise_for_status()
+    limited = http.post(base, headers=HUBSPOT, json={"inputs": inputs[:1]})
+    assert limited.status_code == 429 and limited.json()["policyName"] == "TEN_SECONDLY_ROLLING"
 
 
 def zendesk_export(http, base: str, start_time: int = 0, headers=None) -> tuple[list[dict], list[dict], dict]:

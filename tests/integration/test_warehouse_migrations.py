@@ -64,6 +64,7 @@ def test_expected_tables_are_modelled() -> None:
         "score_overrides",
         "playbook_events",
         "crm_publications",
+        "crm_publication_errors",
         "notifications_outbox",
         "quality_results",
         "quarantine",

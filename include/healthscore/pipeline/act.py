@@ -100,7 +100,8 @@ def act(engine: Engine, batch: Batch, hubspot: HttpClient, outbox_path: Path) ->
     published = publish_scores(engine, hubspot, today)
     summary = {"pending": len(decision.pending), "deferred": len(decision.deferred),
                "suppressed": len(decision.suppressed), "delivery": _plain(asdict(delivery)),
-               "digests": digests, "alerts": alerts, "published": published}
+               "digests": digests, "alerts": alerts, "published": published.published,
+               "publish": _plain(asdict(published))}
     log.info("act %s: %s", batch.batch_date, summary)
     return summary
 

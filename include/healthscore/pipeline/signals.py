@@ -132,6 +132,7 @@ DELINQUENT_SUBSCRIPTION = frozenset({"past_due", "unpaid"})
 UNPAID_INVOICE = frozenset({"open", "uncollectible"})
 CSAT_RATING_VALUE = {"good": 5.0, "bad": 1.0}
 #: Objects landed as full snapshots every batch: the newest snapshot is the truth, not a per-record union.
+#: (Incremental objects whose deletions matter land them as tombstones: see read_versions.)
 SNAPSHOT_OBJECTS = registry.snapshot_objects()
 #: Cursor object that marks a source as landed for a batch (Mixpanel's cursor is kept on "events").
 SOURCE_CURSOR_OBJECTS = registry.cursor_objects()
@@ -175,7 +176,8 @@ def _quarantined(conn: sa.Connection, source: str, obj: str, batch_date: date) -
 def read_versions(conn: sa.Connection, source: str, obj: str, pit: PointInTime,
                   since: datetime | None = None) -> list[dict]:
     """Vendor records as of ``pit``: newest landed version per record (snapshots: newest snapshot),
-    stamped at or before as-of (and at or after ``since`` when given), not quarantined in its batch."""
+    stamped at or before as-of (and at or after ``since`` when given), not quarantined in its batch,
+    and not a tombstone (``"archived": true``: deleted in the vendor by then)."""
     t = landing_table(source, obj)
     cond = [t.c.batch_date <= pit.batch_date,
             sa.or_(t.c.source_updated_at.is_(None), t.c.source_updated_at <= pit.as_of)]
@@ -193,7 +195,8 @@ def read_versions(conn: sa.Connection, source: str, obj: str, pit: PointInTime,
             newest, sa.and_(t.c.record_id == newest.c.record_id, t.c.batch_date == newest.c.newest))
     bad = _quarantined(conn, source, obj, pit.batch_date)
     rows = conn.execute(query.order_by(t.c.record_id)).all()
-    return [json.loads(payload) for record_id, batch, payload in rows if (record_id, batch) not in bad]
+    records = (json.loads(payload) for record_id, batch, payload in rows if (record_id, batch) not in bad)
+    return [r for r in records if r.get("archived") is not True]
 
 
 def _usage_rows(conn: sa.Connection, pit: PointInTime, first_day: date, columns: Sequence[str],

@@ -31,8 +31,10 @@ Three steps, each safe to rerun:
 
 ``publish_scores``
     Ensures the company properties ``health_score``/``health_band``/``health_trend`` exist (409 means
-    already there), then PATCHes a company only when (rounded score, band, momentum) differ from
-    ``crm_publications``, updating that table after each successful PATCH. Shadow rows never publish.
+    already there), then sends the companies whose (rounded score, band, momentum) differ from
+    ``crm_publications`` through HubSpot's batch update, 100 per request, reading the answer input by
+    input (200, or 207 Multi-Status with per-record errors). Shadow rows never publish. Tasks stay one
+    POST each: batch create has no idempotency key, and exactly-once matters more there.
 
 ``account_id`` is the HubSpot company id (the CRM is the account root); a payload
 ``hubspot_company_id`` overrides it for portfolios keyed otherwise.
@@ -40,6 +42,7 @@ Three steps, each safe to rerun:
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import logging
@@ -59,7 +62,7 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait
 from healthscore.playbooks.rules import EVENT_COLUMNS, PlaybookDecision
 from healthscore.playbooks.text import task_body, task_subject
 from healthscore.sources.base import HttpClient, RetryableError, SourceAuthError, SourceError
-from healthscore.warehouse.models import CrmPublication, PlaybookEvent
+from healthscore.warehouse.models import CrmPublication, CrmPublicationError, PlaybookEvent
 from healthscore.warehouse.types import dumps_json, utcnow
 from healthscore.warehouse.upsert import bulk_upsert
 
@@ -627,48 +630,188 @@ def _published(engine: Engine, accounts: list[str]) -> dict[str, tuple[int | Non
     return out
 
 
-def publish_scores(engine: Engine, hubspot_client: HttpClient, scores: pd.DataFrame) -> int:
-    """PATCH health_score/health_band/health_trend on companies whose shown values changed; PATCH count.
+BATCH_UPDATE_PATH = "/crm/v3/objects/companies/batch/update"
+#: HubSpot's documented cap on inputs per batch request.
+BATCH_LIMIT = 100
+#: Per-record error categories of a 207 answer that a later try can cure; the rest (OBJECT_NOT_FOUND,
+#: VALIDATION_ERROR, ...) are recorded in ``crm_publication_errors`` at once.
+TRANSIENT_CATEGORIES = frozenset({"INTERNAL_ERROR", "RATE_LIMITS", "LOCKED", "CONFLICT", "TIMEOUT",
+                                  "SERVICE_UNAVAILABLE", "NO_RESULT"})
+_PUBLICATION_ERRORS = CrmPublicationError.__table__
 
-    ``scores``: account_id, score, band, momentum (optional is_shadow, as_of_date). A 404 (company
-    merged or deleted) is logged and skipped; transient errors that outlast the retries raise, and
-    the next run resumes from ``crm_publications``.
+
+@dataclass
+class PublishSummary:
+    """What one publishing run did. ``failed`` accounts are in ``crm_publication_errors``."""
+
+    changed: int = 0
+    published: int = 0
+    failed: int = 0
+    requests: int = 0
+    retried_records: int = 0
+    errors: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class _BatchOutcome:
+    ok: list[str] = field(default_factory=list)
+    failed: dict[str, tuple[str, str]] = field(default_factory=dict)  # account -> (category, message)
+
+
+def _batch_update(client: HttpClient, chunk: list[Publication], summary: PublishSummary) -> _BatchOutcome:
+    """One batch update, retried whole on 429/5xx/timeouts/unreadable answers (setting the same values
+    again is idempotent). A 400 refusing the whole batch is split in halves until the bad input stands
+    alone, so one bad record never holds back 99 good ones. Raises RetryableError when HubSpot stays
+    unavailable (the run fails, Airflow retries it, ``crm_publications`` says what already landed)."""
+    body = {"inputs": [{"id": acc, "properties": {"health_score": str(score), "health_band": band or "",
+                                                   "health_trend": trend or ""}}
+                       for acc, score, band, trend in chunk]}
+    last = "no answer"
+    for attempt in range(client.policy.attempts):
+        summary.requests += 1
+        try:
+            response = _send(client, "POST", BATCH_UPDATE_PATH, body)
+        except _Ambiguous as exc:
+            last = str(exc)
+            time.sleep(_backoff(client, attempt))
+            continue
+        status = response.status_code
+        if status in (200, 207):
+            try:
+                return _read_batch_answer([c[0] for c in chunk], response.json())
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                last = f"{_summary(response)}: unreadable batch answer ({exc})"
+                time.sleep(_backoff(client, attempt))
+                continue
+        if status == 429 or status >= 500 or status == 408:
+            last = _summary(response)
+            client.stats.retries += 1
+            time.sleep(_backoff(client, attempt, client.retry_after(response) if status == 429 else None))
+            continue
+        if status in (401, 403):
+            client.check(response)
+        if len(chunk) > 1:
+            half = len(chunk) // 2
+            first = _batch_update(client, chunk[:half], summary)
+            second = _batch_update(client, chunk[half:], summary)
+            return _BatchOutcome(first.ok + second.ok, first.failed | second.failed)
+        category = "VALIDATION_ERROR"
+        with contextlib.suppress(ValueError, AttributeError):
+            category = str(response.json().get("category") or category)
+        return _BatchOutcome(failed={chunk[0][0]: (category, _summary(response))})
+    raise RetryableError(f"{BATCH_UPDATE_PATH}: HubSpot did not take the batch after "
+                         f"{client.policy.attempts} tries: {last}")
+
+
+def _read_batch_answer(ids: list[str], answer: dict) -> _BatchOutcome:
+    """Each input is in the results (published) or in an error's context ids (failed, with the error's
+    category); an input in neither is a transient failure (NO_RESULT), never assumed published."""
+    outcome = _BatchOutcome()
+    wanted = set(ids)
+    done = {str(r["id"]) for r in answer.get("results") or []} & wanted
+    for error in answer.get("errors") or []:
+        category = str(error.get("category") or "UNKNOWN")
+        message = str(error.get("message") or "")
+        for acc in (error.get("context") or {}).get("ids") or []:
+            if str(acc) in wanted and str(acc) not in done:
+                outcome.failed[str(acc)] = (category, message)
+    outcome.ok = [i for i in ids if i in done]
+    for acc in ids:
+        if acc not in done and acc not in outcome.failed:
+            outcome.failed[acc] = ("NO_RESULT", "neither in the results nor in the errors of the batch answer")
+    return outcome
+
+
+def _record_published(engine: Engine, rows: list[Publication]) -> None:
+    if not rows:
+        return
+    now = utcnow()
+    with engine.begin() as conn:
+        bulk_upsert(conn, CrmPublication, [
+            {"account_id": acc, "health_score": float(score), "health_band": band, "health_trend": trend,
+             "published_at": now} for acc, score, band, trend in rows], ["account_id"])
+        ids = [r[0] for r in rows]
+        for start in range(0, len(ids), _CHUNK):
+            conn.execute(sa.delete(_PUBLICATION_ERRORS).where(
+                _PUBLICATION_ERRORS.c.account_id.in_(ids[start : start + _CHUNK])))
+
+
+def _record_failed(engine: Engine, rows: list[tuple[Publication, str, str]]) -> None:
+    if not rows:
+        return
+    now = utcnow()
+    records = [{"account_id": acc, "health_score": float(score), "health_band": band, "health_trend": trend,
+                "category": category, "message": message, "first_failed_at": now, "last_failed_at": now}
+               for (acc, score, band, trend), category, message in rows]
+    with engine.begin() as conn:
+        bulk_upsert(conn, CrmPublicationError, records, ["account_id"],
+                    update_columns=["health_score", "health_band", "health_trend", "category", "message",
+                                    "last_failed_at"])
+
+
+def _clear_stale_errors(engine: Engine, unchanged: set[str]) -> None:
+    """An account that failed once and now shows what the CRM already holds has nothing left to send."""
+    with engine.begin() as conn:
+        failed = set(conn.execute(sa.select(_PUBLICATION_ERRORS.c.account_id)).scalars())
+        stale = sorted(failed & unchanged)
+        for start in range(0, len(stale), _CHUNK):
+            conn.execute(sa.delete(_PUBLICATION_ERRORS).where(
+                _PUBLICATION_ERRORS.c.account_id.in_(stale[start : start + _CHUNK])))
+
+
+def publish_scores(engine: Engine, hubspot_client: HttpClient, scores: pd.DataFrame, *,
+                   batch_size: int = BATCH_LIMIT, record_rounds: int = 4) -> PublishSummary:
+    """Write health_score/health_band/health_trend to companies whose shown values changed, 100 per
+    HubSpot batch update (100k accounts: 1,000 requests, not 100,000).
+
+    ``scores``: account_id, score, band, momentum (optional is_shadow, as_of_date). Each batch's
+    answer is read input by input: successes go to ``crm_publications`` at once; transient per-record
+    errors are re-sent in later batches (up to ``record_rounds`` rounds); permanent ones (company
+    merged or deleted, invalid value) and transient ones that outlast the rounds go to
+    ``crm_publication_errors`` with their category and message, and since ``crm_publications`` still
+    holds the old values the next run tries them again.
     """
+    summary = PublishSummary()
     rows = _publishable(scores)
     if not rows:
-        return 0
+        return summary
+    batch_size = max(1, min(batch_size, BATCH_LIMIT))
     ensure_health_properties(hubspot_client)
     last = _published(engine, [r[0] for r in rows])
-    patched = 0
-    for acc, score, band, trend in rows:
-        if last.get(acc) == (score, band, trend):
-            continue
-        props = {"health_score": str(score), "health_band": band or "", "health_trend": trend or ""}
-        try:
-            hubspot_client.request("PATCH", f"/crm/v3/objects/companies/{acc}", json={"properties": props})
-        except SourceAuthError:
-            raise
-        except RetryableError:
-            raise
-        except SourceError as exc:
-            log.warning(
-                "not publishing health to company %s: %s", acc, redact(str(exc), _secrets(hubspot_client))
-            )
-            continue
-        with engine.begin() as conn:
-            bulk_upsert(
-                conn,
-                CrmPublication,
-                [
-                    {
-                        "account_id": acc,
-                        "health_score": float(score),
-                        "health_band": band,
-                        "health_trend": trend,
-                        "published_at": utcnow(),
-                    }
-                ],
-                ["account_id"],
-            )
-        patched += 1
-    return patched
+    pending = [r for r in rows if last.get(r[0]) != r[1:]]
+    summary.changed = len(pending)
+    _clear_stale_errors(engine, {r[0] for r in rows} - {r[0] for r in pending})
+    secrets = _secrets(hubspot_client)
+    for round_no in range(record_rounds):
+        retry: list[tuple[Publication, str, str]] = []
+        for start in range(0, len(pending), batch_size):
+            chunk = pending[start : start + batch_size]
+            outcome = _batch_update(hubspot_client, chunk, summary)
+            by_id = {r[0]: r for r in chunk}
+            _record_published(engine, [by_id[i] for i in outcome.ok])
+            summary.published += len(outcome.ok)
+            permanent = []
+            for acc, (category, message) in outcome.failed.items():
+                entry = (by_id[acc], category, redact(message, secrets))
+                (retry if category in TRANSIENT_CATEGORIES else permanent).append(entry)
+            _record_failed(engine, permanent)
+            for (acc, *_), category, message in permanent:
+                summary.errors[acc] = f"{category}: {message}"
+                log.warning("not publishing health to company %s: %s: %s", acc, category, message)
+            summary.failed += len(permanent)
+        if not retry:
+            break
+        if round_no == record_rounds - 1:
+            _record_failed(engine, retry)
+            summary.failed += len(retry)
+            for (acc, *_), category, message in retry:
+                summary.errors[acc] = f"{category}: {message} (after {record_rounds} tries)"
+            log.warning("%d companies still failing after %d rounds; recorded in crm_publication_errors",
+                        len(retry), record_rounds)
+            break
+        summary.retried_records += len(retry)
+        pending = [entry[0] for entry in retry]
+        time.sleep(_backoff(hubspot_client, round_no))
+    log.info("publish: %d changed, %d published, %d failed, %d requests", summary.changed, summary.published,
+             summary.failed, summary.requests)
+    return summary

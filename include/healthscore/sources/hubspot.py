@@ -1,4 +1,11 @@
-"""HubSpot CRM v3: list pagination for full loads, search on the modification date for increments."""
+"""HubSpot CRM v3: list pagination for full loads, search on the modification date for increments.
+
+Deals and meetings name their company only through an association, and search answers carry none, so
+an increment pairs each search page with one v4 associations batch read per 100 ids. Records deleted
+in the CRM (archived) vanish from search, so each increment also lists the archived records and lands
+those archived since the cursor as tombstones (``"archived": true``): point-in-time reads drop a
+record whose newest version is one, which is what the full snapshots used to say by leaving it out.
+"""
 
 from __future__ import annotations
 
@@ -32,6 +39,10 @@ PROPERTIES = {
                  "hs_lastmodifieddate"],
 }
 MODIFIED_PROPERTY = {"contacts": "lastmodifieddate"}
+#: Objects whose company comes from an association (search answers carry none): an increment reads it
+#: from the v4 associations batch read and lands deletions as tombstones.
+ASSOCIATED_OBJECTS = frozenset({"deals", "meetings"})
+ASSOCIATION_BATCH = 100
 
 
 class HubSpotSource(Source):
@@ -43,10 +54,9 @@ class HubSpotSource(Source):
         return BearerAuth(connection.password)
 
     def pages(self, obj: str, cursor: str | None = None) -> Iterator[Page]:
-        """Cursor = the newest modification time seen, in epoch ms. None, or a snapshot object: a full list.
-
-        HubSpot search answers carry no associations, and deals/meetings name their company only through
-        one: as snapshots (registry) they are listed in full (contacts have associatedcompanyid)."""
+        """Cursor = the newest modification time seen, in epoch ms. None, or a snapshot object: a full list
+        (with company associations). Otherwise a search from the cursor; deals and meetings add their
+        associations (v4 batch read) and the records archived since the cursor (tombstones)."""
         if obj == "owners":
             yield from self._list("/crm/v3/owners", {"limit": LIST_PAGE})
         elif cursor is None or self.mode(obj) == "snapshot":
@@ -55,7 +65,40 @@ class HubSpotSource(Source):
                 params["associations"] = "companies"
             yield from self._list(f"/crm/v3/objects/{obj}", params, track=obj)
         else:
-            yield from self._search(obj, int(cursor))
+            for page in self._search(obj, int(cursor)):
+                if obj in ASSOCIATED_OBJECTS:
+                    self._attach_companies(obj, page.records)
+                yield page
+            if obj in ASSOCIATED_OBJECTS:
+                yield from self._archived_since(obj, int(cursor))
+
+    def _attach_companies(self, obj: str, records: list[dict]) -> None:
+        """Give search results the association block the list endpoint has, from the v4 batch read.
+
+        An id the read cannot answer (deleted meanwhile) keeps no association, as the list would show it;
+        its tombstone comes with a later increment."""
+        kind = f"{obj[:-1]}_to_company"
+        for start in range(0, len(records), ASSOCIATION_BATCH):
+            chunk = records[start : start + ASSOCIATION_BATCH]
+            body = self.client.post_json(f"/crm/v4/associations/{obj}/companies/batch/read",
+                                         {"inputs": [{"id": r["id"]} for r in chunk]})
+            found = {str(r["from"]["id"]): sorted(str(t["toObjectId"]) for t in r.get("to") or [])
+                     for r in body.get("results") or []}
+            for record in chunk:
+                companies = found.get(str(record["id"]))
+                if companies:
+                    record["associations"] = {"companies": {"results": [{"id": c, "type": kind} for c in companies]}}
+
+    def _archived_since(self, obj: str, since_ms: int) -> Iterator[Page]:
+        """Records archived at or after ``since_ms``, as tombstones; the cursor stays the search's."""
+        params = {"limit": LIST_PAGE, "archived": "true", "properties": "hs_lastmodifieddate"}
+        for page in self._list(f"/crm/v3/objects/{obj}", params):
+            gone = []
+            for record in page.records:
+                stamp = parse_timestamp(record.get("archivedAt"))
+                if stamp is None or stamp.timestamp() * 1000 >= since_ms:
+                    gone.append(record)
+            yield Page(gone, None)
 
     def _list(self, path: str, params: dict, track: str | None = None) -> Iterator[Page]:
         newest = None

@@ -199,10 +199,11 @@ register(SourceSpec(
                    updated_field="properties.hs_lastmodifieddate"),
         ObjectSpec("contacts", "incremental", "newest lastmodifieddate seen (epoch ms); search from it",
                    updated_field="properties.lastmodifieddate"),
-        # Search answers carry no associations, and deals/meetings name their company only through one.
-        ObjectSpec("deals", "snapshot", "newest hs_lastmodifieddate seen (kept, not used to resume)",
+        # Search answers carry no associations: deals/meetings get their company from the v4 associations
+        # batch read, and deletions since the cursor land as tombstones (archived records).
+        ObjectSpec("deals", "incremental", "newest hs_lastmodifieddate seen (epoch ms); search from it",
                    updated_field="properties.hs_lastmodifieddate"),
-        ObjectSpec("meetings", "snapshot", "newest hs_lastmodifieddate seen (kept, not used to resume)",
+        ObjectSpec("meetings", "incremental", "newest hs_lastmodifieddate seen (epoch ms); search from it",
                    updated_field="properties.hs_lastmodifieddate"),
         ObjectSpec("owners", "snapshot", "none (the owners list has no filter)", updated_field="updatedAt"),
     ),

@@ -389,6 +389,23 @@ class CrmPublication(Base):
     published_at: Mapped[dt.datetime]
 
 
+class CrmPublicationError(Base):
+    """An account whose health fields the CRM refused (per-record error in a batch update), kept until a
+    later run publishes it: nothing is dropped silently. ``crm_publications`` keeps the last values that
+    did land, so the next run tries again."""
+
+    __tablename__ = "crm_publication_errors"
+
+    account_id: Mapped[str] = mapped_column(primary_key=True)
+    health_score: Mapped[float | None]
+    health_band: Mapped[str | None]
+    health_trend: Mapped[str | None]
+    category: Mapped[str]
+    message: Mapped[str]
+    first_failed_at: Mapped[dt.datetime]
+    last_failed_at: Mapped[dt.datetime]
+
+
 class NotificationOutbox(Base):
     """Outbox of digests and alerts; ``dedupe_key`` makes enqueueing idempotent."""
 
