@@ -117,17 +117,20 @@ class LocalAirflow:
 
     def run_tasks(self, logical_date: str, dag_id: str = "customer_health_daily"
                   ) -> list[tuple[str, str | None, float | None]]:
-        """(task_id, state, duration s) of the newest run of ``dag_id`` for ``logical_date`` (its run id
-        carries the date), in start order; [] while there is none or while the metadata DB is busy (a
-        progress poll simply tries again)."""
+        """(task_id, state, duration s) of the newest run of ``dag_id`` whose logical date is ``logical_date``
+        (YYYY-MM-DD), in start order; [] while there is none or while the metadata DB is busy (a progress
+        poll simply tries again). Run ids of `dags test` carry the wall time, not the logical date."""
         import sqlalchemy as sa
 
         try:
+            runs = self.query("select run_id, logical_date from dag_run where dag_id = :dag order by id desc",
+                              dag=dag_id)
+            run_id = next((r for r, logical in runs if str(logical)[:10] == logical_date[:10]), None)
+            if run_id is None:
+                return []
             rows = self.query(
-                "select ti.task_id, ti.state, ti.duration from task_instance ti "
-                "where ti.dag_id = :dag and ti.run_id = (select run_id from dag_run where dag_id = :dag "
-                "and run_id like :day order by id desc limit 1) "
-                "order by ti.start_date is null, ti.start_date, ti.task_id", dag=dag_id, day=f"%{logical_date}%")
+                "select task_id, state, duration from task_instance where dag_id = :dag and run_id = :run "
+                "order by start_date is null, start_date, task_id", dag=dag_id, run=run_id)
         except sa.exc.OperationalError:
             return []
         return [(str(t), s, float(d) if d is not None else None) for t, s, d in rows]
