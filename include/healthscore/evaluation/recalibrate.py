@@ -71,7 +71,9 @@ CV_FOLDS = 3
 TARGET_RECALL = 0.75
 MIN_SEGMENT_ACCOUNTS = 100  # "more than 100 accounts with outcomes in the segment"
 MIN_CLASS_ROWS = 10
-CURVE_QUANTILES = np.array([0, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 1.0])
+# Knot candidates: these quantiles of the rows and of the distinct values (the finer grid measured
+# 0.002-0.003 AUC better than 15 levels on bench_byo's tables).
+CURVE_QUANTILES = np.r_[0, 0.02, np.arange(0.05, 0.951, 0.05), 0.98, 1.0]
 # (penalty, strength): non-negative logistic regression candidates, chosen by cross-validation.
 PENALTIES: tuple[tuple[str, float], ...] = (
     ("l2", 1e-4),
