@@ -107,7 +107,8 @@ def _cmd_override(args: argparse.Namespace) -> int:
         else:
             for row in list_overrides(engine, args.account, active_only=args.active):
                 print(json.dumps({k: row[k] for k in ("id", "account_id", "status", "override_score", "override_band",
-                                                      "reason", "author", "created_at", "expires_on", "revoked_at")},
+                                                      "reason", "author", "created_at", "expires_on", "revoked_at",
+                                                      "revoked_by")},
                                  default=str))
     except OverrideError as exc:
         print(f"override not {'saved' if args.action == 'set' else 'revoked'}: {exc}", file=sys.stderr)
@@ -286,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--accounts", type=int, default=300)
     demo.add_argument("--seed", type=int, default=42)
     demo.add_argument("--history-days", type=int, default=None,
-                      help="days of history bootstrapped before the Airflow runs (default 130; 0: none)")
+                      help="days of history bootstrapped before the Airflow runs (default 64: the 30-day lead; 130: all leads; 0: none)")
     demo.set_defaults(func=_cmd_demo)
     return parser
 

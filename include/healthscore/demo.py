@@ -33,9 +33,11 @@ if TYPE_CHECKING:
     from healthscore.local_airflow import LocalAirflow
 
 DEMO_LAST_DAY = date(2026, 9, 30)
-#: Days of history the demo bootstraps before its Airflow runs: the accuracy report for September needs the
-#: scores archived 90 days (+ the lookup tolerance) before each September renewal, i.e. from late May.
-DEMO_HISTORY_DAYS = 130
+#: Days of history the demo bootstraps before its Airflow runs. 64 days (from 2026-07-25) put a score in the
+#: archive 30 days (+ the 3-day lookup tolerance) before every September renewal, so the 30-day lead of the
+#: accuracy report covers the whole month; the 60- and 90-day leads reach before the history and show their
+#: (partial) coverage. `healthscore demo --history-days 130` covers all three leads (about twice as long).
+DEMO_HISTORY_DAYS = 64
 PROGRESS_POLL_SECONDS = 3.0
 FINISHED = frozenset({"success", "failed", "upstream_failed", "skipped", "removed"})
 _ERROR_LINE = re.compile(r"^\s*(?:[\w.]+\.)?(\w*(?:Error|Exception|Exit|Interrupt))(?::\s*(.*))?$")
@@ -253,7 +255,9 @@ def bootstrap_history(env: dict[str, str], history_days: int, airflow_days: int)
 
     from healthscore.pipeline.history import BootstrapPlan, bootstrap
 
-    last = DEMO_LAST_DAY - timedelta(days=airflow_days)
+    # `airflow dags test` of logical date D processes batch D - 1 (its interval ends at D): the Airflow runs
+    # cover the batches DEMO_LAST_DAY - airflow_days .. DEMO_LAST_DAY - 1, the history ends the day before.
+    last = DEMO_LAST_DAY - timedelta(days=airflow_days + 1)
     plan = BootstrapPlan(last - timedelta(days=history_days - 1), last)
     print(f"history: bootstrapping {plan.first} .. {plan.last} ({len(plan.days)} days) with the daily DAG's tasks "
           "(`healthscore history bootstrap`; resumes if interrupted) ...", flush=True)

@@ -34,10 +34,8 @@ def _band(score: float) -> str:
     return "Healthy" if score >= 75 else "Moderate" if score >= 50 else "At Risk" if score >= 25 else "Critical"
 
 
-@pytest.fixture(scope="module")
-def warehouse(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    tmp = tmp_path_factory.mktemp("accuracy")
-    url = f"sqlite:///{tmp / 'warehouse.db'}"
+def seed_warehouse(url: str) -> dict:
+    """A migrated warehouse with N renewals in MONTH and their archived scores (honest and planted)."""
     upgrade(url)
     engine = make_engine(url)
     model = load_model_config(None)
@@ -71,7 +69,16 @@ def warehouse(tmp_path_factory: pytest.TempPathFactory) -> dict:
             {**r, "model_version": model.version, "band": _band(r["score"]), "lifecycle_stage": "maturity",
              "days_in_stage": 400, "is_shadow": False, "config_hash": model.config_hash,
              "dimension_scores": {d: r["score"] for d in model.dimensions}} for r in scores])
-    frame = pd.DataFrame(scores)
+    engine.dispose()
+    return {"scores": pd.DataFrame(scores), "truth": truth, "model": model}
+
+
+@pytest.fixture(scope="module")
+def warehouse(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    tmp = tmp_path_factory.mktemp("accuracy")
+    url = f"sqlite:///{tmp / 'warehouse.db'}"
+    seeded = seed_warehouse(url)
+    engine = make_engine(url)
     paths = AccuracyPaths.under(tmp / "data")
     report = evaluate_month(engine, MONTH)
     first = run_month(engine, MONTH, paths)
@@ -81,7 +88,7 @@ def warehouse(tmp_path_factory: pytest.TempPathFactory) -> dict:
         outbox = [dict(r) for r in conn.execute(sa.select(NotificationOutbox.__table__)).mappings()]
     engine.dispose()
     return {"report": report, "first": first, "second": second, "rows": rows, "outbox": outbox,
-            "scores": frame, "truth": truth, "model": model, "paths": paths}
+            "paths": paths, **seeded}
 
 
 def _honest(warehouse: dict, horizon: int) -> tuple[np.ndarray, np.ndarray]:

@@ -415,7 +415,35 @@ def test_publish_batches_only_changes_and_never_shadow(sandbox, hubspot, engine,
     assert shown[ids[1]] == ("30", "At Risk", "down") and shown[ids[0]] == ("72", "Moderate", "up")
     assert shown[ids[3]] == ("12", "Critical", "")
     names = {p["name"] for p in hubspot.client.get_json("/crm/v3/properties/companies")["results"]}
-    assert {"health_score", "health_band", "health_trend"} <= names
+    assert {"health_score", "health_band", "health_trend", "health_score_computed",
+            "health_score_override_reason"} <= names
+
+
+def test_an_override_is_published_flagged_beside_the_computed_score_until_it_stops(sandbox, hubspot, engine,
+                                                                                  companies):
+    acc = [c for cs in companies.values() for c in cs][5]
+
+    def crm() -> tuple:
+        props = hubspot.client.post_json("/crm/v3/objects/companies/search", {
+            "filterGroups": [{"filters": [{"propertyName": "hs_object_id", "operator": "EQ", "value": acc}]}],
+            "properties": ["health_score", "health_band", "health_score_computed", "health_score_override_reason"],
+        })["results"][0]["properties"]
+        return (props["health_score"], props["health_band"], props["health_score_computed"],
+                props["health_score_override_reason"])
+
+    computed = pd.DataFrame({"account_id": [acc], "score": [41.6], "band": ["At Risk"], "momentum": ["down"]})
+    overridden = computed.assign(override_score=[80.0], override_band=["Healthy"], override_id=[7],
+                                 override_reason=["renewal signed"])
+    assert publish_scores(engine, hubspot.client, computed).published == 1 and crm() == ("42", "At Risk", "42", "")
+    assert publish_scores(engine, hubspot.client, overridden).published == 1
+    assert crm() == ("80", "Healthy", "42", "renewal signed")
+    assert publish_scores(engine, hubspot.client, overridden).changed == 0  # nothing changed
+    band_only = overridden.assign(override_score=[None], override_reason=["exec sponsor left"],
+                                  override_band=["Critical"])
+    assert publish_scores(engine, hubspot.client, band_only).published == 1
+    assert crm() == ("42", "Critical", "42", "exec sponsor left")
+    assert publish_scores(engine, hubspot.client, computed).published == 1  # expired or revoked: computed again, no flag
+    assert crm() == ("42", "At Risk", "42", "")
 
 
 def test_publish_in_chunks_with_207_partial_failures_recorded_and_retried(sandbox, hubspot, engine, companies):
@@ -462,8 +490,8 @@ def test_publish_rides_out_429s_and_isolates_a_batch_the_crm_refuses(sandbox, hu
     assert set(crm_health(hubspot.client, ids).values()) == {("55", "Moderate", "up")}
 
     # A value HubSpot refuses makes it refuse the whole batch (400): halves until the bad input is alone.
-    chunk = [(i, 60, "Moderate", "up") for i in ids[:6]]
-    chunk[4] = (ids[4], "sixty", "Moderate", "up")
+    chunk = [delivery.Publication(i, 60, "Moderate", "up", 60, "") for i in ids[:6]]
+    chunk[4] = delivery.Publication(ids[4], "sixty", "Moderate", "up", 60, "")
     outcome = delivery._batch_update(hubspot.client, chunk, delivery.PublishSummary())
     assert sorted(outcome.ok) == sorted(ids[:4] + ids[5:6])
     assert list(outcome.failed) == [ids[4]] and outcome.failed[ids[4]][0] == "VALIDATION_ERROR"

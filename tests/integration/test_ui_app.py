@@ -181,3 +181,84 @@ def test_the_cli_sets_lists_and_revokes_overrides_and_keeps_them(ui_server: UISe
     assert main(["override", "list", "--account", account]) == 0
     kept = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [(r["id"], r["status"]) for r in kept] == [(new_id, "revoked")] and kept[0]["revoked_at"]
+
+
+def test_an_override_from_the_ui_reaches_the_crm_on_the_next_run_and_an_expired_one_gives_way(ui_server: UIServer):
+    from healthscore.ui.overrides import set_override
+    from tests.ui.world import LAST_DAY
+
+    world, rows = ui_server.world, latest_champion_rows(ui_server)
+    entered, expiring = rows[4]["account_id"], rows[5]["account_id"]
+    csm = ui_server.airflow.session("csm")
+    url = f"{ui_server.base}/accounts/{entered}"
+    form = {"score": "77", "band": "", "reason": "QBR went well, usage data lags", "csrf_token": csrf_of(
+        csm.get(url, timeout=60).text), "expires_on": str(date.today() + timedelta(days=60))}
+    assert csm.post(f"{url}/overrides", data=form, timeout=60, allow_redirects=False).status_code == 303
+    # Entered "a while ago" so that it expires inside the world's calendar (the form only takes future dates).
+    set_override(world.engine, expiring, band="Critical", reason="champion left, short override",
+                 expires_on=LAST_DAY + timedelta(days=2), author="csm", today=LAST_DAY)
+
+    def computed(account: str, day: date) -> str:
+        with world.engine.connect() as conn:
+            score = conn.execute(sa.select(HealthScore.score).where(
+                HealthScore.account_id == account, HealthScore.as_of_date == day,
+                HealthScore.is_shadow.is_(False))).scalar_one()
+        return str(int(score + 0.5))
+
+    def crm(account: str) -> tuple:
+        p = world.company(account)
+        return p["health_score"], p["health_band"], p["health_score_computed"], p["health_score_override_reason"]
+
+    next_day = LAST_DAY + timedelta(days=1)
+    world.run_day(next_day)
+    shown = crm(entered)
+    assert shown[0] == "77" and shown[2] == computed(entered, next_day) and shown[3] == form["reason"]
+    assert crm(expiring)[1:] == ("Critical", computed(expiring, next_day), "champion left, short override")
+
+    world.run_day(next_day + timedelta(days=1))  # the short override's expiry date: the computed score returns
+    with world.engine.connect() as conn:
+        band = conn.execute(sa.select(HealthScore.band, HealthScore.override_id).where(
+            HealthScore.account_id == expiring, HealthScore.as_of_date == next_day + timedelta(days=1))).one()
+        kept = conn.execute(sa.select(sa.func.count()).select_from(ScoreOverride).where(
+            ScoreOverride.account_id.in_([entered, expiring]))).scalar()
+    assert band.override_id is None
+    assert crm(expiring) == (computed(expiring, next_day + timedelta(days=1)), band.band,
+                             computed(expiring, next_day + timedelta(days=1)), "")
+    assert crm(entered)[0] == "77" and crm(entered)[3] == form["reason"]
+    assert kept == 2  # the expired override is still in the archive
+    page = csm.get(f"{ui_server.base}/accounts/{expiring}", timeout=60).text
+    assert re.search(r'<tr data-override="\d+"><td>\d+</td><td class="status">expired</td>', page)
+
+
+def test_the_qbr_summary_renders_to_html_and_a_pdf_a_person_can_read_without_internal_wording(ui_server: UIServer,
+                                                                                             tmp_path):
+    import shutil
+    import subprocess
+
+    from healthscore.reports.qbr import FORBIDDEN_WORDS, build_summary, render_html, render_pdf
+
+    if not (shutil.which("pdftoppm") and shutil.which("pdftotext")):
+        subprocess.run(["apt-get", "install", "-y", "-qq", "poppler-utils"], check=True, timeout=600)
+    rows = sorted(latest_champion_rows(ui_server), key=lambda r: r["score"] or 0)
+    for row in (rows[0], rows[len(rows) // 2], rows[-1]):  # lowest, middle and highest score: same wording rules
+        with ui_server.world.engine.connect() as conn:
+            summary = build_summary(conn, row["account_id"], date(2026, 12, 31))
+        html = render_html(summary)
+        pdf = tmp_path / f"qbr-{row['account_id']}.pdf"
+        pdf.write_bytes(render_pdf(summary))
+        subprocess.run(["pdftoppm", "-png", "-r", "50", str(pdf), str(tmp_path / f"qbr-{row['account_id']}")],
+                       check=True, timeout=60)
+        pages = sorted(tmp_path.glob(f"qbr-{row['account_id']}*.png"))
+        assert pages and pages[0].stat().st_size > 5_000
+        text = subprocess.run(["pdftotext", "-layout", str(pdf), "-"], check=True, capture_output=True,
+                              text=True).stdout
+        flat = " ".join(text.split())
+        assert summary.name in flat
+        assert summary.name in html and "Adoption" in flat and "Recommendations for next quarter" in flat
+        assert "Licensed seats active in the last 30 days" in flat and summary.recommendations[0][:40] in flat
+        words = flat.replace(summary.name, " ")  # the customer's own name may contain any word
+        page = re.sub(r"<[^>]+>", " ", html).replace(summary.name, " ")
+        for word in FORBIDDEN_WORDS:
+            assert not re.search(rf"\b{word}", words, re.I), (word, row["account_id"])
+            assert not re.search(rf"\b{word}", page, re.I), word
+        assert f"{row['score']:g}" not in flat.split("Adoption")[0]  # no score in the title block

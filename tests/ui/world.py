@@ -64,13 +64,15 @@ class World:
         return run_pipeline_day(self.engine, self.sandbox.url, self.data_dir, day, faults=faults)
 
     def company(self, account_id: str) -> dict:
-        """The CRM company's properties as the sandbox serves them."""
-        response = requests.get(f"{self.sandbox.url}/crm/v3/objects/companies/{account_id}",
-                                headers={"Authorization": f"Bearer {cred.HUBSPOT_TOKEN}"},
-                                params={"properties": "health_score,health_band,health_trend,"
-                                        "health_score_computed,health_score_override_reason"}, timeout=10)
+        """The CRM company's health properties as the sandbox serves them."""
+        response = requests.post(f"{self.sandbox.url}/crm/v3/objects/companies/search",
+                                 headers={"Authorization": f"Bearer {cred.HUBSPOT_TOKEN}"}, timeout=10, json={
+                                     "filterGroups": [{"filters": [{"propertyName": "hs_object_id", "operator": "EQ",
+                                                                    "value": account_id}]}],
+                                     "properties": ["health_score", "health_band", "health_trend",
+                                                    "health_score_computed", "health_score_override_reason"]})
         response.raise_for_status()
-        return response.json()["properties"]
+        return response.json()["results"][0]["properties"]
 
 
 def land_day(engine: sa.Engine, base: str, data_dir: Path, day: date, *, faults: dict | None = None) -> None:
@@ -103,12 +105,13 @@ def score_and_act(engine: sa.Engine, base: str, data_dir: Path, day: date) -> di
     from healthscore.pipeline.score import score_batch
     from healthscore.pipeline.signals import load_signals
     from healthscore.pipeline.tasks import ACT_AFTER_CUTOFF
+    from healthscore.playbooks.notifiers import default_outbox_path
     from healthscore.sources import HubSpotSource
 
     batch = batch_for(day)
     score_batch(engine, load_signals(engine, day), batch, archive_url=f"file://{(data_dir / 'archive').resolve()}")
     with HubSpotSource(connections(base)["hubspot"], as_of=batch.as_of + ACT_AFTER_CUTOFF) as hubspot:
-        return act(engine, batch, hubspot.client, data_dir / "outbox")
+        return act(engine, batch, hubspot.client, default_outbox_path(data_dir))
 
 
 def run_pipeline_day(engine: sa.Engine, base: str, data_dir: Path, day: date, *, faults: dict | None = None) -> dict:

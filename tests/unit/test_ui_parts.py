@@ -70,7 +70,16 @@ def test_safe_file_stays_inside_its_root(tmp_path):
 def test_the_score_chart_draws_the_band_lines_and_the_points():
     history = [{"as_of_date": TODAY - timedelta(days=d), "score": 50 + d, "override_score": None} for d in (30, 10, 0)]
     history[-1]["override_score"] = 90.0
-    svg = charts.score_history_svg(history, {"Healthy": 75, "Moderate": 50, "Critical": 25}, {"Healthy": "#2e7d32"})
+    svg = charts.score_history_svg(history, {"Healthy": 75, "Moderate": 50, "At Risk": 25}, {"Healthy": "#2e7d32"})
     assert svg.count('class="band-line"') == 3 and svg.count('class="score-point"') == 3
     assert 'class="override-line"' in svg and "Healthy &#8805; 75" in svg and svg.startswith("<svg")
     assert "no scores yet" in charts.score_history_svg([], {}, {})
+
+
+def test_qbr_wording_check_refuses_internal_words_but_not_the_customers_name():
+    from healthscore.reports.qbr import WordingError, check_wording
+
+    assert check_wording("Clearlight Health LLC: adoption grew", ("Clearlight Health LLC",))
+    for text in ("Your health improved", "low churn", "an at-risk quarter", "Risky", "your score is 80"):
+        with pytest.raises(WordingError):
+            check_wording(text, ("Clearlight Health LLC",))

@@ -20,13 +20,20 @@ from sqlalchemy.engine import Engine
 from healthscore.pipeline.extract import Batch
 from healthscore.pipeline.score import registered_models
 from healthscore.sources.base import HttpClient
-from healthscore.warehouse.models import AccountSignals, HealthScore, PlaybookEvent, landing_table
+from healthscore.warehouse.models import (
+    AccountSignals,
+    HealthScore,
+    PlaybookEvent,
+    ScoreOverride,
+    landing_table,
+)
 
 log = logging.getLogger(__name__)
 
 LOOKBACK_DAYS = 120
 SCORE_COLUMNS = ["account_id", "as_of_date", "score", "band", "trend_30d", "segment", "lifecycle_stage",
-                 "dimension_scores", "attribution", "override_band", "override_score", "model_version", "momentum"]
+                 "dimension_scores", "attribution", "override_band", "override_score", "override_id", "model_version",
+                 "momentum"]
 
 
 def _scores(conn: sa.Connection, version: str, start: Any, end: Any) -> pd.DataFrame:
@@ -96,7 +103,7 @@ def act(engine: Engine, batch: Batch, hubspot: HttpClient, outbox_path: Path) ->
     alerts = send_critical_alerts(engine, decision.pending, outbox_path, batch.batch_date)
     champion = next(model for model, shadow in registered_models(engine) if not shadow)
     with engine.connect() as conn:
-        today = _scores(conn, champion.version, batch.batch_date, batch.batch_date)
+        today = _with_override_reasons(conn, _scores(conn, champion.version, batch.batch_date, batch.batch_date))
     published = publish_scores(engine, hubspot, today)
     summary = {"pending": len(decision.pending), "deferred": len(decision.deferred),
                "suppressed": len(decision.suppressed), "delivery": _plain(asdict(delivery)),
@@ -104,6 +111,19 @@ def act(engine: Engine, batch: Batch, hubspot: HttpClient, outbox_path: Path) ->
                "publish": _plain(asdict(published))}
     log.info("act %s: %s", batch.batch_date, summary)
     return summary
+
+
+def _with_override_reasons(conn: sa.Connection, scores: pd.DataFrame) -> pd.DataFrame:
+    """``override_reason`` beside each row's ``override_id`` (the CRM shows why a CSM overrode the score)."""
+    table = ScoreOverride.__table__
+    ids = sorted({int(i) for i in scores["override_id"].dropna()})
+    reasons: dict[int, str] = {}
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        reasons.update(conn.execute(sa.select(table.c.id, table.c.reason).where(table.c.id.in_(chunk))).all())
+    scores = scores.copy()
+    scores["override_reason"] = [None if pd.isna(i) else reasons.get(int(i)) for i in scores["override_id"]]
+    return scores
 
 
 def _plain(value: Any) -> Any:

@@ -30,11 +30,14 @@ Three steps, each safe to rerun:
     search, and crash recovery happens on a later run, long after indexing.
 
 ``publish_scores``
-    Ensures the company properties ``health_score``/``health_band``/``health_trend`` exist (409 means
-    already there), then sends the companies whose (rounded score, band, momentum) differ from
+    Ensures the company properties ``health_score``/``health_band``/``health_trend``/``health_score_computed``/
+    ``health_score_override_reason`` exist (409 means already there), then sends the companies whose shown
+    values (rounded score and band, momentum, computed score, override reason) differ from
     ``crm_publications`` through HubSpot's batch update, 100 per request, reading the answer input by
     input (200, or 207 Multi-Status with per-record errors). Shadow rows never publish. Tasks stay one
-    POST each: batch create has no idempotency key, and exactly-once matters more there.
+    POST each: batch create has no idempotency key, and exactly-once matters more there. While a CSM
+    override stands the CRM shows its score and/or band, flagged by a non-empty reason, beside the computed
+    score; once it expires or is revoked the next run publishes the computed values with an empty reason.
 
 ``account_id`` is the HubSpot company id (the CRM is the account root); a payload
 ``hubspot_company_id`` overrides it for portfolios keyed otherwise.
@@ -51,7 +54,7 @@ import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import pandas as pd
 import requests
@@ -103,6 +106,22 @@ HEALTH_PROPERTIES: tuple[dict[str, str], ...] = (
         "fieldType": "text",
         "groupName": "companyinformation",
         "description": "30-day momentum: up, flat or down (healthscore).",
+    },
+    {
+        "name": "health_score_computed",
+        "label": "Health score (computed)",
+        "type": "number",
+        "fieldType": "number",
+        "groupName": "companyinformation",
+        "description": "The model's score; differs from Health score while a CSM override stands (healthscore).",
+    },
+    {
+        "name": "health_score_override_reason",
+        "label": "Health score override reason",
+        "type": "string",
+        "fieldType": "text",
+        "groupName": "companyinformation",
+        "description": "Why a CSM overrode the score, while the override stands; empty otherwise (healthscore).",
     },
 )
 
@@ -588,16 +607,40 @@ def ensure_health_properties(client: HttpClient) -> None:
                     client.check(response)
 
 
-Publication = tuple[str, int, str | None, str | None]
+class Publication(NamedTuple):
+    """What the CRM shows for one account: the override's score/band while one stands, else the computed."""
+
+    account_id: str
+    score: int
+    band: str | None
+    trend: str | None
+    computed: int
+    override_reason: str  # '' when no override stands
+
+    @property
+    def shown(self) -> tuple[int, str | None, str | None, int, str]:
+        return (self.score, self.band, self.trend, self.computed, self.override_reason)
+
+    def properties(self) -> dict[str, str]:
+        return {"health_score": str(self.score), "health_band": self.band or "", "health_trend": self.trend or "",
+                "health_score_computed": str(self.computed), "health_score_override_reason": self.override_reason}
 
 
 def _text_or_none(value: Any) -> str | None:
     return None if value is None or pd.isna(value) else str(value)
 
 
+def _column(frame: pd.DataFrame, name: str) -> list[Any]:
+    return frame[name].tolist() if name in frame.columns else [None] * len(frame)
+
+
 def _publishable(scores: pd.DataFrame) -> list[Publication]:
-    """(account, shown score, band, momentum) of champion rows with a score, one per account (the
-    latest if an as-of date is given). Plain tuples: pandas' string inference would turn None into NaN."""
+    """One Publication per account from champion rows with a score (the latest if an as-of date is given).
+
+    An active override (``override_score``/``override_band``, with its ``override_reason``) replaces what it
+    names; the computed score is published beside it. Plain values: pandas' string inference would turn None
+    into NaN.
+    """
     frame = scores
     if "is_shadow" in frame.columns:
         frame = frame[~frame["is_shadow"].fillna(False).astype(bool)]
@@ -605,28 +648,34 @@ def _publishable(scores: pd.DataFrame) -> list[Publication]:
     if "as_of_date" in frame.columns:
         frame = frame.sort_values("as_of_date", kind="mergesort")
     frame = frame.drop_duplicates("account_id", keep="last")
-    n = len(frame)
-    bands = frame["band"].tolist() if "band" in frame.columns else [None] * n
-    trends = frame["momentum"].tolist() if "momentum" in frame.columns else [None] * n
-    return [
-        (str(acc), _round_half_up(score), _text_or_none(band), _text_or_none(trend))
-        for acc, score, band, trend in zip(
-            frame["account_id"].tolist(), frame["score"].tolist(), bands, trends, strict=True
-        )
-    ]
+    out = []
+    for acc, score, band, trend, o_score, o_band, o_id, o_reason in zip(
+            frame["account_id"].tolist(), frame["score"].tolist(), _column(frame, "band"),
+            _column(frame, "momentum"), _column(frame, "override_score"), _column(frame, "override_band"),
+            _column(frame, "override_id"), _column(frame, "override_reason"), strict=True):
+        computed = _round_half_up(score)
+        o_score = None if o_score is None or pd.isna(o_score) else float(o_score)
+        o_band = _text_or_none(o_band)
+        overridden = o_score is not None or o_band is not None or _text_or_none(o_id) is not None
+        reason = (_text_or_none(o_reason) or "CSM override") if overridden else ""
+        out.append(Publication(str(acc), computed if o_score is None else _round_half_up(o_score),
+                               o_band or _text_or_none(band), _text_or_none(trend), computed, reason))
+    return out
 
 
-def _published(engine: Engine, accounts: list[str]) -> dict[str, tuple[int | None, str | None, str | None]]:
+def _published(engine: Engine, accounts: list[str]) -> dict[str, tuple[int | None, str | None, str | None, int | None, str]]:
     t = _PUBLICATIONS
-    out: dict[str, tuple[int | None, str | None, str | None]] = {}
+    out: dict[str, tuple[int | None, str | None, str | None, int | None, str]] = {}
     with engine.connect() as conn:
         for start in range(0, len(accounts), _CHUNK):
             chunk = accounts[start : start + _CHUNK]
-            query = sa.select(t.c.account_id, t.c.health_score, t.c.health_band, t.c.health_trend).where(
-                t.c.account_id.in_(chunk)
-            )
-            for acc, score, band, trend in conn.execute(query):
-                out[acc] = (None if score is None else _round_half_up(score), band, trend)
+            query = sa.select(t.c.account_id, t.c.health_score, t.c.health_band, t.c.health_trend,
+                              t.c.health_score_computed, t.c.override_reason).where(t.c.account_id.in_(chunk))
+            for acc, score, band, trend, computed, reason in conn.execute(query):
+                # Rows published before the computed score was stored showed the computed score.
+                computed = score if computed is None else computed
+                out[acc] = (None if score is None else _round_half_up(score), band, trend,
+                            None if computed is None else _round_half_up(computed), reason or "")
     return out
 
 
@@ -663,9 +712,7 @@ def _batch_update(client: HttpClient, chunk: list[Publication], summary: Publish
     again is idempotent). A 400 refusing the whole batch is split in halves until the bad input stands
     alone, so one bad record never holds back 99 good ones. Raises RetryableError when HubSpot stays
     unavailable (the run fails, Airflow retries it, ``crm_publications`` says what already landed)."""
-    body = {"inputs": [{"id": acc, "properties": {"health_score": str(score), "health_band": band or "",
-                                                   "health_trend": trend or ""}}
-                       for acc, score, band, trend in chunk]}
+    body = {"inputs": [{"id": row.account_id, "properties": row.properties()} for row in chunk]}
     last = "no answer"
     for attempt in range(client.policy.attempts):
         summary.requests += 1
@@ -728,8 +775,9 @@ def _record_published(engine: Engine, rows: list[Publication]) -> None:
     now = utcnow()
     with engine.begin() as conn:
         bulk_upsert(conn, CrmPublication, [
-            {"account_id": acc, "health_score": float(score), "health_band": band, "health_trend": trend,
-             "published_at": now} for acc, score, band, trend in rows], ["account_id"])
+            {"account_id": r.account_id, "health_score": float(r.score), "health_band": r.band,
+             "health_trend": r.trend, "health_score_computed": float(r.computed), "override_reason": r.override_reason,
+             "published_at": now} for r in rows], ["account_id"])
         ids = [r[0] for r in rows]
         for start in range(0, len(ids), _CHUNK):
             conn.execute(sa.delete(_PUBLICATION_ERRORS).where(
@@ -740,9 +788,10 @@ def _record_failed(engine: Engine, rows: list[tuple[Publication, str, str]]) -> 
     if not rows:
         return
     now = utcnow()
-    records = [{"account_id": acc, "health_score": float(score), "health_band": band, "health_trend": trend,
-                "category": category, "message": message, "first_failed_at": now, "last_failed_at": now}
-               for (acc, score, band, trend), category, message in rows]
+    records = [{"account_id": r.account_id, "health_score": float(r.score), "health_band": r.band,
+                "health_trend": r.trend, "category": category, "message": message, "first_failed_at": now,
+                "last_failed_at": now}
+               for r, category, message in rows]
     with engine.begin() as conn:
         bulk_upsert(conn, CrmPublicationError, records, ["account_id"],
                     update_columns=["health_score", "health_band", "health_trend", "category", "message",
@@ -778,7 +827,7 @@ def publish_scores(engine: Engine, hubspot_client: HttpClient, scores: pd.DataFr
     batch_size = max(1, min(batch_size, BATCH_LIMIT))
     ensure_health_properties(hubspot_client)
     last = _published(engine, [r[0] for r in rows])
-    pending = [r for r in rows if last.get(r[0]) != r[1:]]
+    pending = [r for r in rows if last.get(r.account_id) != r.shown]
     summary.changed = len(pending)
     _clear_stale_errors(engine, {r[0] for r in rows} - {r[0] for r in pending})
     secrets = _secrets(hubspot_client)

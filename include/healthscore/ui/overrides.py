@@ -115,7 +115,8 @@ def revoke_override(engine: Engine, override_id: int, *, author: str, today: dat
             raise OverrideError(f"override {override_id} is already {status}")
         if not author or not str(author).strip():
             raise OverrideError("author is required")
-        conn.execute(sa.update(O).where(O.c.id == override_id, O.c.revoked_at.is_(None)).values(revoked_at=utcnow()))
+        conn.execute(sa.update(O).where(O.c.id == override_id, O.c.revoked_at.is_(None))
+                     .values(revoked_at=utcnow(), revoked_by=str(author).strip()))
         out = dict(conn.execute(sa.select(O).where(O.c.id == override_id)).mappings().one())
     out["status"] = "revoked"
     return out

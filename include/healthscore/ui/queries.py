@@ -393,9 +393,10 @@ def _thresholds(ctx: Context, latest: dict[str, Any] | None, signals: dict[str, 
                                      stage, days)
     except (KeyError, ValueError):
         t = ctx.model.thresholds_for()
-    bands = ctx.model.bands
-    return {bands[0].name: float(t.healthy_at_or_above), bands[1].name: float(t.at_risk_below),
-            bands[-1].name: float(bands[-1].max) + 1.0}
+    bands = ctx.model.bands  # best first; context moves the lower edges of the top two only
+    lines = {bands[0].name: float(t.healthy_at_or_above), bands[1].name: float(t.at_risk_below)}
+    lines.update({b.name: float(b.min) for b in bands[2:] if b.min > 0})
+    return lines
 
 
 # ------------------------------------------------------------------------------------------- playbooks

@@ -301,6 +301,7 @@ class ScoreOverride(Base):
     created_at: Mapped[dt.datetime] = mapped_column(server_default=NOW)
     expires_on: Mapped[dt.date | None]
     revoked_at: Mapped[dt.datetime | None]
+    revoked_by: Mapped[str | None]
 
 
 class HealthScore(Base):
@@ -378,7 +379,11 @@ class PlaybookEvent(Base):
 
 
 class CrmPublication(Base):
-    """Last values written to the CRM per account, so a PATCH is sent only on change."""
+    """Last values written to the CRM per account, so a PATCH is sent only on change.
+
+    ``health_score``/``health_band`` are what the CRM shows (an active override's, else the computed);
+    ``health_score_computed`` is the computed score and ``override_reason`` the override's reason ('' when none).
+    """
 
     __tablename__ = "crm_publications"
 
@@ -386,6 +391,8 @@ class CrmPublication(Base):
     health_score: Mapped[float | None]
     health_band: Mapped[str | None]
     health_trend: Mapped[str | None]
+    health_score_computed: Mapped[float | None]
+    override_reason: Mapped[str | None]
     published_at: Mapped[dt.datetime]
 
 
