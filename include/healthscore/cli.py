@@ -57,9 +57,10 @@ def _cmd_sandbox_ground_truth(args: argparse.Namespace) -> int:
 
 def _cmd_config_validate(args: argparse.Namespace) -> int:
     from healthscore.config import ModelConfigError, load_model_config
+    from healthscore.pipeline.signals import COMPUTED_SIGNALS
 
     try:
-        model = load_model_config(Path(args.path) if args.path else None)
+        model = load_model_config(Path(args.path) if args.path else None, computable_signals=COMPUTED_SIGNALS)
     except ModelConfigError as exc:
         print(f"invalid: {exc}", file=sys.stderr)
         return 1
