@@ -238,7 +238,7 @@ class Quarantine(Base):
 
 
 class BatchReconciliation(Base):
-    """landed = accepted + quarantined, per batch and source object."""
+    """landed = accepted + quarantined + out_of_scope, per batch and source object."""
 
     __tablename__ = "batch_reconciliation"
 
@@ -249,6 +249,7 @@ class BatchReconciliation(Base):
     landed: Mapped[int] = mapped_column(server_default=sa.text("0"))
     accepted: Mapped[int] = mapped_column(server_default=sa.text("0"))
     quarantined: Mapped[int] = mapped_column(server_default=sa.text("0"))
+    out_of_scope: Mapped[int] = mapped_column(server_default=sa.text("0"))
 
 
 # --------------------------------------------------------------------------------------------- scoring

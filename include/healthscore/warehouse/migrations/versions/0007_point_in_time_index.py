@@ -1,7 +1,7 @@
 """Point-in-time index: landing_records, and Mixpanel usage by (event_date, batch_date).
 
-Revision ID: 0006
-Revises: 0005
+Revision ID: 0007
+Revises: 0006
 Create Date: 2026-12-07
 
 ``landing_records`` holds one row per record ever landed in a raw landing table, with the batch that first
@@ -15,12 +15,12 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0006"
-down_revision: str | Sequence[str] | None = "0005"
+revision: str = "0007"
+down_revision: str | Sequence[str] | None = "0006"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-LANDING_OBJECTS_0006 = (
+LANDING_OBJECTS_0007 = (
     ("hubspot", "companies"),
     ("hubspot", "contacts"),
     ("hubspot", "deals"),
@@ -49,7 +49,7 @@ def upgrade() -> None:
                     ["event_date", "batch_date"])
     index = sa.table("landing_records", sa.column("source"), sa.column("object"), sa.column("record_id"),
                      sa.column("first_batch"))
-    for source, obj in LANDING_OBJECTS_0006:
+    for source, obj in LANDING_OBJECTS_0007:
         landing = sa.table(f"raw_{source}_{obj}", sa.column("record_id"), sa.column("batch_date"))
         op.execute(index.insert().from_select(
             ["source", "object", "record_id", "first_batch"],
