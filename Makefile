@@ -32,7 +32,7 @@ test-long: $(STAMP) bytecode
 	$(BIN)/pytest -m long
 
 lint: $(STAMP)
-	$(BIN)/ruff check dags include plugins airflow tests bench
+	$(BIN)/ruff check dags include plugins airflow tests bench deploy
 	$(BIN)/lint-imports --no-cache
 
 # Re-fetch the Data Docs' browser assets from the npm registry into include/healthscore/ui/static/vendor (committed).

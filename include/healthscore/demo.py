@@ -184,6 +184,7 @@ def run_demo(settings: Settings, accounts: int = 300, seed: int = 42, days: int 
              history_days: int = DEMO_HISTORY_DAYS) -> int:
     from healthscore.config import load_model_config
     from healthscore.local_airflow import LocalAirflow
+    from healthscore.pipeline.signals import COMPUTED_SIGNALS
     from healthscore.warehouse.engine import make_engine, resolve_warehouse_url
     from healthscore.warehouse.migrate import upgrade
     from healthscore.warehouse.registry import register_model_version
@@ -194,7 +195,7 @@ def run_demo(settings: Settings, accounts: int = 300, seed: int = 42, days: int 
     url = resolve_warehouse_url(settings)
     upgrade(url)
     engine = make_engine(url)
-    model = load_model_config(settings.model_config_path)
+    model = load_model_config(settings.model_config_path, computable_signals=COMPUTED_SIGNALS)
     register_model_version(engine, model)
     print(f"warehouse: {engine.url.render_as_string(hide_password=True)}; model {model.version} "
           f"(config {model.config_hash[:12]})", flush=True)

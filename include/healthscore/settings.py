@@ -71,6 +71,9 @@ class Settings(BaseSettings):
         "bootstrap turns it off and builds them once at the end (results and quarantine are the same).")
     quality_fail_on_critical: bool = Field(
         default=False, description="Fail the run on a critical quality failure instead of carrying dimensions forward.")
+    notify_fallback_email: str | None = Field(
+        default=None, description="Where a CSM digest goes when its HubSpot owner has no email, and leadership "
+        "alerts (CS leader, executive sponsor); unset: those stay in the outbox, with a warning.")
     preload_task_runtime: bool = Field(
         default=False, description="Import the task runtime once in the process that forks tasks (see preload.py).")
     override_max_days: int = Field(

@@ -16,6 +16,15 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 BAD_RECORD_KINDS = ("null", "out_of_range", "unknown_fk")
+# Company names that break careless code: SQL in a string, quotes, emoji, newlines, template and markup syntax.
+HOSTILE_NAMES = (
+    "x'); DROP TABLE health_scores;--",
+    "O'Brien & \"Sons\" `Ltd` \\ Co",
+    "Zoë 🚀 Café ☕ 株式会社",
+    "Line one\nLine two\r\nLine three",
+    "{{ 7 * 7 }} {% if true %}<script>alert(1)</script>{% endif %}",
+    "Robert'); DELETE FROM raw_hubspot_companies; --",
+)
 
 
 class FaultConfig(BaseModel):
@@ -38,6 +47,8 @@ class FaultConfig(BaseModel):
     batch_record_error_rate: float = Field(
         0.0, ge=0, le=1, description="Inputs of a HubSpot batch update that fail on their own (a transient "
         "per-record error in a 207 Multi-Status answer) while the rest of the batch succeeds.")
+    hostile_names: int = Field(0, ge=0, description="The first N companies (in id order) are named from "
+                               "HOSTILE_NAMES: SQL, quotes, emoji, newlines, template syntax.")
 
     @property
     def any_transport_fault(self) -> bool:

@@ -6,6 +6,7 @@ The vendor routers and the app both import this module; neither imports the othe
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from fastapi import Request
-from fastapi.responses import Response
+from fastapi.responses import Response, StreamingResponse
 
 from healthscore_sandbox import credentials
 from healthscore_sandbox.faults import FaultConfig, FaultInjector
@@ -297,12 +298,21 @@ class Call:
     request: Request
     now: int
     headers: dict[str, str]
+    stall_seconds: float = 0.0  # an injected timeout on a write: served, then answered this late
 
     def respond(self, payload: object, status: int = 200) -> Response:
         body = dumps(payload)
         if status == 200 and self.state.faults.take_malformed_page():
             body = body[: max(1, len(body) // 2)]
+        if self.stall_seconds:
+            return StreamingResponse(_late(body, self.stall_seconds), status_code=status,
+                                     media_type="application/json", headers=self.headers)
         return Response(body, status_code=status, media_type="application/json", headers=self.headers)
+
+
+async def _late(body: str, seconds: float):  # noqa: ANN202 - an async generator of one chunk
+    await asyncio.sleep(seconds)
+    yield body.encode()
 
 
 def vendor_call(vendor: str, policy: str | None = None, *, write: bool | None = None) -> Callable[[Request], Call]:
@@ -333,8 +343,13 @@ def vendor_call(vendor: str, policy: str | None = None, *, write: bool | None = 
             raise VendorError(_server_error(vendor, request))
         if fault == "429":
             raise VendorError(_rate_limited(vendor, policy, 1.0, request))
-        if fault == "timeout":
-            time.sleep(cfg.timeout_seconds)
-        return Call(state, request, now, _rate_headers(vendor, policy, remaining, state.limiter))
+        stall = 0.0
+        if fault == "timeout" and not is_write:
+            time.sleep(cfg.timeout_seconds)  # a slow read: nothing changes either way
+        elif fault == "timeout":
+            # A slow write is the dangerous kind: the vendor acts on it, and the client that gave up
+            # cannot tell whether it did. So it is served now and answered late.
+            stall = cfg.timeout_seconds
+        return Call(state, request, now, _rate_headers(vendor, policy, remaining, state.limiter), stall)
 
     return guard

@@ -15,8 +15,9 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-from healthscore_sandbox.faults import FaultInjector
+from healthscore_sandbox.faults import HOSTILE_NAMES, FaultInjector
 from healthscore_sandbox.world import World
+from healthscore_sandbox.world_records import PAYMENT_ATTEMPT_OFFSETS
 
 DAY = 86_400
 UNKNOWN_COMPANY_ID = "9999999999"
@@ -118,7 +119,7 @@ class VendorViews:
         return self._split(obj, now)[1]
 
     def _fault_key(self) -> tuple:
-        return (self.faults.config.bad_record_rate, self.faults.config.seed)
+        return (self.faults.config.bad_record_rate, self.faults.config.seed, self.faults.config.hostile_names)
 
     def _split(self, obj: str, now: int) -> tuple[pd.DataFrame, pd.DataFrame]:
         """(live, archived) views; an archived record's modification time is its archive time, as in HubSpot.
@@ -210,7 +211,19 @@ class VendorViews:
         frame.loc[kinds == "null", "name"] = None
         frame.loc[kinds == "out_of_range", "licensed_seats"] = "-5"
         frame.loc[kinds == "unknown_fk", "hubspot_owner_id"] = UNKNOWN_OWNER_ID
+        hostile = self.hostile_company_names()
+        if hostile:
+            named = frame["id"].map(hostile)
+            frame["name"] = named.where(named.notna(), frame["name"]).astype(object)
         return _by_numeric_id(frame)
+
+    def hostile_company_names(self) -> dict[str, str]:
+        """company id -> hostile name for the first ``hostile_names`` companies in id order (whenever visible)."""
+        count = self.faults.config.hostile_names
+        if not count:
+            return {}
+        ids = sorted(self._company_ids, key=int)[:count]
+        return {cid: HOSTILE_NAMES[i % len(HOSTILE_NAMES)] for i, cid in enumerate(ids)}
 
     def _build_contacts(self, now: int) -> pd.DataFrame:
         contacts = self.world.contacts
@@ -446,8 +459,21 @@ class VendorViews:
         paid_ts = visible["paid_ts"].to_numpy(dtype="int64")
         paid = (paid_ts >= 0) & (paid_ts <= now)
         due = visible["due_ts"].to_numpy(dtype="int64")
-        status = np.where(paid, "paid", np.where(now > due + 90 * DAY, "uncollectible", "open"))
+        written_off = due + 90 * DAY + 1  # marked uncollectible 90 days past due, unless paid first
+        uncollectible = ~paid & (written_off <= now)
+        status = np.where(paid, "paid", np.where(uncollectible, "uncollectible", "open"))
+        marked = np.where((written_off <= now) & (~paid | (paid_ts >= written_off)), written_off, -1)
         amount = visible["amount_due_cents"].to_numpy(dtype="int64")
+        # Fields that change over the invoice's life, as they stood at `now` (never the final value):
+        # the world keeps each invoice's final attempt count; attempts happen on a fixed schedule.
+        created = visible["created_ts"].to_numpy(dtype="int64")
+        final_attempts = visible["attempt_count"].to_numpy(dtype="int64")
+        automatic = (visible["collection_method"].astype(str) == "charge_automatically").to_numpy()
+        made = (created[:, None] + PAYMENT_ATTEMPT_OFFSETS[None, :]) <= now
+        scheduled = np.arange(len(PAYMENT_ATTEMPT_OFFSETS))[None, :] < final_attempts[:, None]
+        attempts = np.where(automatic, (made & scheduled).sum(axis=1), paid.astype("int64"))
+        retry = automatic & ~paid & ~uncollectible & (attempts < len(PAYMENT_ATTEMPT_OFFSETS))
+        next_attempt = np.where(retry, created + PAYMENT_ATTEMPT_OFFSETS[np.minimum(attempts, 3)], -1)
         sub_ids = "sub_" + visible["stripe_customer_id"].astype(str).str[4:]
         frame = pd.DataFrame(
             {
@@ -462,8 +488,11 @@ class VendorViews:
                 "period_start": visible["created_ts"].to_numpy(dtype="int64"),
                 "period_end": visible["period_end_ts"].to_numpy(dtype="int64"),
                 "paid_at": np.where(paid, paid_ts, -1),
-                "attempt_count": visible["attempt_count"].to_numpy(dtype="int64"),
+                "marked_uncollectible_at": marked,
+                "attempt_count": attempts.astype("int64"),
+                "next_payment_attempt": next_attempt.astype("int64"),
                 "collection_method": _strings(visible["collection_method"]),
+                "number": _strings(visible["invoice_id"].astype(str).str[3:11].str.upper() + "-0001"),
             }
         )
         kinds = self._corrupt("invoices", frame, "id")

@@ -20,6 +20,9 @@ from healthscore_sandbox.world_text import str_series
 DAY = 86_400
 YEAR = 365 * DAY
 MONTH = YEAR // 12  # billing period: exactly 1/12 of the 365-day term
+# Automatic collection: payment attempts at these offsets after the invoice is finalised (day 0, 3, 5, 7,
+# each an hour past the finalisation); the vendor view counts the attempts made by its "now".
+PAYMENT_ATTEMPT_OFFSETS = np.array([0, 3, 5, 7]) * DAY + 3600
 STREAM_TICKETS, STREAM_RATINGS, STREAM_MEETINGS, STREAM_CONTACTS, STREAM_DEALS, STREAM_INVOICES = (
     4,
     5,
@@ -712,7 +715,7 @@ def make_invoices(ctx: Context) -> pd.DataFrame:
     # automatic collection: up to 4 attempts (day 0, 3, 5, 7), then manual payment or never
     fail = np.clip(0.03 + 0.25 / (1.0 + np.exp(-(35.0 - h) / 6.0)) + 0.015 * bd, 0, 0.9)
     fails = np.minimum(rng.geometric(1.0 - fail) - 1, 4)  # failed attempts before success, capped
-    att_off = np.array([0, 3, 5, 7, 7]) * DAY + 3600
+    att_off = np.r_[PAYMENT_ATTEMPT_OFFSETS, PAYMENT_ATTEMPT_OFFSETS[-1]]
     auto_paid = np.where(
         fails < 4,
         created + att_off[fails] + rng.integers(0, 7200, m),

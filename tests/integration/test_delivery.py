@@ -366,7 +366,8 @@ def crm_health(client, ids: list[str]) -> dict[str, tuple]:
     body = {"properties": ["health_score", "health_band", "health_trend"], "inputs": [{"id": i} for i in ids]}
     out = {}
     for start in range(0, len(ids), 100):
-        answer = client.post_json("/crm/v3/objects/companies/batch/read", {**body, "inputs": body["inputs"][start:start + 100]})
+        answer = client.post_json("/crm/v3/objects/companies/batch/read",
+                                  {**body, "inputs": body["inputs"][start:start + 100]}, idempotent=True)
         for r in answer["results"]:
             p = r["properties"]
             out[r["id"]] = (p.get("health_score"), p.get("health_band"), p.get("health_trend"))

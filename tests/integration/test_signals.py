@@ -22,7 +22,6 @@ import sqlalchemy as sa
 from healthscore.config import ModelConfig, load_model_config
 from healthscore.pipeline.extract import Batch, extract_source
 from healthscore.pipeline.signals import (
-    CARRY_FORWARD_DECAY,
     CONTRACT_COLUMNS,
     PointInTime,
     build_signals,
@@ -54,6 +53,8 @@ BLOCKED_DAY = DAYS[2]
 SOURCES = registry.names()
 ADMIN = {"Authorization": f"Bearer {cred.ADMIN_TOKEN}"}
 STRIPE_SIGNALS = ("days_past_due", "payment_status_ok", "expansion_12m", "arr", "contract_coverage")
+
+DECAY = load_model_config().carry_forward.decay_per_day  # a blocked dimension's confidence per day
 
 
 def batch_for(day: date) -> Batch:
@@ -222,7 +223,7 @@ def test_blocked_source_dimensions_are_carried_forward_with_decayed_confidence(l
         assert (entries.map(lambda e: e["status"]) == "carried_forward").all()
         assert (entries.map(lambda e: e["from"]) == DAYS[1].isoformat()).all()
         assert entries.map(lambda e: "stripe" in e["reason"]).all()
-        assert np.allclose(today.loc[common, f"confidence_{dim}"], CARRY_FORWARD_DECAY)
+        assert np.allclose(today.loc[common, f"confidence_{dim}"], DECAY)
         assert today.loc[common, "carried_dimensions"].map(lambda c, d=dim: d in c).all()
         assert not today.loc[common, "blocked_dimensions"].map(lambda b, d=dim: d in b).any()
     pd.testing.assert_frame_equal(today.loc[common, list(STRIPE_SIGNALS)], before.loc[common, list(STRIPE_SIGNALS)])
@@ -255,8 +256,8 @@ def test_carried_values_age_from_their_last_good_date(landed, tmp_path):
     engine.dispose()
     before = landed.frames[BLOCKED_DAY].set_index("account_id")
     assert frame.index.equals(before.index)
-    assert np.allclose(frame["confidence_financial"], CARRY_FORWARD_DECAY**2)
-    assert np.allclose(frame["confidence_usage"], CARRY_FORWARD_DECAY)
+    assert np.allclose(frame["confidence_financial"], DECAY**2)
+    assert np.allclose(frame["confidence_usage"], DECAY)
     sources = frame["dimension_sources"]
     assert (sources.map(lambda s: s["financial"]["from"]) == DAYS[1].isoformat()).all()
     assert (sources.map(lambda s: s["usage"]["from"]) == BLOCKED_DAY.isoformat()).all()

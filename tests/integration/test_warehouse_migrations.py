@@ -66,6 +66,7 @@ def test_expected_tables_are_modelled() -> None:
         "crm_publications",
         "crm_publication_errors",
         "notifications_outbox",
+        "notification_deliveries",
         "quality_results",
         "quarantine",
         "batch_reconciliation",

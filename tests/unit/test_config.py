@@ -274,6 +274,8 @@ def test_momentum_and_playbooks(model: ModelConfig) -> None:
     assert model.hysteresis_for("executive_escalation").persistence_days == 0
     assert model.hysteresis_for("executive_escalation").margin_points == 2
     assert model.playbooks.csm_daily_task_budget > 0
+    assert (model.playbooks.lookback_days, model.momentum.history_days) == (120, 400)
+    assert (model.carry_forward.decay_per_day, model.carry_forward.max_days) == (0.9, 30)
 
 
 def test_normalization_per_plan_and_stage(model: ModelConfig) -> None:
@@ -449,6 +451,101 @@ BAD_CONFIGS = [
         id="stage-gap",
     ),
     pytest.param(
+        _set("playbooks/rules/rapid_decline/trigger/points", 12),
+        "playbooks.rules.rapid_decline.trigger.points",
+        "playbooks.rules.rapid_decline.trigger.points 12 disagrees with momentum.rapid_decline_points 15",
+        id="rapid-decline-playbook-vs-momentum",
+    ),
+    pytest.param(
+        _set("momentum/rapid_decline_points", 20),
+        "playbooks.rules.rapid_decline.trigger.points",
+        "playbooks.rules.rapid_decline.trigger.points 15 disagrees with momentum.rapid_decline_points 20",
+        id="momentum-vs-rapid-decline-playbook",
+    ),
+    pytest.param(
+        _set("playbooks/rules/renewal_prep/trigger/days_before_renewal", 45),
+        "playbooks.rules.renewal_prep.trigger.days_before_renewal",
+        "playbooks.rules.renewal_prep.trigger.days_before_renewal 45 disagrees with "
+        "lifecycle.renewal_window.days_before_renewal 60",
+        id="renewal-playbook-vs-renewal-window",
+    ),
+    pytest.param(
+        _set("lifecycle/renewal_window/days_before_renewal", 90),
+        "playbooks.rules.renewal_prep.trigger.days_before_renewal",
+        "playbooks.rules.renewal_prep.trigger.days_before_renewal 60 disagrees with "
+        "lifecycle.renewal_window.days_before_renewal 90",
+        id="renewal-window-vs-renewal-playbook",
+    ),
+    pytest.param(
+        _set("momentum/history_days", 300),
+        "momentum.history_days",
+        "momentum.history_days 300 is shorter than the longest trend window: momentum.trend_windows_days "
+        "reaches 365 days back, plus momentum.lookup_tolerance_days 3 = 368",
+        id="history-shorter-than-trend-window",
+    ),
+    pytest.param(
+        _set("momentum/trend_windows_days", [30, 90, 400]),
+        "momentum.history_days",
+        "momentum.history_days 400 is shorter than the longest trend window: momentum.trend_windows_days "
+        "reaches 400 days back, plus momentum.lookup_tolerance_days 3 = 403",
+        id="trend-window-longer-than-history",
+    ),
+    pytest.param(
+        _set("playbooks/lookback_days", 60),
+        "playbooks.lookback_days",
+        "playbooks.lookback_days 60 is shorter than playbooks.rules.advocacy.trigger.days needs (91 days",
+        id="lookback-shorter-than-sustained-rule",
+    ),
+    pytest.param(
+        _set("playbooks/rules/rapid_decline/trigger/within_days", 150),
+        "playbooks.lookback_days",
+        "playbooks.lookback_days 120 is shorter than playbooks.rules.rapid_decline.trigger.within_days needs "
+        "(151 days",
+        id="drop-rule-longer-than-lookback",
+    ),
+    pytest.param(
+        _set("playbooks/lookback_days", 0),
+        "playbooks.lookback_days",
+        "Input should be greater than 0 (got 0)",
+        id="lookback-not-positive",
+    ),
+    pytest.param(
+        _set("carry_forward/decay_per_day", 0),
+        "carry_forward.decay_per_day",
+        "Input should be greater than 0 (got 0)",
+        id="carry-forward-decay-zero",
+    ),
+    pytest.param(
+        _set("carry_forward/decay_per_day", 1.1),
+        "carry_forward.decay_per_day",
+        "Input should be less than or equal to 1 (got 1.1)",
+        id="carry-forward-decay-above-one",
+    ),
+    pytest.param(
+        _set("carry_forward/max_days", 0),
+        "carry_forward.max_days",
+        "Input should be greater than or equal to 1 (got 0)",
+        id="carry-forward-max-days-zero",
+    ),
+    pytest.param(
+        _set("carry_forward/max_days", 400),
+        "carry_forward.max_days",
+        "Input should be less than or equal to 365 (got 400)",
+        id="carry-forward-max-days-too-long",
+    ),
+    pytest.param(
+        _set("scoring/model_probability/model_name", "churn_classifier"),
+        "scoring.model_probability.model_name",
+        "unknown key (not part of the model schema)",
+        id="retired-model-name-key",
+    ),
+    pytest.param(
+        _set("scoring/model_probability/calibration", "isotonic"),
+        "scoring.model_probability.calibration",
+        "unknown key (not part of the model schema)",
+        id="retired-calibration-key",
+    ),
+    pytest.param(
         _set("weights/mid_market/usage", "lots"),
         "weights.mid_market.usage",
         "Input should be a valid number, unable to parse string as a number (got 'lots')",
@@ -593,3 +690,45 @@ def test_error_survives_pickling(tmp_path: Path) -> None:
         load_model_config(tmp_path / "missing.yaml")
     clone = pickle.loads(pickle.dumps(caught.value))
     assert str(clone) == str(caught.value) and clone.problems == caught.value.problems
+
+
+# ------------------------------------------------------------------ model decisions in the YAML
+
+
+def test_carry_forward_confidence_decays_and_stops_at_the_maximum(model: ModelConfig) -> None:
+    carry = model.carry_forward
+    assert carry.confidence(1) == 0.9 and carry.confidence(2) == 0.9**2 and carry.confidence(30) == 0.9**30
+    assert carry.confidence(0) == 0.0 and carry.confidence(31) == 0.0
+
+
+def test_older_models_without_the_new_keys_keep_the_old_constants(default_dict: dict[str, Any]) -> None:
+    del default_dict["carry_forward"], default_dict["momentum"]["history_days"]
+    del default_dict["playbooks"]["lookback_days"]
+    older = model_config_from_dict(default_dict)
+    assert older.config_hash == _default_model().config_hash  # the defaults are the YAML's values
+
+
+def test_a_signal_no_code_computes_is_a_load_error(default_dict: dict[str, Any], tmp_path: Path) -> None:
+    from healthscore.pipeline.signals import COMPUTED_SIGNALS
+
+    assert set(_default_model().all_signal_ids()) <= COMPUTED_SIGNALS
+    assert load_model_config(computable_signals=COMPUTED_SIGNALS).config_hash == _default_model().config_hash
+    spec = dict(default_dict["dimensions"]["relationship"]["signals"]["latest_nps"], description="NPS, misspelt")
+    default_dict["dimensions"]["relationship"]["signals"]["latest_nsp"] = spec
+    path = _write(tmp_path, default_dict)
+    load_model_config(path)  # without the pipeline's catalogue the schema alone cannot tell
+    with pytest.raises(ModelConfigError) as caught:
+        load_model_config(path, computable_signals=COMPUTED_SIGNALS)
+    (problem,) = caught.value.problems
+    assert problem.key == "dimensions.relationship.signals.latest_nsp" and problem.line is not None
+    assert problem.message.startswith("no code computes signal 'latest_nsp'; did you mean 'latest_nps'?")
+    with pytest.raises(ModelConfigError, match="no code computes signal 'latest_nsp'"):
+        model_config_from_dict(default_dict, computable_signals=COMPUTED_SIGNALS)
+
+
+def test_stored_models_may_carry_retired_keys(default_dict: dict[str, Any]) -> None:
+    default_dict["scoring"]["model_probability"].update(model_name="churn_classifier", calibration="isotonic")
+    with pytest.raises(ModelConfigError, match="model_probability.model_name: unknown key"):
+        model_config_from_dict(default_dict)
+    stored = model_config_from_dict(default_dict, "model_versions[v1]", stored=True)
+    assert stored.config_hash == _default_model().config_hash

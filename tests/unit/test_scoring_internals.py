@@ -10,7 +10,7 @@ import pytest
 
 from healthscore.scoring.history import top_attribution
 from healthscore.scoring.inputs import category_codes, positions_in, string_column
-from healthscore.scoring.pyobjects import records_builder, tenths_columns, tenths_floats
+from healthscore.scoring.pyobjects import records, tenths_columns, tenths_floats
 
 DIMS = ("usage", "engagement", "relationship", "support", "value", "financial")
 
@@ -42,10 +42,15 @@ def test_tenths_floats_shares_one_object_per_value() -> None:
     assert len({id(v) for v in got}) == len(set(got)) <= 1001
 
 
-def test_records_builder_with_and_without_identifier_keys() -> None:
+def test_records_pairs_keys_with_columns_row_by_row() -> None:
     cols = ([1.0, None], [2.0, 3.0])
-    assert records_builder(("a", "b_2"))(*cols) == [{"a": 1.0, "b_2": 2.0}, {"a": None, "b_2": 3.0}]
-    assert records_builder(("a b", "C"))(*cols) == [{"a b": 1.0, "C": 2.0}, {"a b": None, "C": 3.0}]
+    assert records(("a", "b_2"), cols) == [{"a": 1.0, "b_2": 2.0}, {"a": None, "b_2": 3.0}]
+    assert records(("a b", "C"), cols) == [{"a b": 1.0, "C": 2.0}, {"a b": None, "C": 3.0}]
+    assert records(("a",), ([],)) == []
+    with pytest.raises(ValueError, match="2 keys for 1 columns"):
+        records(("a", "b"), ([1.0],))
+    with pytest.raises(ValueError):  # columns of unequal length
+        records(("a", "b"), ([1.0], [2.0, 3.0]))
 
 
 def _factorized_positions(keys: pd.Series, values: pd.Series) -> np.ndarray:

@@ -22,6 +22,7 @@ DEFAULTS = {
     "HEALTHSCORE_DATA_DOCS_PUBLISH": ("data_docs_publish", True),
     "HEALTHSCORE_QUALITY_FAIL_ON_CRITICAL": ("quality_fail_on_critical", False),
     "HEALTHSCORE_PRELOAD_TASK_RUNTIME": ("preload_task_runtime", False),
+    "HEALTHSCORE_NOTIFY_FALLBACK_EMAIL": ("notify_fallback_email", None),
     "HEALTHSCORE_OVERRIDE_MAX_DAYS": ("override_max_days", 90),
 }
 VALUES = {
@@ -34,6 +35,7 @@ VALUES = {
     "HEALTHSCORE_DATA_DOCS_PUBLISH": ("false", False),
     "HEALTHSCORE_QUALITY_FAIL_ON_CRITICAL": ("true", True),
     "HEALTHSCORE_PRELOAD_TASK_RUNTIME": ("1", True),
+    "HEALTHSCORE_NOTIFY_FALLBACK_EMAIL": ("revops@example.com", "revops@example.com"),
     "HEALTHSCORE_OVERRIDE_MAX_DAYS": ("30", 30),
 }
 

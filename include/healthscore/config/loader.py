@@ -3,11 +3,14 @@
 A CSM ops person editing the YAML should be able to fix it from the message alone, so pydantic's
 locations are translated into the dotted key path of the YAML (union tags dropped) and, when the text
 is available, the line of that key.
+
+``computable_signals`` (the ids the pipeline computes, passed in by the pipeline: the config layer does
+not import it) makes a signal no code computes a load error instead of a column of NaN.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -16,10 +19,21 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from healthscore.config.schema import ModelConfig, allowed_top_level_keys, describe_input
+from healthscore.config.schema import (
+    COMPUTABLE_SIGNALS_CONTEXT,
+    ModelConfig,
+    allowed_top_level_keys,
+    describe_input,
+)
 
 DEFAULT_MODEL_RESOURCE = "default_model.yaml"
 MAX_REPORTED_PROBLEMS = 25
+# Keys an older release wrote into stored models (model_versions.config_yaml) that the schema no longer
+# has; dropped from stored models only, so a model file that still sets them is told they are unknown.
+RETIRED_KEYS: tuple[tuple[str, ...], ...] = (
+    ("scoring", "model_probability", "model_name"),
+    ("scoring", "model_probability", "calibration"),
+)
 
 
 @dataclass(frozen=True)
@@ -166,7 +180,8 @@ def _problems_from_validation(exc: ValidationError, data: Any, root: yaml.Node |
     return problems
 
 
-def _validate(data: Any, source: str, root: yaml.Node | None) -> ModelConfig:
+def _validate(data: Any, source: str, root: yaml.Node | None,
+              computable_signals: Collection[str] | None = None) -> ModelConfig:
     if data is None:
         raise ModelConfigError(source, [ConfigProblem("", "the file is empty")])
     if not isinstance(data, Mapping):
@@ -174,8 +189,9 @@ def _validate(data: Any, source: str, root: yaml.Node | None) -> ModelConfig:
             source,
             [ConfigProblem("", f"the top level must be a mapping of keys, got {describe_input(data)}", 1)],
         )
+    context = None if computable_signals is None else {COMPUTABLE_SIGNALS_CONTEXT: frozenset(computable_signals)}
     try:
-        return ModelConfig.model_validate(data)
+        return ModelConfig.model_validate(data, context=context)
     except ValidationError as exc:
         raise ModelConfigError(source, _problems_from_validation(exc, data, root)) from None
 
@@ -183,15 +199,32 @@ def _validate(data: Any, source: str, root: yaml.Node | None) -> ModelConfig:
 # --------------------------------------------------------------------------------------------- public
 
 
-def validate_model_config_text(text: str, source_name: str = "<text>") -> ModelConfig:
+def validate_model_config_text(text: str, source_name: str = "<text>", *,
+                               computable_signals: Collection[str] | None = None) -> ModelConfig:
     """Validate YAML text (e.g. a file the CLI was pointed at); errors name ``source_name``."""
     data, root = _parse_yaml(text, source_name)
-    return _validate(data, source_name, root)
+    return _validate(data, source_name, root, computable_signals)
 
 
-def model_config_from_dict(data: Mapping[str, Any], source_name: str = "<dict>") -> ModelConfig:
-    """Validate an already-parsed mapping (recalibration builds challengers this way)."""
-    return _validate(data, source_name, None)
+def model_config_from_dict(data: Mapping[str, Any], source_name: str = "<dict>", *,
+                           computable_signals: Collection[str] | None = None,
+                           stored: bool = False) -> ModelConfig:
+    """Validate an already-parsed mapping (recalibration builds challengers this way).
+
+    ``stored=True``: a model read back from the registry, which may carry ``RETIRED_KEYS``.
+    """
+    if stored:
+        data = _without_retired_keys(data)
+    return _validate(data, source_name, None, computable_signals)
+
+
+def _without_retired_keys(data: Mapping[str, Any]) -> Mapping[str, Any]:
+    def drop(node: Any, path: tuple[str, ...]) -> Any:
+        if not isinstance(node, Mapping):
+            return node
+        return {k: drop(v, (*path, k)) for k, v in node.items() if (*path, k) not in RETIRED_KEYS}
+
+    return drop(data, ())
 
 
 def default_model_text() -> str:
@@ -199,11 +232,12 @@ def default_model_text() -> str:
     return resources.files("healthscore.config").joinpath(DEFAULT_MODEL_RESOURCE).read_text(encoding="utf-8")
 
 
-def load_model_config(path: Path | str | None = None) -> ModelConfig:
+def load_model_config(path: Path | str | None = None, *,
+                      computable_signals: Collection[str] | None = None) -> ModelConfig:
     """Load and validate a model YAML; ``None`` loads the packaged default."""
     if path is None:
         resource = resources.files("healthscore.config").joinpath(DEFAULT_MODEL_RESOURCE)
-        return validate_model_config_text(default_model_text(), str(resource))
+        return validate_model_config_text(default_model_text(), str(resource), computable_signals=computable_signals)
     source = str(path)
     try:
         text = Path(path).read_text(encoding="utf-8")
@@ -217,4 +251,4 @@ def load_model_config(path: Path | str | None = None) -> ModelConfig:
         raise ModelConfigError(
             source, [ConfigProblem("", f"cannot read file: {exc.strerror or exc}")]
         ) from None
-    return validate_model_config_text(text, source)
+    return validate_model_config_text(text, source, computable_signals=computable_signals)

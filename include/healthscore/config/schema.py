@@ -35,6 +35,8 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 Loc = tuple[str | int, ...]
+# Validation-context key: the signal ids the pipeline computes (see ``loader``); absent: not checked.
+COMPUTABLE_SIGNALS_CONTEXT = "computable_signals"
 WEIGHT_SUM_TOLERANCE = 1e-6
 
 Identifier = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*$", max_length=64)]
@@ -393,9 +395,7 @@ class PercentileRankOptions(_Frozen):
 
 
 class ModelProbabilityOptions(_Frozen):
-    model_name: NonEmptyStr = "churn_classifier"
     predicts: Literal["churn", "retention"] = "churn"
-    calibration: Literal["none", "platt", "isotonic"] = "isotonic"
 
 
 class ScoringSpec(_Frozen):
@@ -577,6 +577,13 @@ class Momentum(_Frozen):
         description="A trend compares with the newest archived score at most this many days older "
         "than as-of minus the window (daily runs skip days).",
     )
+    history_days: int = Field(
+        default=400,  # the value scoring used before it was a key: stored older models keep their behaviour
+        gt=0,
+        le=3660,
+        description="Days of archived scores the scoring step reads back (trends, momentum, attribution); "
+        "must reach the longest trend window plus the lookup tolerance.",
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> Momentum:
@@ -585,8 +592,33 @@ class Momentum(_Frozen):
             problems.append((("alert_drop_points",), "alert_drop_points must exceed stable_band_points"))
         if self.rapid_decline_points < self.alert_drop_points:
             problems.append((("rapid_decline_points",), "rapid_decline_points must be >= alert_drop_points"))
+        longest = max(self.trend_windows_days) + self.lookup_tolerance_days
+        if self.history_days < longest:
+            problems.append((("history_days",), (
+                f"momentum.history_days {self.history_days} is shorter than the longest trend window: "
+                f"momentum.trend_windows_days reaches {max(self.trend_windows_days)} days back, plus "
+                f"momentum.lookup_tolerance_days {self.lookup_tolerance_days} = {longest}; that trend would "
+                "always be empty")))
         _raise_if("Momentum", problems)
         return self
+
+
+class CarryForward(_Frozen):
+    """A dimension the quality gate blocks keeps its last good value, with decaying confidence.
+
+    Optional: a model without it gets the values the pipeline used before they were keys.
+    """
+
+    decay_per_day: float = Field(
+        default=0.9, gt=0, le=1, allow_inf_nan=False,
+        description="Confidence of a carried value is decay_per_day ** age in days (1 = no decay).")
+    max_days: int = Field(
+        default=30, ge=1, le=365,
+        description="Older good values are not carried: the dimension has no data (NaN, confidence 0).")
+
+    def confidence(self, age_days: int) -> float:
+        """Confidence of a value carried ``age_days``; 0 beyond ``max_days`` or for a same-day value."""
+        return float(self.decay_per_day ** age_days) if 0 < age_days <= self.max_days else 0.0
 
 
 class ValueSegments(_Frozen):
@@ -679,6 +711,15 @@ class PlaybookRule(_Frozen):
     hysteresis: HysteresisOverride | None = None
 
 
+def _rule_lookback(trigger: Any) -> tuple[int | None, str]:
+    """(days of archived history a trigger looks back over including the day before, its key)."""
+    if isinstance(trigger, SustainedBand):
+        return trigger.days + 1, "days"
+    if isinstance(trigger, ScoreDrop):
+        return trigger.within_days + 1, "within_days"
+    return None, ""
+
+
 class PlaybookDefaults(_Frozen):
     cooldown_days: int = Field(ge=0)
     hysteresis: Hysteresis
@@ -687,11 +728,25 @@ class PlaybookDefaults(_Frozen):
 class Playbooks(_Frozen):
     defaults: PlaybookDefaults
     csm_daily_task_budget: int = Field(gt=0, description="Tasks per CSM per day; overflow is deferred.")
+    lookback_days: int = Field(
+        default=120,  # the value the act step used before it was a key: stored older models keep their behaviour
+        gt=0,
+        le=3660,
+        description="Days of archived champion scores replayed to decide crossings (read by the act step, "
+        "replayed by the decision engine); must cover every rule's own look-back.",
+    )
     rules: dict[Identifier, PlaybookRule] = Field(min_length=1)
 
     @model_validator(mode="after")
     def _suppressed_rules_exist(self) -> Playbooks:
         problems: list[tuple[Loc, str]] = []
+        for rule_id, rule in self.rules.items():
+            need, key = _rule_lookback(rule.trigger)
+            if need is not None and need > self.lookback_days:
+                problems.append((("lookback_days",), (
+                    f"playbooks.lookback_days {self.lookback_days} is shorter than "
+                    f"playbooks.rules.{rule_id}.trigger.{key} needs ({need} days of archived scores); "
+                    "the act step would replay too little history")))
         for rule_id, rule in self.rules.items():
             for i, other in enumerate(rule.suppresses):
                 if other not in self.rules:
@@ -768,6 +823,7 @@ class ModelConfig(_Frozen):
     momentum: Momentum
     playbooks: Playbooks
     value_segments: ValueSegments = Field(default_factory=ValueSegments)
+    carry_forward: CarryForward = Field(default_factory=CarryForward)
     evaluation: Evaluation = Field(default_factory=Evaluation)
 
     @field_validator("bands")
@@ -778,7 +834,7 @@ class ModelConfig(_Frozen):
         return sorted(bands, key=lambda b: b.min, reverse=True)
 
     @model_validator(mode="after")
-    def _cross_references(self) -> ModelConfig:
+    def _cross_references(self, info: ValidationInfo) -> ModelConfig:
         problems: list[tuple[Loc, str]] = []
         owner: dict[str, str] = {}
         for dim_id, dim in self.dimensions.items():
@@ -802,6 +858,16 @@ class ModelConfig(_Frozen):
                                 f"unknown lifecycle stage {stage!r}{_suggest(stage, stage_names)}",
                             )
                         )
+        computable = (info.context or {}).get(COMPUTABLE_SIGNALS_CONTEXT)
+        if computable is not None:
+            for dim_id, dim in self.dimensions.items():
+                for sig_id in dim.signals:
+                    if sig_id not in computable:
+                        problems.append((
+                            ("dimensions", dim_id, "signals", sig_id),
+                            f"no code computes signal {sig_id!r}{_suggest(sig_id, computable)} "
+                            "(a model may only use the signals the pipeline computes)",
+                        ))
         problems += self._weight_problems(owner)
         problems += self._scoring_problems(owner)
         problems += self._playbook_problems()
@@ -912,6 +978,18 @@ class ModelConfig(_Frozen):
                 problems.append(
                     (("playbooks", "rules", rule_id, "trigger", "to_band"), "to_band equals from_band")
                 )
+            here = f"playbooks.rules.{rule_id}.trigger"
+            if isinstance(trig, ScoreDrop) and trig.points != self.momentum.rapid_decline_points:
+                problems.append((("playbooks", "rules", rule_id, "trigger", "points"), (
+                    f"{here}.points {_num(trig.points)} disagrees with momentum.rapid_decline_points "
+                    f"{_num(self.momentum.rapid_decline_points)}: the drop a playbook acts on is the drop the "
+                    "model calls rapid; change both together")))
+            window = self.lifecycle.renewal_window.days_before_renewal
+            if isinstance(trig, RenewalApproaching) and trig.days_before_renewal != window:
+                problems.append((("playbooks", "rules", rule_id, "trigger", "days_before_renewal"), (
+                    f"{here}.days_before_renewal {trig.days_before_renewal} disagrees with "
+                    f"lifecycle.renewal_window.days_before_renewal {window}: the renewal playbook must act on "
+                    "the window in which scores are judged by renewal thresholds; change both together")))
         return problems
 
     # ------------------------------------------------------------------------------- identity

@@ -30,7 +30,6 @@ from healthscore.warehouse.models import (
 
 log = logging.getLogger(__name__)
 
-LOOKBACK_DAYS = 120
 SCORE_COLUMNS = ["account_id", "as_of_date", "score", "band", "trend_30d", "segment", "lifecycle_stage",
                  "dimension_scores", "attribution", "override_band", "override_score", "override_id", "model_version",
                  "momentum"]
@@ -82,7 +81,8 @@ def decide_and_record(engine: Engine, batch: Batch) -> Any:
     with engine.connect() as conn:
         context = _account_context(conn, day)
         today = _scores(conn, champion.version, day, day).merge(context, on="account_id", how="left")
-        history = _scores(conn, champion.version, day - timedelta(days=LOOKBACK_DAYS), day - timedelta(days=1))
+        lookback = timedelta(days=champion.playbooks.lookback_days)  # what decide_playbook_events replays
+        history = _scores(conn, champion.version, day - lookback, day - timedelta(days=1))
         past = _events(conn, PlaybookEvent.crossing_date < day)
         deferred = _events(conn, PlaybookEvent.status == "deferred", PlaybookEvent.crossing_date < day)
     decision = decide_playbook_events(today, history, past, champion, deferred=deferred, as_of_date=day)
@@ -92,15 +92,21 @@ def decide_and_record(engine: Engine, batch: Batch) -> Any:
     return decision
 
 
-def act(engine: Engine, batch: Batch, hubspot: HttpClient, outbox_path: Path) -> dict[str, Any]:
-    """Events -> CRM tasks (exactly once) -> digests and alerts -> CRM health fields."""
+def act(engine: Engine, batch: Batch, hubspot: HttpClient, outbox_path: Path,
+        fallback_recipient: str | None = None) -> dict[str, Any]:
+    """Events -> CRM tasks (exactly once) -> digests and alerts to the owners' emails, delivered where a
+    transport is configured (``healthscore.notify.delivery``) -> CRM health fields."""
+    from healthscore.notify.delivery import deliver_outbox, owner_recipients
     from healthscore.playbooks.delivery import deliver_pending, publish_scores
     from healthscore.playbooks.notifiers import send_critical_alerts, send_daily_digests
 
     decision = decide_and_record(engine, batch)
     delivery = deliver_pending(engine, hubspot, as_of=batch.as_of)
-    digests = send_daily_digests(engine, decision.pending, outbox_path, batch.batch_date)
-    alerts = send_critical_alerts(engine, decision.pending, outbox_path, batch.batch_date)
+    recipients = owner_recipients(engine, batch.batch_date, fallback_recipient)
+    digests = send_daily_digests(engine, decision.pending, outbox_path, batch.batch_date, recipients=recipients)
+    roles = {"cs_leader": fallback_recipient, "executive_sponsor": fallback_recipient} if fallback_recipient else {}
+    alerts = send_critical_alerts(engine, decision.pending, outbox_path, batch.batch_date, recipients=roles)
+    notified = deliver_outbox(engine)
     champion = next(model for model, shadow in registered_models(engine) if not shadow)
     with engine.connect() as conn:
         today = _with_override_reasons(conn, _scores(conn, champion.version, batch.batch_date, batch.batch_date))
@@ -108,7 +114,7 @@ def act(engine: Engine, batch: Batch, hubspot: HttpClient, outbox_path: Path) ->
     summary = {"pending": len(decision.pending), "deferred": len(decision.deferred),
                "suppressed": len(decision.suppressed), "delivery": _plain(asdict(delivery)),
                "digests": digests, "alerts": alerts, "published": published.published,
-               "publish": _plain(asdict(published))}
+               "publish": _plain(asdict(published)), "notifications_delivered": len(notified.delivered)}
     log.info("act %s: %s", batch.batch_date, summary)
     return summary
 

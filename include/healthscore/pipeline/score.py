@@ -18,12 +18,12 @@ from sqlalchemy.engine import Engine
 
 from healthscore.config import ModelConfig, model_config_from_dict
 from healthscore.pipeline.extract import Batch
+from healthscore.pipeline.signals import COMPUTED_SIGNALS
 from healthscore.warehouse.models import HealthScore, ModelVersion, ScoreOverride
 from healthscore.warehouse.upsert import bulk_upsert
 
 log = logging.getLogger(__name__)
 
-HISTORY_DAYS = 400
 ARCHIVE_KEY = ["account_id", "as_of_date", "model_version"]
 
 
@@ -33,11 +33,11 @@ def registered_models(engine: Engine) -> list[tuple[ModelConfig, bool]]:
         rows = conn.execute(sa.select(ModelVersion.version, ModelVersion.config_yaml, ModelVersion.role)
                             .where(ModelVersion.role.in_(["champion", "challenger"]))
                             .order_by(ModelVersion.role != "champion", ModelVersion.version)).all()
-    return [(model_config_from_dict(json.loads(row.config_yaml), f"model_versions[{row.version}]"),
-             row.role != "champion") for row in rows]
+    return [(model_config_from_dict(json.loads(row.config_yaml), f"model_versions[{row.version}]", stored=True,
+                                    computable_signals=COMPUTED_SIGNALS), row.role != "champion") for row in rows]
 
 
-def load_history(engine: Engine, model_version: str, before: date, days: int = HISTORY_DAYS) -> pd.DataFrame:
+def load_history(engine: Engine, model_version: str, before: date, days: int) -> pd.DataFrame:
     """Archived scores of one model version before a date (for trends, momentum, attribution)."""
     table = HealthScore.__table__
     query = sa.select(table.c.account_id, table.c.as_of_date, table.c.score, table.c.band,
@@ -90,7 +90,7 @@ def score_batch(engine: Engine, signals: pd.DataFrame, batch: Batch, archive_url
     written: dict[str, int] = {}
     overrides = load_overrides(engine)
     for model, is_shadow in registered_models(engine):
-        history = load_history(engine, model.version, batch.batch_date)
+        history = load_history(engine, model.version, batch.batch_date, model.momentum.history_days)
         scores = score_accounts(signals, model, history=history, overrides=overrides, churn_model=churn_model,
                                 model_version=model.version)
         rows = _archive_rows(scores, batch, is_shadow)

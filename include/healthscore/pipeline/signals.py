@@ -16,7 +16,7 @@ Sources the gate BLOCKED for this batch (a failed critical batch-level check, e.
 quarantined or stale data), sources with no batch landed for this date, and sources with no data at
 all take out the dimensions they feed (``policy.SOURCE_DIMENSIONS``). Each such dimension is carried
 forward per account from the newest earlier ``account_signals`` row whose value came from a good run
-(at most ``CARRY_FORWARD_MAX_DAYS`` old) with confidence ``CARRY_FORWARD_DECAY ** age_days``; when there
+(at most the model's ``carry_forward.max_days`` old) with confidence ``carry_forward.decay_per_day ** age_days``; when there
 is none its signals stay NaN and the dimension is listed in ``blocked_dimensions``. Scoring treats a
 listed dimension as missing, so carried dimensions are deliberately NOT listed there (that would throw
 the carried values away): they are named in ``carried_dimensions`` and discounted by
@@ -109,8 +109,6 @@ from healthscore.warehouse.upsert import bulk_upsert
 log = logging.getLogger(__name__)
 
 DAY_S = 86_400
-CARRY_FORWARD_DECAY = 0.9
-CARRY_FORWARD_MAX_DAYS = 30
 USAGE_WINDOW_DAYS = 30
 LOGIN_WINDOW_DAYS = 28
 MIN_USAGE_COVERED_DAYS = 7
@@ -300,15 +298,16 @@ def build_signals(engine: Engine, as_of: datetime, batch_date: date, model: Mode
         inputs = _read_inputs(conn, pit, statuses)
         frame = _contract_columns(inputs.accounts, pit, model)
         computed = _compute_signals(inputs, pit, feature_events)
+        if set(computed) != COMPUTED_SIGNALS:
+            raise RuntimeError(f"COMPUTED_SIGNALS is out of date: computed {sorted(set(computed))}")
+        missing = [s for s in model.all_signal_ids() if s not in computed]
+        if missing:  # models are checked at load; this is a model built without that check
+            raise ValueError(f"model {model.version} uses signals no code computes: {', '.join(missing)}")
         for signal_id in model.all_signal_ids():
-            values = computed.get(signal_id)
-            if values is None:
-                log.warning("signal %r has no definition in healthscore.pipeline.signals: left NaN", signal_id)
-                frame[signal_id] = np.nan
-            else:
-                frame[signal_id] = values.reindex(frame["account_id"]).to_numpy(dtype=float, na_value=np.nan)
+            frame[signal_id] = computed[signal_id].reindex(frame["account_id"]).to_numpy(dtype=float, na_value=np.nan)
         reasons = _dimension_reasons(model, statuses)
-        prior = _prior_rows(conn, frame["account_id"], batch_date) if any(reasons.values()) else {}
+        prior = (_prior_rows(conn, frame["account_id"], batch_date, model.carry_forward.max_days)
+                 if any(reasons.values()) else {})
     return _apply_dimension_status(frame, model, reasons, prior, batch_date)
 
 
@@ -370,6 +369,17 @@ def _contract_columns(accounts: pd.DataFrame, pit: PointInTime, model: ModelConf
 
 # ---- signal computations -------------------------------------------------------------------------------------
 Signals = dict[str, pd.Series]
+
+
+#: Every signal id ``_compute_signals`` returns: a model using another one is refused at load
+#: (``load_model_config(..., computable_signals=COMPUTED_SIGNALS)``), not scored as a column of NaN.
+COMPUTED_SIGNALS: frozenset[str] = frozenset({
+    "active_user_pct", "logins_per_user_week", "feature_breadth", "usage_trend_mom", "contract_coverage",
+    "csm_touchpoints_qtr", "training_sessions_qtr", "qbr_attended", "executive_sponsor", "active_champion",
+    "contacts_engaged", "departments_engaged", "expansion_12m", "open_tickets", "p1_tickets_90d",
+    "complaint_ratio", "resolution_time_trend", "arr", "days_past_due", "payment_status_ok", "latest_nps",
+    "csat_3m",
+})
 
 
 def _compute_signals(inputs: _Inputs, pit: PointInTime, feature_events: Sequence[str]) -> Signals:
@@ -633,10 +643,11 @@ def _relationship_survey_signals(inputs: _Inputs, index: pd.Index, pit: PointInT
 
 
 # ---- blocked dimensions: carry forward --------------------------------------------------------------------
-def _prior_rows(conn: sa.Connection, account_ids: Iterable[str], batch_date: date) -> dict[str, tuple]:
+def _prior_rows(conn: sa.Connection, account_ids: Iterable[str], batch_date: date,
+                max_days: int) -> dict[str, tuple]:
     """Newest earlier account_signals row per account within the carry-forward horizon."""
     t = AccountSignals.__table__
-    start = batch_date - timedelta(days=CARRY_FORWARD_MAX_DAYS)
+    start = batch_date - timedelta(days=max_days)
     newest = (sa.select(t.c.account_id, sa.func.max(t.c.as_of_date).label("newest"))
               .where(t.c.as_of_date < batch_date, t.c.as_of_date >= start).group_by(t.c.account_id).subquery())
     query = sa.select(t.c.account_id, t.c.as_of_date, t.c.signals, t.c.dimension_sources).join(
@@ -667,6 +678,7 @@ def _good_value(prior: tuple | None, dim: str) -> tuple[date, dict] | None:
 def _apply_dimension_status(frame: pd.DataFrame, model: ModelConfig, reasons: Mapping[str, list[str]],
                             prior: Mapping[str, tuple], batch_date: date) -> pd.DataFrame:
     """Carry blocked dimensions forward (or leave them NaN) and add the status/confidence columns."""
+    carry = model.carry_forward
     n = len(frame)
     blocked: list[list[str]] = [[] for _ in range(n)]
     carried: list[list[str]] = [[] for _ in range(n)]
@@ -690,15 +702,15 @@ def _apply_dimension_status(frame: pd.DataFrame, model: ModelConfig, reasons: Ma
         for i, account in enumerate(ids):
             good = _good_value(prior.get(account), dim)
             age = (batch_date - good[0]).days if good else None
-            if good is None or age is None or not 0 < age <= CARRY_FORWARD_MAX_DAYS:
+            if good is None or age is None or not 0 < age <= carry.max_days:
                 for s in signal_ids:
                     columns[s][i] = np.nan
                 conf[i] = 0.0
                 blocked[i].append(dim)
                 sources[i][dim] = {"status": "missing", "confidence": 0.0,
-                                   "reason": f"{reason}; no good value in the last {CARRY_FORWARD_MAX_DAYS} days"}
+                                   "reason": f"{reason}; no good value in the last {carry.max_days} days"}
                 continue
-            weight = float(CARRY_FORWARD_DECAY ** age)
+            weight = carry.confidence(age)
             for s in signal_ids:
                 value = good[1].get(s)
                 columns[s][i] = np.nan if value is None else float(value)

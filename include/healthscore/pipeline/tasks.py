@@ -58,12 +58,13 @@ def run_validate(source: str, context: Mapping[str, Any]) -> list[dict]:
 def run_prepare(context: Mapping[str, Any]) -> dict:
     """Migrate the warehouse and register the configured model (the first becomes champion)."""
     from healthscore.config import load_model_config
+    from healthscore.pipeline.signals import COMPUTED_SIGNALS
     from healthscore.warehouse.registry import register_model_version
 
     settings = Settings.from_env()
     engine = warehouse_engine(settings, migrate=True)
     try:
-        model = load_model_config(settings.model_config_path)
+        model = load_model_config(settings.model_config_path, computable_signals=COMPUTED_SIGNALS)
         role = register_model_version(engine, model)
         return {"model_version": model.version, "config_hash": model.config_hash, "role": role}
     finally:
@@ -114,7 +115,8 @@ def run_act(conn_id: str, context: Mapping[str, Any]) -> dict:
     try:
         connection = SourceConnection.from_airflow(conn_id)
         with HubSpotSource(connection, as_of=batch.as_of + ACT_AFTER_CUTOFF) as hubspot:
-            return act(engine, batch, hubspot.client, default_outbox_path(settings.data_dir))
+            return act(engine, batch, hubspot.client, default_outbox_path(settings.data_dir),
+                       fallback_recipient=settings.notify_fallback_email)
     finally:
         engine.dispose()
 

@@ -352,7 +352,7 @@ def find_task(client: HttpClient, key: str) -> str | None:
         "properties": ["hs_task_body", "hubspot_owner_id"],
         "limit": 10,
     }
-    found = client.post_json(TASK_SEARCH_PATH, body)
+    found = client.post_json(TASK_SEARCH_PATH, body, idempotent=True)  # a search: a read sent as POST
     ids = [
         str(r["id"])
         for r in found.get("results", [])

@@ -89,7 +89,6 @@ from healthscore.playbooks.frames import Grid, build_grid, is_missing, normalize
 from healthscore.playbooks.text import daily_digest, task_body, task_subject
 
 __all__ = [
-    "DEFAULT_LOOKBACK_DAYS",
     "EVENT_COLUMNS",
     "PlaybookDecision",
     "daily_digest",
@@ -99,7 +98,6 @@ __all__ = [
     "task_subject",
 ]
 
-DEFAULT_LOOKBACK_DAYS = 120
 TOP_DIMENSION_DELTAS = 3
 EVENT_COLUMNS: tuple[str, ...] = (
     "account_id",
@@ -596,19 +594,20 @@ def decide_playbook_events(
     *,
     deferred: pd.DataFrame | None = None,
     as_of_date: dt.date | None = None,
-    lookback_days: int = DEFAULT_LOOKBACK_DAYS,
+    lookback_days: int | None = None,
 ) -> PlaybookDecision:
     """Decide today's playbook events; deterministic, so reruns and backfills give identical keys.
 
     ``deferred``: events returned as deferred by the previous run(s); they are re-ranked with today's.
     ``as_of_date`` is only needed when ``today`` is empty but deferred events must still be carried.
+    ``lookback_days`` (default: the model's ``playbooks.lookback_days``) must match the history passed.
     """
     day, champion, current = _today_rows(today, as_of_date)
     if day is None:
         if deferred is not None and not deferred.empty:
             raise ValueError("today is empty: pass as_of_date to carry the deferred events")
         return PlaybookDecision(None, None, empty_events(), empty_events())
-    span = _span_days(model, lookback_days)
+    span = _span_days(model, model.playbooks.lookback_days if lookback_days is None else lookback_days)
     rows = _archived_rows(history, current, day, champion, span)
     accounts = sorted(current["account_id"])
     start = pd.Timestamp(day) - pd.Timedelta(days=span)

@@ -59,7 +59,7 @@ from healthscore.scoring.inputs import Prepared, calendar_stage, prepare_signals
 from healthscore.scoring.lifecycle import days_in_stage, plan_gates
 from healthscore.scoring.normalize import normalize_matrix
 from healthscore.scoring.overrides import active_overrides
-from healthscore.scoring.pyobjects import gc_paused, object_array, records_builder, tenths_columns
+from healthscore.scoring.pyobjects import gc_paused, object_array, records, tenths_columns
 
 OUTPUT_COLUMNS: tuple[str, ...] = (
     "account_id",
@@ -248,7 +248,7 @@ def breakdown_dicts(scores: pd.DataFrame, prefix: str) -> list[dict[str, Any] | 
         rows = np.flatnonzero(scores["score"].notna().to_numpy())
     out = np.full(len(scores), None, dtype=object)
     with gc_paused():
-        out[rows] = object_array(records_builder(keys)(*tenths_columns(tenths[rows])))
+        out[rows] = object_array(records(keys, tenths_columns(tenths[rows])))
     return out.tolist()
 
 

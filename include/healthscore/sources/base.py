@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 import requests
-from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 
 from healthscore.sources import registry
 
@@ -35,11 +35,21 @@ class SourceAuthError(SourceError):
 
 
 class RetryableError(SourceError):
-    """Transient: 5xx, 429, timeout, connection reset, or a truncated/malformed body."""
+    """Transient: 5xx, 429, timeout, connection reset, or a truncated/malformed body.
 
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
+    ``processed`` is False when the vendor certainly did not act on the request (a 429, a connect
+    timeout, a malformed body of an answer already given counts as processed): only then may a request
+    that is not idempotent be sent again.
+    """
+
+    def __init__(self, message: str, retry_after: float | None = None, processed: bool = True) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.processed = processed
+
+
+# RFC 9110 idempotent methods: sending one twice has the effect of sending it once.
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 
 
 @dataclass(frozen=True)
@@ -94,8 +104,10 @@ class HttpClient:
 
     def __init__(self, connection: SourceConnection, auth: requests.auth.AuthBase | None = None,
                  headers: Mapping[str, str] | None = None, policy: RetryPolicy | None = None,
-                 as_of: datetime | None = None) -> None:
+                 as_of: datetime | None = None, idempotency_header: str | None = None) -> None:
         self.connection = connection
+        # The request header the vendor de-duplicates on (Stripe: Idempotency-Key); None: it has none.
+        self.idempotency_header = idempotency_header
         self.policy = policy or RetryPolicy()
         self.stats = RequestStats()
         self.session = requests.Session()
@@ -120,17 +132,42 @@ class HttpClient:
         log.warning("%s: retry %d/%d in %.2fs after: %s", self.connection.conn_id, state.attempt_number,
                     self.policy.attempts - 1, state.next_action.sleep if state.next_action else 0, exc)
 
-    def request(self, method: str, path_or_url: str, *, stream: bool = False, **kwargs: Any) -> requests.Response:
-        return self._retrying()(self._send, method, self.url(path_or_url), stream=stream, **kwargs)
+    def request(self, method: str, path_or_url: str, *, stream: bool = False, idempotent: bool | None = None,
+                **kwargs: Any) -> requests.Response:
+        """Send with retries; see ``safe_to_resend`` for which failures of which requests are retried."""
+        retry = self.safe_to_resend(method, kwargs.get("headers"), idempotent)
+        return self._retrying(retry)(self._send, method, self.url(path_or_url), stream=stream, **kwargs)
 
-    def _retrying(self) -> Retrying:
-        return Retrying(retry=retry_if_exception_type(RetryableError), stop=stop_after_attempt(self.policy.attempts),
+    def safe_to_resend(self, method: str, headers: Mapping[str, str] | None = None,
+                       idempotent: bool | None = None) -> bool:
+        """Whether a request the vendor may have acted on can be sent again.
+
+        True for idempotent methods, for a request the caller declares idempotent (a search or batch read
+        sent as POST, a PATCH of absolute values), and for one carrying the idempotency key the vendor
+        honours. Otherwise a 5xx or a timeout is not retried: the create may have happened. A 429 is
+        retried for every request: the vendor refused it before acting on it.
+        """
+        if idempotent is not None:
+            return idempotent
+        if method.upper() in IDEMPOTENT_METHODS:
+            return True
+        key = self.idempotency_header
+        sent = {k.lower() for k in (*(headers or {}), *self.session.headers)}
+        return key is not None and key.lower() in sent
+
+    def _retrying(self, resend: bool = True) -> Retrying:
+        def retryable(exc: BaseException) -> bool:
+            return isinstance(exc, RetryableError) and (resend or not exc.processed)
+
+        return Retrying(retry=retry_if_exception(retryable), stop=stop_after_attempt(self.policy.attempts),
                         wait=self._wait, before_sleep=self._before_sleep, reraise=True)
 
     def _send(self, method: str, url: str, **kwargs: Any) -> requests.Response:
         self.stats.requests += 1
         try:
             response = self.session.request(method, url, timeout=self.policy.timeout, **kwargs)
+        except requests.ConnectTimeout as exc:  # never reached the vendor
+            raise RetryableError(f"{method} {url}: {exc.__class__.__name__}", processed=False) from exc
         except (requests.Timeout, requests.ConnectionError) as exc:
             raise RetryableError(f"{method} {url}: {exc.__class__.__name__}") from exc
         self.check(response)
@@ -143,7 +180,7 @@ class HttpClient:
             return
         summary = f"{response.request.method} {response.url.split('?')[0]} -> {status}: {response.text[:300]}"
         if status == 429 or status >= 500:
-            raise RetryableError(summary, retry_after=self.retry_after(response))
+            raise RetryableError(summary, retry_after=self.retry_after(response), processed=status != 429)
         if status in (401, 403):
             raise SourceAuthError(
                 f"connection '{self.connection.conn_id}' was refused ({status}); check its credentials. {summary}")
@@ -164,12 +201,15 @@ class HttpClient:
     def get_json(self, path_or_url: str, **kwargs: Any) -> dict:
         return self._json("GET", path_or_url, **kwargs)
 
-    def post_json(self, path_or_url: str, body: Any, **kwargs: Any) -> dict:
-        return self._json("POST", path_or_url, json=body, **kwargs)
+    def post_json(self, path_or_url: str, body: Any, *, idempotent: bool | None = None, **kwargs: Any) -> dict:
+        """POST a JSON body. Retried after a 5xx or timeout only if ``idempotent`` (a search, a batch read)
+        or the request carries the vendor's idempotency key; a plain create is sent once (429s aside)."""
+        return self._json("POST", path_or_url, json=body, idempotent=idempotent, **kwargs)
 
-    def _json(self, method: str, path_or_url: str, **kwargs: Any) -> dict:
-        """A JSON body; a truncated or malformed one is retried like a 5xx."""
+    def _json(self, method: str, path_or_url: str, *, idempotent: bool | None = None, **kwargs: Any) -> dict:
+        """A JSON body; a truncated or malformed one is retried like a 5xx (if the request may be resent)."""
         url = self.url(path_or_url)
+        resend = self.safe_to_resend(method, kwargs.get("headers"), idempotent)
 
         def once() -> dict:
             response = self._send(method, url, **kwargs)
@@ -178,7 +218,7 @@ class HttpClient:
             except ValueError as exc:
                 raise RetryableError(f"{method} {url.split('?')[0]}: malformed JSON body ({exc})") from exc
 
-        return self._retrying()(once)
+        return self._retrying(resend)(once)
 
     def close(self) -> None:
         self.session.close()
@@ -237,6 +277,8 @@ class Source(ABC):
 
     name: ClassVar[str]
     objects: ClassVar[dict[str, SourceObject]]
+    #: Request header the vendor de-duplicates writes on; None: it has none, so creates are never resent.
+    idempotency_header: ClassVar[str | None] = None
 
     def __init__(self, connection: SourceConnection, as_of: datetime | None = None,
                  policy: RetryPolicy | None = None) -> None:
@@ -245,7 +287,7 @@ class Source(ABC):
         if policy is None and "timeout" in connection.extra:
             policy = RetryPolicy(timeout=float(connection.extra["timeout"]))
         self.client = HttpClient(connection, auth=self.auth(connection), headers=self.headers(connection),
-                                 policy=policy, as_of=as_of)
+                                 policy=policy, as_of=as_of, idempotency_header=self.idempotency_header)
 
     @classmethod
     def spec(cls) -> registry.SourceSpec:

@@ -81,7 +81,7 @@ class HubSpotSource(Source):
         for start in range(0, len(records), ASSOCIATION_BATCH):
             chunk = records[start : start + ASSOCIATION_BATCH]
             body = self.client.post_json(f"/crm/v4/associations/{obj}/companies/batch/read",
-                                         {"inputs": [{"id": r["id"]} for r in chunk]})
+                                         {"inputs": [{"id": r["id"]} for r in chunk]}, idempotent=True)
             found = {str(r["from"]["id"]): sorted(str(t["toObjectId"]) for t in r.get("to") or [])
                      for r in body.get("results") or []}
             for record in chunk:
@@ -124,7 +124,7 @@ class HubSpotSource(Source):
         while True:
             offset, last_ms, restarted = 0, since_ms, False
             while True:
-                body = self.client.post_json(f"/crm/v3/objects/{obj}/search", {
+                body = self.client.post_json(f"/crm/v3/objects/{obj}/search", idempotent=True, body={
                     "filterGroups": [{"filters": [{"propertyName": prop, "operator": "GTE", "value": str(since_ms)}]}],
                     "sorts": [{"propertyName": prop, "direction": "ASCENDING"}],
                     "properties": PROPERTIES[obj], "limit": SEARCH_PAGE, **({"after": str(offset)} if offset else {}),

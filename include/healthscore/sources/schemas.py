@@ -234,7 +234,7 @@ SCHEMAS: dict[tuple[str, str], ObjectSchema] = {(s.source, s.obj): s for s in (
     ObjectSchema("stripe", "invoices", ("id",), (
         C("invoice_id", "id", required=True),
         C("customer_id", "customer", required=True),
-        C("subscription_id", "subscription"),
+        C("subscription_id", "parent.subscription_details.subscription", "subscription"),
         C("status", "status", required=True),
         C("amount_due", "amount_due", parse="int", required=True),
         C("amount_paid", "amount_paid", parse="int"),

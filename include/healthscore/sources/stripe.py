@@ -14,6 +14,7 @@ STRIPE_VERSION = "2025-10-29.clover"
 
 class StripeSource(Source):
     name = "stripe"
+    idempotency_header = "Idempotency-Key"  # Stripe replays the first answer for 24 h
     objects: ClassVar[dict[str, SourceObject]] = source_objects("stripe")
 
     @staticmethod

@@ -428,6 +428,20 @@ class NotificationOutbox(Base):
     dedupe_key: Mapped[str] = mapped_column(unique=True)
 
 
+class NotificationDelivery(Base):
+    """Handing an outbox message to email or Slack: attempts, last error, and when it was accepted."""
+
+    __tablename__ = "notification_deliveries"
+
+    dedupe_key: Mapped[str] = mapped_column(sa.ForeignKey("notifications_outbox.dedupe_key"), primary_key=True)
+    transport: Mapped[str]
+    address: Mapped[str]
+    attempts: Mapped[int] = mapped_column(server_default=sa.text("0"))
+    last_error: Mapped[str | None]
+    last_attempt_at: Mapped[dt.datetime | None]
+    delivered_at: Mapped[dt.datetime | None]
+
+
 # ------------------------------------------------------------------------------------------ evaluation
 
 

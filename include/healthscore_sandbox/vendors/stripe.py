@@ -84,35 +84,107 @@ def _customer(r: dict) -> dict:
             "livemode": False, "metadata": {"hubspot_company_id": r["hubspot_company_id"]}}
 
 
+PRICES_CREATED = 1_704_067_200  # 2024-01-01: the price book predates every customer
+
+
 def _subscription(r: dict) -> dict:
-    price = {"id": f"price_{r['plan']}_seat", "object": "price", "unit_amount": int(r["unit_amount"]),
-             "currency": "usd", "recurring": {"interval": "month", "interval_count": 1},
-             "product": f"prod_{r['plan']}"}
+    """The subscription object as Stripe documents it (API 2025-10-29.clover): one per-seat item."""
+    recurring = {"interval": "month", "interval_count": 1, "meter": None, "trial_period_days": None,
+                 "usage_type": "licensed"}
+    price = {"id": f"price_{r['plan']}_seat", "object": "price", "active": True, "billing_scheme": "per_unit",
+             "created": PRICES_CREATED, "currency": "usd", "livemode": False, "lookup_key": None, "metadata": {},
+             "nickname": None, "product": f"prod_{r['plan']}", "recurring": recurring, "tax_behavior": "unspecified",
+             "type": "recurring", "unit_amount": int(r["unit_amount"]), "unit_amount_decimal": str(int(r["unit_amount"]))}
+    plan = {"id": price["id"], "object": "plan", "active": True, "amount": price["unit_amount"],
+            "amount_decimal": price["unit_amount_decimal"], "billing_scheme": "per_unit", "created": PRICES_CREATED,
+            "currency": "usd", "interval": "month", "interval_count": 1, "livemode": False, "metadata": {},
+            "meter": None, "nickname": None, "product": price["product"], "tiers_mode": None,
+            "transform_usage": None, "trial_period_days": None, "usage_type": "licensed"}
     period = {"current_period_start": int(r["current_period_start"]), "current_period_end": int(r["current_period_end"])}
-    canceled = _opt(r["canceled_at"])
+    canceled, created = _opt(r["canceled_at"]), int(r["created_ts"])
+    item = {"id": "si_" + r["id"][4:], "object": "subscription_item", "created": created, "discounts": [],
+            "metadata": {}, "plan": plan, "price": price, "quantity": int(r["quantity"]), "subscription": r["id"],
+            "tax_rates": [], **period}
     return {
-        "id": r["id"], "object": "subscription", "customer": r["customer"], "status": r["status"],
-        "created": int(r["created_ts"]), "start_date": int(r["created_ts"]), **period,
-        "cancel_at_period_end": False, "canceled_at": canceled, "ended_at": canceled,
-        "collection_method": "charge_automatically", "currency": "usd", "livemode": False,
-        "items": {"object": "list", "has_more": False, "data": [
-            {"id": "si_" + r["id"][4:], "object": "subscription_item", "price": price,
-             "quantity": int(r["quantity"]), **period}]},
+        "id": r["id"], "object": "subscription", "application": None, "application_fee_percent": None,
+        "automatic_tax": {"disabled_reason": None, "enabled": False, "liability": None},
+        "billing_cycle_anchor": int(r["current_period_start"]), "billing_cycle_anchor_config": None,
+        "billing_mode": {"flexible": None, "type": "classic", "updated_at": None}, "billing_schedules": [],
+        "billing_thresholds": None, "cancel_at": None, "cancel_at_period_end": False, "canceled_at": canceled,
+        "cancellation_details": {"comment": None, "feedback": None, "reason": None},
+        "collection_method": "charge_automatically", "created": created, "currency": "usd",
+        "customer": r["customer"], "days_until_due": None, "default_payment_method": None, "default_source": None,
+        "default_tax_rates": [], "description": None, "discounts": [], "ended_at": canceled,
+        "invoice_settings": {"account_tax_ids": None, "issuer": {"type": "self"}},
+        "items": {"object": "list", "has_more": False, "data": [item], "total_count": 1,
+                  "url": f"/v1/subscription_items?subscription={r['id']}"},
+        "latest_invoice": None, "livemode": False,
         "metadata": {"hubspot_company_id": r["hubspot_company_id"], "contract_end": str(_opt(r["term_end_ts"]) or "")},
+        "next_pending_invoice_item_invoice": None, "on_behalf_of": None, "pause_collection": None,
+        "payment_settings": {"payment_method_options": None, "payment_method_types": None,
+                             "save_default_payment_method": "off"},
+        "pending_invoice_item_interval": None, "pending_setup_intent": None, "pending_update": None,
+        "schedule": None, "start_date": created, "status": r["status"], "test_clock": None, "transfer_data": None,
+        "trial_end": None, "trial_settings": {"end_behavior": {"missing_payment_method": "create_invoice"}},
+        "trial_start": None, **period,
     }
 
 
 def _invoice(r: dict) -> dict:
-    paid_at = _opt(r["paid_at"])
+    """The invoice object as Stripe documents it (API 2025-10-29.clover), one subscription line.
+
+    No tax, discount or credit note exists in this world, so ``total == subtotal == amount_due`` and the
+    tax/discount lists are empty; ``subscription`` moved under ``parent`` in that API version. Fields that
+    change over the invoice's life (status, amounts paid, attempts, transitions) are those at ``now``.
+    """
+    created, amount, paid = int(r["created_ts"]), int(r["amount_due"]), int(r["amount_paid"])
+    period = {"start": int(r["period_start"]), "end": int(r["period_end"])}
+    subscription = r["subscription"]
+    parent = {"type": "subscription_details", "quote_details": None,
+              "subscription_details": {"subscription": subscription, "metadata": {}}}
+    line = {
+        "id": "il_" + r["id"][3:], "object": "line_item", "amount": amount, "currency": "usd",
+        "description": "Seats (monthly or annual term)", "discount_amounts": [], "discountable": True,
+        "discounts": [], "invoice": r["id"], "livemode": False, "metadata": {}, "period": period,
+        "parent": {"type": "subscription_item_details", "invoice_item_details": None,
+                   "subscription_item_details": {"subscription": subscription,
+                                                 "subscription_item": "si_" + subscription[4:],
+                                                 "invoice_item": None, "proration": False,
+                                                 "proration_details": {"credited_items": None}}},
+        "pretax_credit_amounts": [], "pricing": None, "quantity": 1, "subtotal": amount, "taxes": [],
+    }
     return {
-        "id": r["id"], "object": "invoice", "customer": r["customer"], "subscription": r["subscription"],
-        "status": r["status"], "paid": r["status"] == "paid", "created": int(r["created_ts"]),
-        "currency": "usd", "amount_due": int(r["amount_due"]), "amount_paid": int(r["amount_paid"]),
-        "amount_remaining": int(r["amount_due"]) - int(r["amount_paid"]), "due_date": int(r["due_date"]),
-        "period_start": int(r["period_start"]), "period_end": int(r["period_end"]),
-        "attempt_count": int(r["attempt_count"]), "collection_method": r["collection_method"],
-        "status_transitions": {"finalized_at": int(r["created_ts"]), "paid_at": paid_at},
-        "livemode": False,
+        "id": r["id"], "object": "invoice", "account_country": "US", "account_name": "Sandbox SaaS Inc.",
+        "account_tax_ids": None, "amount_due": amount, "amount_overpaid": 0, "amount_paid": paid,
+        "amount_remaining": amount - paid, "amount_shipping": 0, "application": None,
+        "attempt_count": int(r["attempt_count"]), "attempted": int(r["attempt_count"]) > 0,
+        "auto_advance": r["status"] == "open", "automatic_tax": {"enabled": False, "liability": None,
+                                                                "provider": None, "status": None},
+        "automatically_finalizes_at": None, "billing_reason": "subscription_cycle",
+        "collection_method": r["collection_method"], "confirmation_secret": None, "created": created,
+        "currency": "usd", "custom_fields": None, "customer": r["customer"], "customer_address": None,
+        "customer_email": None, "customer_name": None, "customer_phone": None, "customer_shipping": None,
+        "customer_tax_exempt": "none", "customer_tax_ids": [], "default_payment_method": None,
+        "default_source": None, "default_tax_rates": [], "description": None, "discounts": [],
+        # Stripe leaves due_date null under charge_automatically; served as before (the finalisation
+        # time) because the product's days_past_due reads it: a separate, visible change.
+        "due_date": int(r["due_date"]),
+        "effective_at": created, "ending_balance": 0, "footer": None, "from_invoice": None,
+        "hosted_invoice_url": None, "invoice_pdf": None, "issuer": {"type": "self"}, "last_finalization_error": None,
+        "latest_revision": None,
+        "lines": {"object": "list", "data": [line], "has_more": False, "total_count": 1,
+                  "url": f"/v1/invoices/{r['id']}/lines"},
+        "livemode": False, "metadata": {}, "next_payment_attempt": _opt(r["next_payment_attempt"]),
+        "number": r["number"], "on_behalf_of": None, "parent": parent, "payment_settings": {
+            "default_mandate": None, "payment_method_options": None, "payment_method_types": None},
+        "period_end": period["end"], "period_start": period["start"], "post_payment_credit_notes_amount": 0,
+        "pre_payment_credit_notes_amount": 0, "receipt_number": None, "rendering": None, "shipping_cost": None,
+        "shipping_details": None, "starting_balance": 0, "statement_descriptor": None, "status": r["status"],
+        "status_transitions": {"finalized_at": created, "marked_uncollectible_at": _opt(r["marked_uncollectible_at"]),
+                               "paid_at": _opt(r["paid_at"]), "voided_at": None},
+        "subtotal": amount, "subtotal_excluding_tax": amount, "test_clock": None, "threshold_reason": None,
+        "total": amount, "total_discount_amounts": [], "total_excluding_tax": amount,
+        "total_pretax_credit_amounts": [], "total_taxes": [], "webhooks_delivered_at": created,
     }
 
 

@@ -1,0 +1,1 @@
+"""Notifications: delivery of the outbox to email and Slack (``delivery``)."""
