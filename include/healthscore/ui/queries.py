@@ -267,8 +267,10 @@ def at_risk(conn: sa.Connection, limit: int = 25, movers: int = 10) -> AtRisk:
     risky = base.where(sa.or_(H.c.band.in_(ctx.at_risk_bands), H.c.override_band.in_(ctx.at_risk_bands)))
     rows = conn.execute(risky.order_by(S.c.arr_cents.desc().nulls_last(), H.c.account_id).limit(limit)).all()
     total = conn.execute(sa.select(sa.func.count()).select_from(risky.subquery())).scalar() or 0
-    down = conn.execute(base.where(H.c.trend_30d < 0).order_by(H.c.trend_30d, H.c.account_id).limit(movers)).all()
-    up = conn.execute(base.where(H.c.trend_30d > 0).order_by(H.c.trend_30d.desc(), H.c.account_id)
+    # Movers show no ARR: the champion's rows alone, without joining the whole portfolio's signals.
+    scores = sa.select(H).where(*_champion_rows(ctx.version, ctx.latest))
+    down = conn.execute(scores.where(H.c.trend_30d < 0).order_by(H.c.trend_30d, H.c.account_id).limit(movers)).all()
+    up = conn.execute(scores.where(H.c.trend_30d > 0).order_by(H.c.trend_30d.desc(), H.c.account_id)
                       .limit(movers)).all()
     ids = [r.account_id for r in (*rows, *down, *up)]
     names = account_names(conn, ids, ctx.latest)
@@ -470,7 +472,7 @@ def quality(conn: sa.Connection, limit: int = 200) -> Quality:
         sa.select(R).join(newest, sa.and_(R.c.source == newest.c.source, R.c.object == newest.c.object,
                                           R.c.batch_date == newest.c.batch_date)).order_by(R.c.source, R.c.object))]
     for row in recon:
-        row["balanced"] = row["landed"] == row["accepted"] + row["quarantined"]
+        row["balanced"] = row["landed"] == row["accepted"] + row["quarantined"] + row.get("out_of_scope", 0)
     failures = [dict(r._mapping) for r in conn.execute(
         sa.select(QR.c.source, QR.c.suite, QR.c.expectation, QR.c.column, QR.c.severity, QR.c.observed_value,
                   QR.c.unexpected_count, QR.c.element_count, QR.c.details)
