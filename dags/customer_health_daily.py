@@ -100,10 +100,9 @@ def customer_health_daily():
     validations = {name: validate_task(name) for name in SOURCES}
     for name, spec in SOURCES.items():
         migrated >> extracts[name] >> validations[name]
-        streamed = any(obj.validated == "streamed" for obj in spec.objects)
         for ref in spec.references:  # referential checks need that source's batch landed first
             if ref != name:
-                extracts[ref] >> (extracts[name] if streamed else validations[name])
+                extracts[ref] >> (extracts[name] if spec.streams_validation else validations[name])
     act = run_playbooks()
     list(validations.values()) >> build_signals() >> score_and_archive() >> act
     # Outcomes read the validated deals and subscriptions; upstream of the last task, so the next run waits.

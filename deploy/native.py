@@ -79,7 +79,7 @@ def generated_secrets() -> dict[str, str]:
         "POSTGRES_PASSWORD": secrets.token_urlsafe(16),
         "WAREHOUSE_DB_PASSWORD": secrets.token_urlsafe(16),
         "AIRFLOW_FERNET_KEY": base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
-        "AIRFLOW_JWT_SECRET": secrets.token_urlsafe(32),
+        "AIRFLOW_JWT_SECRET": secrets.token_urlsafe(64),  # 64 bytes: the key length HS512 asks for
         "AIRFLOW_ADMIN_PASSWORD": secrets.token_urlsafe(12),
     }
 

@@ -287,6 +287,8 @@ def print_csm_view(engine: sa.Engine, base_url: str, data_dir: Path) -> None:
         task_id = conn.execute(sa.select(PlaybookEvent.crm_task_id).where(PlaybookEvent.crm_task_id.is_not(None))
                                .order_by(PlaybookEvent.id.desc()).limit(1)).scalar()
     print("\nCRM tasks per playbook (playbook_events):")
+    if not per_playbook:
+        print("  none yet (no threshold crossed in the days run)")
     for playbook, status, count in per_playbook:
         print(f"  {playbook:28s} {status:10s} {count}")
     if task_id:
@@ -342,7 +344,8 @@ def print_summary(engine: sa.Engine, data_dir) -> None:
     with engine.connect() as conn:
         recon = conn.execute(sa.select(BatchReconciliation.batch_date, BatchReconciliation.source,
                                        BatchReconciliation.object, BatchReconciliation.landed,
-                                       BatchReconciliation.accepted, BatchReconciliation.quarantined)
+                                       BatchReconciliation.accepted, BatchReconciliation.quarantined,
+                                       BatchReconciliation.out_of_scope)
                              .order_by(BatchReconciliation.batch_date.desc(), BatchReconciliation.source,
                                        BatchReconciliation.object)).all()
         failed = conn.execute(sa.select(sa.func.count()).select_from(QualityResult)
@@ -352,9 +355,9 @@ def print_summary(engine: sa.Engine, data_dir) -> None:
             HealthScore.is_shadow.is_(False)).group_by(HealthScore.band)).all()
     if recon:
         latest = recon[0][0]
-        print(f"\nbatch {latest}: landed = accepted + quarantined")
-        for _, source, obj, landed, accepted, quarantined in (r for r in recon if r[0] == latest):
-            print(f"  {source}.{obj:22s} {landed:7d} = {accepted:7d} + {quarantined}")
+        print(f"\nbatch {latest}: landed = accepted + quarantined + out of scope (not scored by design)")
+        for _, source, obj, landed, accepted, quarantined, outside in (r for r in recon if r[0] == latest):
+            print(f"  {source}.{obj:22s} {landed:7d} = {accepted:7d} + {quarantined} + {outside}")
     print(f"failed expectations across runs: {failed}")
     if bands:
         print("latest scores by band: " + ", ".join(f"{band or 'unscored'}: {n}" for band, n in sorted(

@@ -78,7 +78,7 @@ def assert_landed_and_reconciled(url: str, sandbox: ThreadedSandbox) -> None:
                                                              ("stripe", "invoices"), ("mixpanel", "events"),
                                                              ("mixpanel", "usage_daily")}
         for r in recs:
-            assert r["landed"] == r["accepted"] + r["quarantined"], dict(r)
+            assert r["landed"] == r["accepted"] + r["quarantined"] + r["out_of_scope"], dict(r)
         assert conn.execute(sa.select(sa.func.count()).select_from(QualityResult)).scalar_one() > 20
     engine.dispose()
 
@@ -192,7 +192,7 @@ def test_bad_records_are_quarantined_by_their_expectation_and_critical_failures_
     assert "licensed_seats" in text["companies"] and "name" in text["companies"]
     assert "company_id" in text["events"] and "distinct_id" in text["events"]
     for r in recs:
-        assert r["landed"] == r["accepted"] + r["quarantined"]
+        assert r["landed"] == r["accepted"] + r["quarantined"] + r["out_of_scope"]
         assert r["quarantined"] > 0 or r["object"] in ("owners", "usage_daily")
     assert set(blocked) >= {"zendesk", "stripe"}
     alerts = _alerts(tmp_path / "data")

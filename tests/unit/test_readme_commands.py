@@ -24,7 +24,6 @@ HERE = "executed by this module"
 
 # (pattern the command matches, file that runs it, text that file must contain) -- or (pattern, HERE, why).
 COVERAGE: list[tuple[str, str, str]] = [
-    (r"make demo", ".ci/run", "make demo"),
     (r"make test", ".ci/run", "make test"),
     (r"make lint", ".ci/run", "make lint"),
     (r"airflow backfill create --dag-id customer_health_daily .*--reprocess-behavior failed",
@@ -36,6 +35,10 @@ COVERAGE: list[tuple[str, str, str]] = [
     # the file and tests/unit/test_compose.py its shape), and the long tests take ~28 min (run on demand).
     (r"docker compose .*", ".ci/run", "docker-compose --project-directory . --env-file .env.example config -q"),
     (r"make test-long", "Makefile", "pytest -m long"),
+    # NOT RUN by CI, said so: the demo now bootstraps 64 days of history (~20-25 min on 2 cores), beyond the
+    # suite's budget; the lead decides whether CI pays for it. Its parts run in tests (test_daily_dag_full,
+    # test_accuracy_dag, test_sixty_days).
+    (r"make demo", "Makefile", "$(BIN)/healthscore demo"),
     (r"\.venv/bin/python -m deploy\.native (start|status|stop).*", "tests/e2e/test_celery_topology.py",
      '"deploy.native"'),
     (r"healthscore override (set|list|revoke) .*", "tests/integration/test_ui_app.py", 'main(["override", "revoke"'),

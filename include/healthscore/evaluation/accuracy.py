@@ -29,8 +29,9 @@ TARGET_METRICS = ("recall", "specificity", "accuracy", "f1")
 
 
 # ---- predictions -----------------------------------------------------------------------------------------
-def predictions_at(outcomes: pd.DataFrame, scores: pd.DataFrame, horizon_days: int,
-                   tolerance_days: int) -> pd.DataFrame:
+def predictions_at(
+    outcomes: pd.DataFrame, scores: pd.DataFrame, horizon_days: int, tolerance_days: int
+) -> pd.DataFrame:
     """Each outcome joined to the score each model version archived ``horizon_days`` before it.
 
     ``outcomes``: account_id, renewal_date (date), outcome, ... ; ``scores``: account_id, as_of_date (date),
@@ -41,15 +42,21 @@ def predictions_at(outcomes: pd.DataFrame, scores: pd.DataFrame, horizon_days: i
         return pd.DataFrame(columns=[*outcomes.columns, "lead_date", *scores.columns])
     left = outcomes.copy()
     left["lead_date"] = (pd.to_datetime(left["renewal_date"]) - pd.Timedelta(days=horizon_days)).astype(
-        "datetime64[ns]")
+        "datetime64[ns]"
+    )
     right = scores.copy()
     right["as_of_ts"] = pd.to_datetime(right["as_of_date"]).astype("datetime64[ns]")
     parts = []
     for version, group in right.groupby("model_version", sort=True):
         merged = pd.merge_asof(
-            left.sort_values("lead_date"), group.drop(columns=["account_id_x"], errors="ignore")
-            .sort_values("as_of_ts"), left_on="lead_date", right_on="as_of_ts", by="account_id",
-            direction="backward", tolerance=pd.Timedelta(days=tolerance_days))
+            left.sort_values("lead_date"),
+            group.drop(columns=["account_id_x"], errors="ignore").sort_values("as_of_ts"),
+            left_on="lead_date",
+            right_on="as_of_ts",
+            by="account_id",
+            direction="backward",
+            tolerance=pd.Timedelta(days=tolerance_days),
+        )
         merged = merged[merged["score"].notna()].copy()
         merged["model_version"] = version
         parts.append(merged)
@@ -75,8 +82,12 @@ def figures(frame: pd.DataFrame, ev: Evaluation) -> dict[str, Any]:
     n = len(frame)
     y, pred, risk = labelled(frame, ev)
     if n < ev.min_group_size:
-        return {"n": n, "positives": int(y.sum()), "too_small": True,
-                "note": f"fewer than {ev.min_group_size} outcomes: no figures"}
+        return {
+            "n": n,
+            "positives": int(y.sum()),
+            "too_small": True,
+            "note": f"fewer than {ev.min_group_size} outcomes: no figures",
+        }
     out = metrics.binary_metrics(y, risk, y_pred=pred, specificity_target=ev.targets.specificity)
     decision = out.get("decision", {})
     for name in ("accuracy", "precision", "recall", "specificity", "f1"):
@@ -86,7 +97,10 @@ def figures(frame: pd.DataFrame, ev: Evaluation) -> dict[str, Any]:
 
 
 def grouped(frame: pd.DataFrame, column: str, ev: Evaluation) -> dict[str, Any]:
-    return {str(key): figures(group, ev) for key, group in frame.groupby(frame[column].fillna("unknown"), sort=True)}
+    return {
+        str(key): figures(group, ev)
+        for key, group in frame.groupby(frame[column].fillna("unknown"), sort=True)
+    }
 
 
 # ---- the report's tables ---------------------------------------------------------------------------------
@@ -102,9 +116,16 @@ def retention_by_band(frame: pd.DataFrame, model: ModelConfig) -> list[dict[str,
         group = frame[frame["band"] == band]
         n = len(group)
         retained = int((~group["outcome"].isin(list(ev.positive_outcomes))).sum())
-        rows.append({"band": band, "score_range": band_ranges(model)[band], "n": n, "retained": retained,
-                     "retention_rate": (retained / n) if n >= ev.min_group_size else None,
-                     "too_small": n < ev.min_group_size})
+        rows.append(
+            {
+                "band": band,
+                "score_range": band_ranges(model)[band],
+                "n": n,
+                "retained": retained,
+                "retention_rate": (retained / n) if n >= ev.min_group_size else None,
+                "too_small": n < ev.min_group_size,
+            }
+        )
     return rows
 
 
@@ -116,24 +137,46 @@ def lead_times(outcomes: pd.DataFrame, history: pd.DataFrame, ev: Evaluation) ->
     rows = []
     for row in positives.itertuples(index=False):
         start = row.renewal_date - timedelta(days=ev.lead_time_lookback_days)
-        h = history[(history["account_id"] == row.account_id) & (history["as_of_date"] >= start)
-                    & (history["as_of_date"] < row.renewal_date) & history["band"].isin(list(ev.at_risk_bands))]
+        h = history[
+            (history["account_id"] == row.account_id)
+            & (history["as_of_date"] >= start)
+            & (history["as_of_date"] < row.renewal_date)
+            & history["band"].isin(list(ev.at_risk_bands))
+        ]
         if h.empty:
             never += 1
-            rows.append({"account_id": row.account_id, "renewal_date": row.renewal_date, "outcome": row.outcome,
-                         "first_flag": None, "lead_days": None})
+            rows.append(
+                {
+                    "account_id": row.account_id,
+                    "renewal_date": row.renewal_date,
+                    "outcome": row.outcome,
+                    "first_flag": None,
+                    "lead_days": None,
+                }
+            )
             continue
         first = min(h["as_of_date"])
         days.append((row.renewal_date - first).days)
-        rows.append({"account_id": row.account_id, "renewal_date": row.renewal_date, "outcome": row.outcome,
-                     "first_flag": first, "lead_days": days[-1]})
+        rows.append(
+            {
+                "account_id": row.account_id,
+                "renewal_date": row.renewal_date,
+                "outcome": row.outcome,
+                "first_flag": first,
+                "lead_days": days[-1],
+            }
+        )
     arr = np.asarray(days, dtype=float)
-    return {"n": len(positives), "flagged": len(days), "never_flagged": never,
-            "median_days": float(np.median(arr)) if len(arr) else None,
-            "mean_days": float(arr.mean()) if len(arr) else None,
-            "p25_days": float(np.percentile(arr, 25)) if len(arr) else None,
-            "p75_days": float(np.percentile(arr, 75)) if len(arr) else None,
-            "rows": rows}
+    return {
+        "n": len(positives),
+        "flagged": len(days),
+        "never_flagged": never,
+        "median_days": float(np.median(arr)) if len(arr) else None,
+        "mean_days": float(arr.mean()) if len(arr) else None,
+        "p25_days": float(np.percentile(arr, 25)) if len(arr) else None,
+        "p75_days": float(np.percentile(arr, 75)) if len(arr) else None,
+        "rows": rows,
+    }
 
 
 def misses(frame: pd.DataFrame, ev: Evaluation, dimensions: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
@@ -141,16 +184,29 @@ def misses(frame: pd.DataFrame, ev: Evaluation, dimensions: Sequence[str]) -> di
     the dimension scores the prediction had."""
     y, pred, _ = labelled(frame, ev)
     out: dict[str, list[dict[str, Any]]] = {}
-    for name, mask in (("false_negatives", (y == 1) & (pred == 0)), ("false_positives", (y == 0) & (pred == 1))):
+    for name, mask in (
+        ("false_negatives", (y == 1) & (pred == 0)),
+        ("false_positives", (y == 0) & (pred == 1)),
+    ):
         rows = []
         for row in frame[mask].sort_values(["renewal_date", "account_id"]).to_dict("records"):
             dims = row.get("dimension_scores") or {}
-            rows.append({"account_id": row["account_id"], "renewal_date": row["renewal_date"],
-                         "outcome": row["outcome"], "as_of_date": row["as_of_date"], "score": row["score"],
-                         "band": row["band"], "segment": row.get("segment"),
-                         "lifecycle_stage": row.get("lifecycle_stage"),
-                         **{f"dim_{d}": (None if dims.get(d) is None else round(float(dims[d]), 1))
-                            for d in dimensions}})
+            rows.append(
+                {
+                    "account_id": row["account_id"],
+                    "renewal_date": row["renewal_date"],
+                    "outcome": row["outcome"],
+                    "as_of_date": row["as_of_date"],
+                    "score": row["score"],
+                    "band": row["band"],
+                    "segment": row.get("segment"),
+                    "lifecycle_stage": row.get("lifecycle_stage"),
+                    **{
+                        f"dim_{d}": (None if dims.get(d) is None else round(float(dims[d]), 1))
+                        for d in dimensions
+                    },
+                }
+            )
         out[name] = rows
     return out
 
@@ -160,12 +216,19 @@ def journey_velocity(snapshot: pd.DataFrame, model: ModelConfig) -> list[dict[st
     rows = []
     if snapshot.empty:
         return rows
-    for (stage, band), group in snapshot.groupby([snapshot["lifecycle_stage"].fillna("unknown"),
-                                                  snapshot["band"].fillna("unscored")], sort=True):
+    for (stage, band), group in snapshot.groupby(
+        [snapshot["lifecycle_stage"].fillna("unknown"), snapshot["band"].fillna("unscored")], sort=True
+    ):
         d = pd.to_numeric(group["days_in_stage"], errors="coerce").dropna()
-        rows.append({"lifecycle_stage": stage, "band": band, "n": len(group),
-                     "median_days_in_stage": float(d.median()) if len(d) else None,
-                     "mean_days_in_stage": float(d.mean()) if len(d) else None})
+        rows.append(
+            {
+                "lifecycle_stage": stage,
+                "band": band,
+                "n": len(group),
+                "median_days_in_stage": float(d.median()) if len(d) else None,
+                "mean_days_in_stage": float(d.mean()) if len(d) else None,
+            }
+        )
     return rows
 
 
@@ -176,7 +239,11 @@ def check_targets(overall: Mapping[str, Any], ev: Evaluation) -> dict[str, dict[
     for name in TARGET_METRICS:
         target = getattr(ev.targets, name)
         value = None if overall.get("too_small") else overall.get(name)
-        out[name] = {"target": target, "value": value, "met": None if value is None else bool(value >= target)}
+        out[name] = {
+            "target": target,
+            "value": value,
+            "met": None if value is None else bool(value >= target),
+        }
     return out
 
 
@@ -209,16 +276,36 @@ def quantile_edges(values: np.ndarray, bins: int) -> np.ndarray | None:
     return edges
 
 
-def drift(current: pd.DataFrame, previous: pd.DataFrame, signals_now: pd.DataFrame, signals_before: pd.DataFrame,
-          dimensions: Sequence[str], accuracy_history: Sequence[float | None], ev: Evaluation) -> dict[str, Any]:
+def drift(
+    current: pd.DataFrame,
+    previous: pd.DataFrame,
+    signals_now: pd.DataFrame,
+    signals_before: pd.DataFrame,
+    dimensions: Sequence[str],
+    accuracy_history: Sequence[float | None],
+    ev: Evaluation,
+) -> dict[str, Any]:
     """PSI of scores, per dimension and per signal against last month; accuracy falling month after month."""
     th = ev.drift
     out: dict[str, Any] = {"alerts": []}
-    score_psi = psi(previous["score"].to_numpy(float), current["score"].to_numpy(float), score_edges(th.psi_bins)) \
-        if len(previous) and len(current) else None
-    level = None if score_psi is None else (
-        "alert" if score_psi >= th.score_psi_alert else "warn" if score_psi >= th.score_psi_warn else "ok")
-    out["score_psi"] = {"value": score_psi, "level": level, "n_current": len(current), "n_previous": len(previous)}
+    score_psi = (
+        psi(previous["score"].to_numpy(float), current["score"].to_numpy(float), score_edges(th.psi_bins))
+        if len(previous) and len(current)
+        else None
+    )
+    level = (
+        None
+        if score_psi is None
+        else (
+            "alert" if score_psi >= th.score_psi_alert else "warn" if score_psi >= th.score_psi_warn else "ok"
+        )
+    )
+    out["score_psi"] = {
+        "value": score_psi,
+        "level": level,
+        "n_current": len(current),
+        "n_previous": len(previous),
+    }
     if level == "alert":
         out["alerts"].append(f"score distribution PSI {score_psi:.3f} >= {th.score_psi_alert} vs last month")
     dims = {}
@@ -226,9 +313,12 @@ def drift(current: pd.DataFrame, previous: pd.DataFrame, signals_now: pd.DataFra
         now = _dim_values(current, d)
         before = _dim_values(previous, d)
         value = psi(before, now, score_edges(th.psi_bins)) if len(now) and len(before) else None
-        dims[d] = {"psi": value, "alert": bool(value is not None and value >= th.dimension_psi_alert),
-                   "mean_now": float(np.nanmean(now)) if len(now) else None,
-                   "mean_before": float(np.nanmean(before)) if len(before) else None}
+        dims[d] = {
+            "psi": value,
+            "alert": bool(value is not None and value >= th.dimension_psi_alert),
+            "mean_now": float(np.nanmean(now)) if len(now) else None,
+            "mean_before": float(np.nanmean(before)) if len(before) else None,
+        }
         if dims[d]["alert"]:
             out["alerts"].append(f"dimension {d} PSI {value:.3f} >= {th.dimension_psi_alert}")
     out["dimensions"] = dims
@@ -244,8 +334,10 @@ def drift(current: pd.DataFrame, previous: pd.DataFrame, signals_now: pd.DataFra
     out["signals"] = sigs
     out["accuracy_decline"] = declining(accuracy_history, th.accuracy_decline_months)
     if out["accuracy_decline"]["alert"]:
-        out["alerts"].append(f"accuracy fell {out['accuracy_decline']['months']} months in a row: "
-                             + " -> ".join(f"{v:.3f}" for v in out["accuracy_decline"]["values"]))
+        out["alerts"].append(
+            f"accuracy fell {out['accuracy_decline']['months']} months in a row: "
+            + " -> ".join(f"{v:.3f}" for v in out["accuracy_decline"]["values"])
+        )
     return out
 
 
@@ -266,7 +358,7 @@ def declining(history: Sequence[float | None], months: int) -> dict[str, Any]:
             run += 1
         else:
             break
-    return {"months": run, "alert": run >= months, "values": vals[-(run + 1):] if run else vals[-1:]}
+    return {"months": run, "alert": run >= months, "values": vals[-(run + 1) :] if run else vals[-1:]}
 
 
 def month_bounds(day: date) -> tuple[date, date]:

@@ -38,14 +38,42 @@ CRM_MATCH_DAYS = 45
 #: An expansion deal closed within this many days of a renewal deal belongs to that renewal.
 EXPANSION_AT_RENEWAL_DAYS = 1
 
-STATE_COLUMNS = ("subscription_id", "account_id", "customer_id", "canceled", "canceled_date", "quantity",
-                 "mrr_cents", "plan", "term_end_date")
+STATE_COLUMNS = (
+    "subscription_id",
+    "account_id",
+    "customer_id",
+    "canceled",
+    "canceled_date",
+    "quantity",
+    "mrr_cents",
+    "plan",
+    "term_end_date",
+)
 #: The columns whose change makes a new state row (identity columns are carried along).
 STATE_FIELDS = ("canceled", "canceled_date", "quantity", "mrr_cents", "plan", "term_end_date")
-RECORD_COLUMNS = ("account_id", "renewal_date", "kind", "outcome", "source", "agreement", "crm_outcome", "crm_date",
-                  "crm_deal_id", "crm_arr_before_cents", "crm_arr_after_cents", "billing_outcome", "billing_date",
-                  "billing_subscription_id", "seats_before", "seats_after", "mrr_before_cents", "mrr_after_cents",
-                  "plan_before", "plan_after", "note")
+RECORD_COLUMNS = (
+    "account_id",
+    "renewal_date",
+    "kind",
+    "outcome",
+    "source",
+    "agreement",
+    "crm_outcome",
+    "crm_date",
+    "crm_deal_id",
+    "crm_arr_before_cents",
+    "crm_arr_after_cents",
+    "billing_outcome",
+    "billing_date",
+    "billing_subscription_id",
+    "seats_before",
+    "seats_after",
+    "mrr_before_cents",
+    "mrr_after_cents",
+    "plan_before",
+    "plan_after",
+    "note",
+)
 
 
 def _date(ts: object) -> date | None:
@@ -75,18 +103,22 @@ def subscription_states(subscriptions: pd.DataFrame) -> pd.DataFrame:
     canceled = status.eq("canceled").fillna(False).to_numpy(dtype=bool)
     term_end = subscriptions["contract_end_ts"].astype(object)
     term_end = term_end.where(term_end.notna(), subscriptions["current_period_end_ts"].astype(object))
-    frame = pd.DataFrame({
-        "subscription_id": subscriptions["subscription_id"].astype(object).to_numpy(),
-        "account_id": subscriptions["hubspot_company_id"].astype(object).map(_none).to_numpy(),
-        "customer_id": subscriptions["customer_id"].astype(object).map(_none).to_numpy(),
-        "canceled": canceled,
-        "canceled_date": [(_date(t) if c else None) for t, c in
-                          zip(subscriptions["canceled_ts"].astype(object), canceled, strict=True)],
-        "quantity": [None if pd.isna(q) else int(q) for q in subscriptions["quantity"].astype(object)],
-        "mrr_cents": [None if pd.isna(m) else int(m) for m in subscriptions["mrr_cents"].astype(object)],
-        "plan": [_plan(p) for p in subscriptions["product"].astype(object)],
-        "term_end_date": [_date(t) for t in term_end],
-    })
+    frame = pd.DataFrame(
+        {
+            "subscription_id": subscriptions["subscription_id"].astype(object).to_numpy(),
+            "account_id": subscriptions["hubspot_company_id"].astype(object).map(_none).to_numpy(),
+            "customer_id": subscriptions["customer_id"].astype(object).map(_none).to_numpy(),
+            "canceled": canceled,
+            "canceled_date": [
+                (_date(t) if c else None)
+                for t, c in zip(subscriptions["canceled_ts"].astype(object), canceled, strict=True)
+            ],
+            "quantity": [None if pd.isna(q) else int(q) for q in subscriptions["quantity"].astype(object)],
+            "mrr_cents": [None if pd.isna(m) else int(m) for m in subscriptions["mrr_cents"].astype(object)],
+            "plan": [_plan(p) for p in subscriptions["product"].astype(object)],
+            "term_end_date": [_date(t) for t in term_end],
+        }
+    )
     return frame.sort_values("subscription_id", kind="stable").reset_index(drop=True)
 
 
@@ -109,6 +141,7 @@ def changed_states(current: pd.DataFrame, previous: pd.DataFrame) -> pd.DataFram
 
 def _direction(before: Mapping[str, Any], after: Mapping[str, Any]) -> tuple[str, str]:
     """('contracted' | 'expanded' | 'renewed', why) from two consecutive billed states."""
+
     def rank(plan: object) -> int | None:
         return PLAN_ORDER.index(plan) if plan in PLAN_ORDER else None
 
@@ -132,21 +165,49 @@ def billing_events(states: pd.DataFrame) -> pd.DataFrame:
         for before, after in zip(ordered, ordered[1:], strict=False):
             if before["subscription_id"] == after["subscription_id"]:
                 rows.extend(_events_between(str(after["subscription_id"]), before, after))
-    columns = ("account_id", "date", "kind", "outcome", "why", "subscription_id", "seats_before", "seats_after",
-               "mrr_before_cents", "mrr_after_cents", "plan_before", "plan_after", "seen_batch")
+    columns = (
+        "account_id",
+        "date",
+        "kind",
+        "outcome",
+        "why",
+        "subscription_id",
+        "seats_before",
+        "seats_after",
+        "mrr_before_cents",
+        "mrr_after_cents",
+        "plan_before",
+        "plan_after",
+        "seen_batch",
+    )
     return pd.DataFrame(rows, columns=list(columns))
 
 
 def _events_between(sub_id: str, before: Mapping[str, Any], after: Mapping[str, Any]) -> list[dict]:
-    base = {"account_id": _none(after["account_id"]) or _none(before["account_id"]), "subscription_id": sub_id,
-            "seats_before": _none(before["quantity"]), "seats_after": _none(after["quantity"]),
-            "mrr_before_cents": _none(before["mrr_cents"]), "mrr_after_cents": _none(after["mrr_cents"]),
-            "plan_before": _none(before["plan"]), "plan_after": _none(after["plan"]),
-            "seen_batch": after["batch_date"]}
+    base = {
+        "account_id": _none(after["account_id"]) or _none(before["account_id"]),
+        "subscription_id": sub_id,
+        "seats_before": _none(before["quantity"]),
+        "seats_after": _none(after["quantity"]),
+        "mrr_before_cents": _none(before["mrr_cents"]),
+        "mrr_after_cents": _none(after["mrr_cents"]),
+        "plan_before": _none(before["plan"]),
+        "plan_after": _none(after["plan"]),
+        "seen_batch": after["batch_date"],
+    }
     if bool(after["canceled"]) and not bool(before["canceled"]):
         when = _none(after["canceled_date"]) or _none(before["term_end_date"]) or after["batch_date"]
-        return [{**base, "date": when, "kind": "renewal", "outcome": "churned", "why": "subscription canceled",
-                 "seats_after": 0, "mrr_after_cents": 0}]
+        return [
+            {
+                **base,
+                "date": when,
+                "kind": "renewal",
+                "outcome": "churned",
+                "why": "subscription canceled",
+                "seats_after": 0,
+                "mrr_after_cents": 0,
+            }
+        ]
     if bool(after["canceled"]):
         return []
     end_b, end_a = _none(before["term_end_date"]), _none(after["term_end_date"])
@@ -158,8 +219,15 @@ def _events_between(sub_id: str, before: Mapping[str, Any], after: Mapping[str, 
         # ``reconcile`` turns it into a renewal when the CRM closed a renewal deal for that date.
         short = (end_a - end_b).days < RENEWAL_MIN_TERM_DAYS
         kind = "mid_term" if short and outcome == "expanded" else "renewal"
-        return [{**base, "date": end_b, "kind": kind, "outcome": outcome,
-                 "why": f"term {end_b} -> {end_a}; {why}"}]
+        return [
+            {
+                **base,
+                "date": end_b,
+                "kind": kind,
+                "outcome": outcome,
+                "why": f"term {end_b} -> {end_a}; {why}",
+            }
+        ]
     if outcome != "renewed":  # seats, plan or price changed inside the term
         return [{**base, "date": after["batch_date"], "kind": "mid_term", "outcome": outcome, "why": why}]
     return []
@@ -173,15 +241,26 @@ def crm_events(deals: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(columns=list(columns))
     by_account: dict[str, list[dict]] = {}
     for deal_id, account_id, category, stage, amount, close_ts in zip(
-            deals["deal_id"].astype(object), deals["company_id"].astype(object), deals["deal_category"].astype(object),
-            deals["deal_stage"].astype(object), deals["amount_cents"].astype(object), deals["close_ts"].astype(object),
-            strict=True):
+        deals["deal_id"].astype(object),
+        deals["company_id"].astype(object),
+        deals["deal_category"].astype(object),
+        deals["deal_stage"].astype(object),
+        deals["amount_cents"].astype(object),
+        deals["close_ts"].astype(object),
+        strict=True,
+    ):
         stage = str(stage).lower() if _none(stage) is not None else ""
         if _none(account_id) is None or _none(close_ts) is None or stage not in ("closedwon", "closedlost"):
             continue
-        by_account.setdefault(str(account_id), []).append({
-            "deal_id": deal_id, "category": str(category).lower() if _none(category) is not None else "",
-            "stage": stage, "amount": None if _none(amount) is None else int(amount), "close_ts": int(close_ts)})
+        by_account.setdefault(str(account_id), []).append(
+            {
+                "deal_id": deal_id,
+                "category": str(category).lower() if _none(category) is not None else "",
+                "stage": stage,
+                "amount": None if _none(amount) is None else int(amount),
+                "close_ts": int(close_ts),
+            }
+        )
     rows: list[dict] = []
     for account_id in sorted(by_account):
         ordered = sorted(by_account[account_id], key=lambda d: (d["close_ts"], str(d["deal_id"])))
@@ -205,9 +284,17 @@ def _crm_account_events(account_id: str, deals: list[dict]) -> list[dict]:
             added = [d["amount"] or 0 for d in expansions if base_close + day < d["close_ts"] < close - day]
             before = int(base[-1]["amount"]) + int(sum(added))
         if deal["stage"] == "closedlost":
-            out.append({"account_id": account_id, "date": _date(close), "outcome": "churned",
-                        "why": "renewal deal closed lost", "deal_id": deal["deal_id"], "arr_before_cents": before,
-                        "arr_after_cents": 0})
+            out.append(
+                {
+                    "account_id": account_id,
+                    "date": _date(close),
+                    "outcome": "churned",
+                    "why": "renewal deal closed lost",
+                    "deal_id": deal["deal_id"],
+                    "arr_before_cents": before,
+                    "arr_after_cents": 0,
+                }
+            )
             continue
         with_it = [d for d in expansions if abs(d["close_ts"] - close) <= day]
         after = deal["amount"]
@@ -218,9 +305,21 @@ def _crm_account_events(account_id: str, deals: list[dict]) -> list[dict]:
         elif before is not None and after is not None and after > before:
             outcome, why = "expanded", f"renewed at {after} > {before} cents ARR"
         else:
-            outcome, why = "renewed", "renewal deal closed won" + ("" if before is not None else " (no prior ARR)")
-        out.append({"account_id": account_id, "date": _date(close), "outcome": outcome, "why": why,
-                    "deal_id": deal["deal_id"], "arr_before_cents": before, "arr_after_cents": after})
+            outcome, why = (
+                "renewed",
+                "renewal deal closed won" + ("" if before is not None else " (no prior ARR)"),
+            )
+        out.append(
+            {
+                "account_id": account_id,
+                "date": _date(close),
+                "outcome": outcome,
+                "why": why,
+                "deal_id": deal["deal_id"],
+                "arr_before_cents": before,
+                "arr_after_cents": after,
+            }
+        )
     return out
 
 
@@ -237,34 +336,56 @@ def reconcile(crm: pd.DataFrame, billing: pd.DataFrame, current_states: pd.DataF
             continue
         key = (ev.account_id, ev.date, ev.kind)
         records[key] = {
-            "account_id": ev.account_id, "renewal_date": ev.date, "kind": ev.kind,
-            "billing_outcome": ev.outcome, "billing_date": ev.date, "billing_subscription_id": ev.subscription_id,
-            "seats_before": ev.seats_before, "seats_after": ev.seats_after, "mrr_before_cents": ev.mrr_before_cents,
-            "mrr_after_cents": ev.mrr_after_cents, "plan_before": ev.plan_before, "plan_after": ev.plan_after,
+            "account_id": ev.account_id,
+            "renewal_date": ev.date,
+            "kind": ev.kind,
+            "billing_outcome": ev.outcome,
+            "billing_date": ev.date,
+            "billing_subscription_id": ev.subscription_id,
+            "seats_before": ev.seats_before,
+            "seats_after": ev.seats_after,
+            "mrr_before_cents": ev.mrr_before_cents,
+            "mrr_after_cents": ev.mrr_after_cents,
+            "plan_before": ev.plan_before,
+            "plan_after": ev.plan_after,
             "_billing_why": ev.why,
         }
     term_ends: dict[str, list[date]] = {}
-    for (account_id, day, _kind) in records:
+    for account_id, day, _kind in records:
         term_ends.setdefault(account_id, []).append(day)
     for st in current_states.itertuples(index=False):
         if _none(st.account_id) is not None and _none(st.term_end_date) is not None:
             term_ends.setdefault(st.account_id, []).append(st.term_end_date)
     for ev in crm.itertuples(index=False):
-        candidates = sorted(t for t in term_ends.get(ev.account_id, [])
-                            if -1 <= (t - ev.date).days <= CRM_MATCH_DAYS)
+        candidates = sorted(
+            t for t in term_ends.get(ev.account_id, []) if -1 <= (t - ev.date).days <= CRM_MATCH_DAYS
+        )
         renewal_date = candidates[0] if candidates else ev.date
         key = (ev.account_id, renewal_date, "renewal")
         amendment = records.get((ev.account_id, renewal_date, "mid_term"))
-        if amendment is not None and key not in records:  # billing could not tell; the CRM's deal says renewal
-            records[key] = {**records.pop((ev.account_id, renewal_date, "mid_term")), "kind": "renewal",
-                            "_billing_why": amendment["_billing_why"] + " (a renewal: the CRM closed its deal)"}
-        rec = records.setdefault(key, {"account_id": ev.account_id, "renewal_date": renewal_date,
-                                       "kind": "renewal"})
+        if (
+            amendment is not None and key not in records
+        ):  # billing could not tell; the CRM's deal says renewal
+            records[key] = {
+                **records.pop((ev.account_id, renewal_date, "mid_term")),
+                "kind": "renewal",
+                "_billing_why": amendment["_billing_why"] + " (a renewal: the CRM closed its deal)",
+            }
+        rec = records.setdefault(
+            key, {"account_id": ev.account_id, "renewal_date": renewal_date, "kind": "renewal"}
+        )
         if rec.get("crm_deal_id") is not None:  # two deals for one renewal: keep the later-closed one
             rec["_crm_extra"] = f"also deal {rec['crm_deal_id']} ({rec['crm_outcome']})"
-        rec.update({"crm_outcome": ev.outcome, "crm_date": ev.date, "crm_deal_id": ev.deal_id,
-                    "crm_arr_before_cents": ev.arr_before_cents, "crm_arr_after_cents": ev.arr_after_cents,
-                    "_crm_why": ev.why})
+        rec.update(
+            {
+                "crm_outcome": ev.outcome,
+                "crm_date": ev.date,
+                "crm_deal_id": ev.deal_id,
+                "crm_arr_before_cents": ev.arr_before_cents,
+                "crm_arr_after_cents": ev.arr_after_cents,
+                "_crm_why": ev.why,
+            }
+        )
     out = []
     for key in sorted(records, key=lambda k: (str(k[0]), k[1], k[2])):
         out.append(_finish(records[key]))
@@ -285,8 +406,14 @@ def _finish(rec: dict) -> dict:
     if rec.get("_crm_extra"):
         notes.append(f"crm: {rec['_crm_extra']}")
     row = {c: rec.get(c) for c in RECORD_COLUMNS}
-    row.update({"outcome": billing or crm, "source": "+".join(s for s, v in (("crm", crm), ("billing", billing)) if v),
-                "agreement": agreement, "note": "; ".join(notes) or None})
+    row.update(
+        {
+            "outcome": billing or crm,
+            "source": "+".join(s for s, v in (("crm", crm), ("billing", billing)) if v),
+            "agreement": agreement,
+            "note": "; ".join(notes) or None,
+        }
+    )
     return row
 
 

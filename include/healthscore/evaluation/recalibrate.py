@@ -71,33 +71,9 @@ CV_FOLDS = 3
 TARGET_RECALL = 0.75
 MIN_SEGMENT_ACCOUNTS = 100  # "more than 100 accounts with outcomes in the segment"
 MIN_CLASS_ROWS = 10
-CURVE_QUANTILES = np.array(
-    [
-        0,
-        0.02,
-        0.05,
-        0.1,
-        0.15,
-        0.2,
-        0.25,
-        0.3,
-        0.35,
-        0.4,
-        0.45,
-        0.5,
-        0.55,
-        0.6,
-        0.65,
-        0.7,
-        0.75,
-        0.8,
-        0.85,
-        0.9,
-        0.95,
-        0.98,
-        1.0,
-    ]
-)
+# Knot candidates: these quantiles of the rows and of the distinct values (the finer grid measured
+# 0.002-0.003 AUC better than 15 levels on bench_byo's tables).
+CURVE_QUANTILES = np.r_[0, 0.02, np.arange(0.05, 0.951, 0.05), 0.98, 1.0]
 # (penalty, strength): non-negative logistic regression candidates, chosen by cross-validation.
 PENALTIES: tuple[tuple[str, float], ...] = (
     ("l2", 1e-4),
@@ -318,16 +294,13 @@ def fit_curve(
     else:
         top = float(u.max())
         fs = cand
-    f_list, b_list, t_list = [], [], []
-    for f in fs:
-        for b in cand[cand >= f]:
-            for t in cand[cand > b]:
-                f_list.append(f)
-                b_list.append(b)
-                t_list.append(t)
-    if not f_list:
+    # Every knot triple f <= b < t (f fixed for a per-segment fit), built without Python loops.
+    fi, bi, ti = np.meshgrid(np.arange(fs.size), np.arange(cand.size), np.arange(cand.size), indexing="ij")
+    f_all, b_all, t_all = fs[fi].ravel(), cand[bi].ravel(), cand[ti].ravel()
+    valid = (b_all >= f_all) & (t_all > b_all)
+    if not valid.any():
         return CurveFit(fallback, "too few distinct values to place the knots", False)
-    f_arr, b_arr, t_arr = np.array(f_list), np.array(b_list), np.array(t_list)
+    f_arr, b_arr, t_arr = f_all[valid], b_all[valid], t_all[valid]
     # Each ramp of the curve must hold a share of the rows: a knot pair around a few rows fits noise.
     sorted_u = np.sort(u)
 

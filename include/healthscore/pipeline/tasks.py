@@ -12,7 +12,7 @@ from healthscore.pipeline.extract import extract_source
 from healthscore.pipeline.runtime import batch_from_context, warehouse_engine
 from healthscore.pipeline.validate import QualityPaths, build_context, validate_source
 from healthscore.settings import Settings
-from healthscore.sources import SourceConnection
+from healthscore.sources import SourceConnection, registry
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +31,8 @@ def run_extract(source: str, conn_id: str, context: Mapping[str, Any]) -> list[d
         log.info("extracting %s for batch %s (data as of %s) through connection %s", source, batch.batch_date,
                  batch.as_of.isoformat(), conn_id)
         validation = None
-        if source == "mixpanel":
-            validation = build_context(engine, "mixpanel", batch, QualityPaths.from_settings(settings),
+        if registry.source(source).streams_validation:  # its verdict is judged by the validate task
+            validation = build_context(engine, source, batch, QualityPaths.from_settings(settings),
                                        publish_docs=settings.data_docs_publish)
         summaries = extract_source(source, connection, engine, batch, validation=validation,
                                    mixpanel_backfill_days=settings.mixpanel_backfill_days)

@@ -3,6 +3,11 @@
 Results, quarantine and reconciliation are replaced per (batch, source, object) in one transaction,
 so a rerun leaves one consistent verdict. Reference sets (known companies, owners, customers...) are
 read point-in-time: only what had landed at or before the batch date.
+
+The validate task of a source is the one gate of every object of it: objects validated while they stream
+(Mixpanel events, never landed raw) have their verdict stored by the extract task and read back here
+(``stored_outcome``), so blocking, the alert and ``HEALTHSCORE_QUALITY_FAIL_ON_CRITICAL`` are the same for
+all (``enforce``).
 """
 
 from __future__ import annotations
@@ -151,7 +156,8 @@ def store_outcome(conn: sa.Connection, outcome: ValidationOutcome, payloads: dic
     rec = outcome.reconciliation
     bulk_upsert(conn, BatchReconciliation, [{**key, "object": outcome.obj, "run_id": outcome.run_id,
                                             "landed": rec["landed"], "accepted": rec["accepted"],
-                                            "quarantined": rec["quarantined"]}],
+                                            "quarantined": rec["quarantined"],
+                                            "out_of_scope": rec.get("out_of_scope", 0)}],
                 ["batch_date", "source", "object"])
 
 
@@ -164,16 +170,68 @@ def _result_rows(outcome: ValidationOutcome) -> list[dict]:
     return [{k: v for k, v in row.items() if k in columns} for row in outcome.results]
 
 
+def stored_outcome(conn: sa.Connection, source: str, obj: str, batch_date: date) -> ValidationOutcome | None:
+    """The verdict stored for one object of a batch (results, quarantine, reconciliation), judged by the
+    gate's one blocking rule; None when the object has no verdict for the batch."""
+    from healthscore.quality.gate import ValidationOutcome, judge
+    from healthscore.quality.suites import suite_name
+
+    rec = conn.execute(sa.select(BatchReconciliation.__table__).where(
+        BatchReconciliation.batch_date == batch_date, BatchReconciliation.source == source,
+        BatchReconciliation.object == obj)).mappings().first()
+    if rec is None:
+        return None
+    suite = suite_name(source, obj)
+    r = QualityResult.__table__
+    results = []
+    for row in conn.execute(sa.select(r).where(r.c.batch_date == batch_date, r.c.source == source,
+                                               r.c.suite == suite).order_by(r.c.id)).mappings():
+        details = row["details"] if isinstance(row["details"], dict) else json.loads(row["details"] or "{}")
+        results.append({k: v for k, v in row.items() if k not in ("id", "created_at")} | {"details": details})
+    q = Quarantine.__table__
+    quarantine = [dict(row) for row in conn.execute(
+        sa.select(q.c.run_id, q.c.batch_date, q.c.source, q.c.object, q.c.record_id, q.c.expectation, q.c.reason)
+        .where(q.c.batch_date == batch_date, q.c.source == source, q.c.object == obj).order_by(q.c.id)).mappings()]
+    reconciliation = {k: rec[k] for k in ("run_id", "batch_date", "source", "object", "landed", "accepted",
+                                          "quarantined", "out_of_scope")}
+    return judge(ValidationOutcome(source=source, obj=obj, suite=suite, run_id=rec["run_id"], batch_date=batch_date,
+                                   results=results, quarantine=quarantine, flagged=[], accepted_ids=None,
+                                   reconciliation=reconciliation))
+
+
+def enforce(outcomes: Iterable[ValidationOutcome], paths: QualityPaths, batch: Batch,
+            fail_on_critical: bool, engine: Engine | None = None) -> list[ValidationOutcome]:
+    """The gate's consequences, the same for every object: a blocked one is logged and alerted (the outbox
+    file, and its table with ``engine``); with ``fail_on_critical`` the first raises ``QualityGateError``
+    (after every alert is written)."""
+    from healthscore.quality.gate import QualityGateError
+    from healthscore.quality.notify import QualityAlertNotifier
+
+    blocked = [o for o in outcomes if o.critical_failed]
+    for outcome in blocked:
+        log.error("%s.%s critical quality failure: %s; blocked dimensions: %s", outcome.source, outcome.obj,
+                  "; ".join(outcome.block_reasons), outcome.blocked_dimensions)
+        QualityAlertNotifier(paths.outbox_path, outcome=outcome, engine=engine).notify({"run_id": batch.run_id})
+    if blocked and fail_on_critical:
+        raise QualityGateError(blocked[0])
+    return blocked
+
+
 def validate_source(source: str, engine: Engine, batch: Batch, paths: QualityPaths,
                     fail_on_critical: bool = False, publish: bool = True) -> list[dict]:
-    """Validate every object of a source for the batch; alert (and optionally fail) on a critical block."""
-    from healthscore.quality.gate import QualityGateError, publish_docs, validate
-    from healthscore.quality.notify import QualityAlertNotifier
+    """Validate every object of a source for the batch, take the streamed objects' stored verdicts, and
+    apply the gate to all of them: alert (and optionally fail) on a critical block."""
+    from healthscore.quality.gate import publish_docs, validate
     from healthscore.sources.schemas import flatten
 
+    spec = registry.source(source)
+    outcomes = []
+    with engine.connect() as conn:
+        for obj in spec.objects:
+            if obj.validated == "streamed" and (outcome := stored_outcome(conn, source, obj.name, batch.batch_date)):
+                outcomes.append(outcome)
     context = build_context(engine, source, batch, paths)
-    summaries, blocked = [], []
-    for obj in registry.source(source).validated_objects:
+    for obj in spec.validated_objects:
         with engine.connect() as conn:
             if obj == "usage_daily":
                 frame = _usage_frame(conn, batch)
@@ -189,17 +247,19 @@ def validate_source(source: str, engine: Engine, batch: Batch, paths: QualityPat
         outcome = validate(source, obj, frame, context, publish=False)
         with engine.begin() as conn:
             store_outcome(conn, outcome, payloads)
+        outcomes.append(outcome)
+    index = None
+    if publish:  # once for every suite of the source: the index is the costly part
+        index = publish_docs(paths.data_docs_dir, paths.data_docs_index_limit)
+    summaries = []
+    for outcome in outcomes:
+        outcome.docs_path = outcome.docs_path or index
         summary = outcome.summary()
         summaries.append(summary)
-        log.info("%s.%s %s: landed=%d accepted=%d quarantined=%d; Data Docs: %s", source, obj, batch.batch_date,
-                 summary["landed"], summary["accepted"], summary["quarantined"], summary["docs_path"])
-        if outcome.critical_failed:
-            log.error("%s.%s critical quality failure: %s; blocked dimensions: %s", source, obj,
-                      "; ".join(outcome.block_reasons), outcome.blocked_dimensions)
-            QualityAlertNotifier(paths.outbox_path, outcome=outcome).notify({"run_id": batch.run_id})
-            blocked.append(outcome)
-    if publish:  # once for every suite of the source: the index is the costly part
-        publish_docs(paths.data_docs_dir, paths.data_docs_index_limit)
-    if blocked and fail_on_critical:
-        raise QualityGateError(blocked[0])
+        log.info("%s.%s %s: landed=%d accepted=%d quarantined=%d out_of_scope=%d; Data Docs: %s", source,
+                 outcome.obj, batch.batch_date, summary["landed"], summary["accepted"], summary["quarantined"],
+                 summary["out_of_scope"], summary["docs_path"])
+    # Alerts stay file-only (engine not passed): the table is what notify.delivery hands to email and
+    # Slack, and the data-quality recipient is not an address it can resolve yet.
+    enforce(outcomes, paths, batch, fail_on_critical)
     return summaries

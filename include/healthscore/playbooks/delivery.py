@@ -50,7 +50,6 @@ import datetime as dt
 import hashlib
 import logging
 import math
-import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -62,6 +61,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
+from healthscore.notify.outbox import redact as _redact
 from healthscore.playbooks.rules import EVENT_COLUMNS, PlaybookDecision
 from healthscore.playbooks.text import task_body, task_subject
 from healthscore.sources.base import HttpClient, RetryableError, SourceAuthError, SourceError
@@ -168,21 +168,9 @@ def _round_half_up(value: float) -> int:
     return math.floor(float(value) + 0.5)
 
 
-_SECRET_PATTERNS = (
-    re.compile(r"(?i)bearer\s+\S+"),
-    re.compile(r"\b(?:pat|sk|rk)[-_][A-Za-z0-9_\-]{6,}"),
-    re.compile(r"(?i)(hapikey|api_key|token|access_token)=[^&\s]+"),
-)
-
-
 def redact(text: str, secrets: tuple[str | None, ...] = (), *, limit: int | None = MAX_ERROR_CHARS) -> str:
-    """Text safe to store or send: known secrets and token-shaped strings removed, length capped."""
-    for secret in secrets:
-        if secret and len(secret) >= 4:
-            text = text.replace(secret, "***")
-    for pattern in _SECRET_PATTERNS:
-        text = pattern.sub("***", text)
-    return text if limit is None else text[:limit]
+    """Text safe to store (``notify.outbox.redact``, capped at ``MAX_ERROR_CHARS`` by default)."""
+    return _redact(text, secrets, limit=limit)
 
 
 def _secrets(client: HttpClient) -> tuple[str | None, ...]:

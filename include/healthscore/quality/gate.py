@@ -20,8 +20,15 @@ Semantics -- rows versus sources:
    carry those dimensions forward or mark them stale instead of scoring from bad data.
    With ``context.fail_on_critical`` a blocked outcome raises ``QualityGateError`` (after the Data Docs
    are written); the exception carries the outcome, which the notifier uses.
-3. **Reconciliation counts rows**: landed = accepted + quarantined; a row failing several checks is
-   quarantined once (it has one quarantine row per failed check).
+3. **Reconciliation counts rows**: landed = accepted + quarantined + out_of_scope; a row failing several
+   checks is quarantined once (it has one quarantine row per failed check).
+4. **Out of scope is not bad.** Records the product does not score by design (``suites.SCOPES``: a
+   prospect's new-business deal, whose company is not a customer in the CRM) are filtered before the
+   checks and counted as ``out_of_scope``: never quarantined, never counted toward the blocking share.
+
+Every object goes through the same decision (``_decide`` -> ``judge``), the same alert and the same
+``fail_on_critical`` setting: the validate task of each source applies ``enforce`` to the verdicts of all
+its objects, including those validated while streaming (Mixpanel events) and stored by the extract task.
 
 Chunks: ``validate(..., partial=True)`` validates one chunk (e.g. 100k Mixpanel events): row and column
 checks run in GX, batch checks are only measured (max timestamp, row count) and no blocking decision is
@@ -44,7 +51,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from healthscore.quality.policy import QualityThresholds, dimensions_fed_by
-from healthscore.quality.suites import REFERENCES, SUITE_VERSION, Check, declared_checks, plan, suite_name
+from healthscore.quality.suites import (
+    REFERENCES,
+    SCOPES,
+    SUITE_VERSION,
+    Check,
+    declared_checks,
+    plan,
+    suite_name,
+)
 from healthscore.settings import Settings
 
 if TYPE_CHECKING:
@@ -129,7 +144,7 @@ class ValidationOutcome:
         """Small JSON-able digest (XCom, logs, notifications)."""
         failed = [f"{r['expectation']}({r['column'] or ''})" for r in self.results if not r["success"]]
         return {"suite": self.suite, "run_id": self.run_id, "batch_date": self.batch_date.isoformat(),
-                **{k: self.reconciliation[k] for k in ("landed", "accepted", "quarantined")},
+                **{k: self.reconciliation.get(k, 0) for k in ("landed", "accepted", "quarantined", "out_of_scope")},
                 "flagged": len({f["record_id"] for f in self.flagged}), "failed_expectations": failed,
                 "critical_failed": self.critical_failed, "blocked_dimensions": self.blocked_dimensions,
                 "block_reasons": self.block_reasons, "docs_path": str(self.docs_path) if self.docs_path else None}
@@ -148,6 +163,10 @@ def validate(source: str, obj: str, frame: pd.DataFrame, context: ValidationCont
     if "record_id" not in frame.columns:
         raise ValueError(f"{source}.{obj}: the frame has no record_id column; build it with schemas.flatten()")
     key = f"{source}.{obj}"
+    landed = len(frame)
+    outside = _out_of_scope(source, obj, frame, context)
+    if outside:
+        frame = frame[~frame["record_id"].isin(outside)].reset_index(drop=True)
     history = list(context.volume_history.get(key, ()))[-context.thresholds.volume_window_days:]
     refs = {name for name, (attr, _) in REFERENCES.items() if getattr(context, attr) is not None}
     checks = plan(source, obj, thresholds=context.thresholds, refs=refs, volume=bool(history))
@@ -172,14 +191,14 @@ def validate(source: str, obj: str, frame: pd.DataFrame, context: ValidationCont
                 **base, "record_id": record_id, "expectation": check.id, "reason": reason})
     quarantine = list(bad["critical"].values())
     quarantined = record_ids.isin({q["record_id"] for q in quarantine}).to_numpy()
-    landed, n_quarantined = len(frame), int(quarantined.sum())
+    n_quarantined, n_outside = int(quarantined.sum()), landed - len(frame)
     outcome = ValidationOutcome(
         source=source, obj=obj, suite=suite_name(source, obj), run_id=context.run_id,
         batch_date=context.batch_date, results=results, quarantine=quarantine,
         flagged=list(bad["warning"].values()),
         accepted_ids=list(dict.fromkeys(record_ids[~quarantined].tolist())) if keep_accepted_ids else None,
-        reconciliation={**base, "landed": landed, "accepted": landed - n_quarantined,
-                        "quarantined": n_quarantined},
+        reconciliation={**base, "landed": landed, "accepted": landed - n_outside - n_quarantined,
+                        "quarantined": n_quarantined, "out_of_scope": n_outside},
         docs_path=gx_runner.index_path, validation_pages=[page] if page else [],
         skipped_checks=_skipped(source, obj, refs), partial=partial,
         deferred=[_measure(c, frame, params) for c in checks if partial and c.scope == "batch"],
@@ -224,8 +243,8 @@ def merge(outcomes: Sequence[ValidationOutcome]) -> ValidationOutcome:
         row = _batch_row(check, observed, success, parts[0]["min_value"], parts[0]["max_value"])
         results.append({**_row_base(first), **row})
     rec = dict(first.reconciliation)
-    for k in ("landed", "accepted", "quarantined"):
-        rec[k] = sum(o.reconciliation[k] for o in outcomes)
+    for k in ("landed", "accepted", "quarantined", "out_of_scope"):
+        rec[k] = sum(o.reconciliation.get(k, 0) for o in outcomes)
     merged = ValidationOutcome(
         source=first.source, obj=first.obj, suite=first.suite, run_id=first.run_id, batch_date=first.batch_date,
         results=results,
@@ -268,6 +287,25 @@ def _parameters(checks: tuple[Check, ...], frame: pd.DataFrame, context: Validat
             params["volume_min"] = math.floor(median / context.thresholds.volume_k)
             params["volume_max"] = math.ceil(median * context.thresholds.volume_k)
     return params
+
+
+def _out_of_scope(source: str, obj: str, frame: pd.DataFrame, context: ValidationContext) -> set[str]:
+    """Record ids of rows the product does not score by design (``suites.SCOPES``); empty without the
+    reference set the rule needs (then nothing can be told apart, and the checks judge every row)."""
+    rule = SCOPES.get((source, obj))
+    if rule is None or not len(frame):
+        return set()
+    known = getattr(context, REFERENCES[rule.ref][0])
+    if known is None:
+        return set()
+    known_text = {str(k) for k in (known.keys() if isinstance(known, Mapping) else known)}
+    keys = frame[rule.column]
+    mask = keys.notna() & ~keys.astype(str).isin(known_text)
+    for column, values in rule.where.items():
+        mask &= frame[column].str.lower().isin(values).fillna(False)
+    for column, values in rule.unless.items():
+        mask &= ~frame[column].str.lower().isin(values).fillna(False)
+    return set(frame.loc[mask.to_numpy(dtype=bool), "record_id"].tolist())
 
 
 def _unknown_values(frame: pd.DataFrame, check: Check, context: ValidationContext) -> list[Any]:
@@ -486,7 +524,7 @@ def _within(value: Any, low: Any, high: Any) -> bool:
 def _decide(outcome: ValidationOutcome, context: ValidationContext | None) -> None:
     """Add the quarantine-share result, set blocking fields, raise if asked to."""
     rec = outcome.reconciliation
-    landed, quarantined = rec["landed"], rec["quarantined"]
+    landed, quarantined = rec["landed"] - rec.get("out_of_scope", 0), rec["quarantined"]
     share = quarantined / landed if landed else 0.0
     limit = outcome.max_quarantine_share
     ok = share <= limit
@@ -495,17 +533,30 @@ def _decide(outcome: ValidationOutcome, context: ValidationContext | None) -> No
         "success": ok, "observed_value": f"{share:.4f}", "unexpected_count": quarantined, "element_count": landed,
         "details": {"check": SHARE_EXPECTATION, "scope": "batch", "max_share": limit,
                     "reason": "too many unusable rows: the rest of the batch is not representative"}})
+    judge(outcome)
+    fail = context.fail_on_critical if context is not None else outcome.fail_on_critical
+    if fail and outcome.critical_failed:
+        raise QualityGateError(outcome)
+
+
+def judge(outcome: ValidationOutcome) -> ValidationOutcome:
+    """Set ``block_reasons``, ``critical_failed`` and ``blocked_dimensions`` from the outcome's result rows
+    (the quarantine-share row included): the one blocking rule, also for a verdict read back from the
+    warehouse (``pipeline.validate.stored_outcome``)."""
+    rec = outcome.reconciliation
     reasons = [_batch_reason(r) for r in outcome.results
                if r["severity"] == "critical" and not r["success"] and r["details"].get("scope") == "batch"
                and r["expectation"] != SHARE_EXPECTATION]
-    if not ok:
+    share_row = next((r for r in outcome.results if r["expectation"] == SHARE_EXPECTATION), None)
+    if share_row is not None and not share_row["success"]:
+        landed, quarantined = rec["landed"] - rec.get("out_of_scope", 0), rec["quarantined"]
+        share = quarantined / landed if landed else 0.0
+        limit = share_row["details"].get("max_share", outcome.max_quarantine_share)
         reasons.append(f"{quarantined} of {landed} rows quarantined ({share:.1%} > {limit:.0%})")
     outcome.block_reasons = reasons
     outcome.critical_failed = bool(reasons)
     outcome.blocked_dimensions = {outcome.source: list(dimensions_fed_by(outcome.source))} if reasons else {}
-    fail = context.fail_on_critical if context is not None else outcome.fail_on_critical
-    if fail and outcome.critical_failed:
-        raise QualityGateError(outcome)
+    return outcome
 
 
 def _batch_reason(row: dict[str, Any]) -> str:

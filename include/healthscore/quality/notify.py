@@ -1,9 +1,9 @@
-"""Alerting when the quality gate blocks a source: an Airflow notifier that appends to an outbox file.
+"""Alerting when the quality gate blocks a source: an Airflow notifier writing to the one outbox.
 
-In the sandbox and by default, "sending" means appending one JSON line per notification to an outbox
-file (tests and the demo read it; a delivery task can forward it to email/Slack later). The message
-names the batch, counts, block reasons and failed expectations, never values from the records (they
-can hold customer data) nor anything from connections.
+The alert goes through ``healthscore.notify.outbox`` like every notification: one JSON line in the file
+(and a ``notifications_outbox`` row when given an engine), once per dedupe key, so a retried task does
+not alert twice. The message names the batch, counts, block reasons and failed expectations, never
+values from the records (they can hold customer data) nor anything from connections.
 
 Use it as a task callback (``on_failure_callback=QualityAlertNotifier(path)``: the ``QualityGateError``
 raised with ``fail_on_critical`` carries the outcome) or call it from the task with ``outcome=``.
@@ -12,24 +12,22 @@ Light to import: no pandas, no GX.
 
 from __future__ import annotations
 
-import json
-import threading
 from collections import Counter
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseNotifier
+from sqlalchemy.engine import Engine
+
+from healthscore.notify.outbox import OutboxMessage, OutboxWriter, outbox_path
 
 if TYPE_CHECKING:
     from healthscore.quality.gate import ValidationOutcome
 
-_write_lock = threading.Lock()
-
 
 def default_outbox_path(data_dir: Path) -> Path:
     """Where quality alerts go unless configured otherwise (under the settings' data_dir)."""
-    return Path(data_dir) / "outbox" / "quality_alerts.jsonl"
+    return outbox_path(data_dir, "quality_alerts")
 
 
 def quality_alert_message(outcome: ValidationOutcome) -> tuple[str, str]:
@@ -39,7 +37,8 @@ def quality_alert_message(outcome: ValidationOutcome) -> tuple[str, str]:
     subject = f"[healthscore] quality gate {state} {outcome.suite} for {outcome.batch_date}"
     lines = [
         f"Suite {outcome.suite}, batch {outcome.batch_date}, run {outcome.run_id}.",
-        f"Landed {rec['landed']}, accepted {rec['accepted']}, quarantined {rec['quarantined']}.",
+        f"Landed {rec['landed']}, accepted {rec['accepted']}, quarantined {rec['quarantined']}"
+        + (f", out of scope {rec['out_of_scope']}." if rec.get("out_of_scope") else "."),
     ]
     if outcome.critical_failed:
         dims = ", ".join(d for ds in outcome.blocked_dimensions.values() for d in ds)
@@ -62,7 +61,7 @@ def quality_alert_message(outcome: ValidationOutcome) -> tuple[str, str]:
 
 
 class QualityAlertNotifier(BaseNotifier):
-    """Writes one JSON line per notification to ``outbox_path``.
+    """Writes the alert to the outbox (``outbox_path``, and the table when ``engine`` is given).
 
     ``subject``/``body`` (templated) override the message; otherwise it is built from ``outcome`` or,
     in a failure callback, from the ``QualityGateError`` in the Airflow context.
@@ -71,8 +70,8 @@ class QualityAlertNotifier(BaseNotifier):
     template_fields = ("subject", "body")
 
     def __init__(self, outbox_path: str | Path, *, outcome: ValidationOutcome | None = None,
-                 subject: str | None = None, body: str | None = None, channel: str = "quality",
-                 recipient: str = "data-quality") -> None:
+                 subject: str | None = None, body: str | None = None, channel: str = "email",
+                 recipient: str = "data-quality", engine: Engine | None = None) -> None:
         super().__init__()
         self.outbox_path = Path(outbox_path)
         self.outcome = outcome
@@ -80,32 +79,25 @@ class QualityAlertNotifier(BaseNotifier):
         self.body = body
         self.channel = channel
         self.recipient = recipient
+        self.engine = engine
 
     def notify(self, context: Any) -> None:
-        """Append the alert to the outbox (creating folders as needed)."""
+        """Write the alert to the outbox (creating folders as needed), once per dedupe key."""
         outcome = self.outcome or getattr(_get(context, "exception"), "outcome", None)
         subject, body = quality_alert_message(outcome) if outcome is not None else (None, None)
+        ids = _ids(context)
         if subject is None:
             error = _get(context, "exception")
-            subject = f"[healthscore] task {_ids(context)['task_id'] or '?'} failed"
+            subject = f"[healthscore] task {ids['task_id'] or '?'} failed"
             body = f"{type(error).__name__}: {error}" if error is not None else "no details"
-        entry = {
-            "created_at": datetime.now(UTC).isoformat(),
-            "channel": self.channel,
-            "recipient": self.recipient,
-            "subject": self.subject or subject,
-            "body": self.body or body,
-            **_ids(context),
-            "suite": outcome.suite if outcome else None,
-            "critical_failed": outcome.critical_failed if outcome else None,
-            "blocked_dimensions": outcome.blocked_dimensions if outcome else {},
-            "dedupe_key": (f"quality:{outcome.suite}:{outcome.batch_date}:{outcome.run_id}" if outcome
-                           else f"task:{_ids(context)['dag_id']}:{_ids(context)['task_id']}:{_ids(context)['run_id']}"),
-        }
-        self.outbox_path.parent.mkdir(parents=True, exist_ok=True)
-        line = json.dumps(entry, sort_keys=True, default=str) + "\n"
-        with _write_lock, self.outbox_path.open("a", encoding="utf-8") as handle:
-            handle.write(line)
+        key = (f"quality:{outcome.suite}:{outcome.batch_date}:{outcome.run_id}" if outcome
+               else f"task:{ids['dag_id']}:{ids['task_id']}:{ids['run_id']}")
+        fields = {**ids, "suite": outcome.suite if outcome else None,
+                  "critical_failed": outcome.critical_failed if outcome else None,
+                  "blocked_dimensions": outcome.blocked_dimensions if outcome else {}}
+        message = OutboxMessage(self.channel, self.recipient, self.subject or subject, self.body or body or "", key,
+                                "quality_alert", fields)
+        OutboxWriter(self.engine, self.outbox_path).write(message)
 
 
 def _get(context: Any, key: str) -> Any:

@@ -240,6 +240,28 @@ CHECKS: dict[tuple[str, str], tuple[Check, ...]] = {
     ),
 }
 
+@dataclass(frozen=True)
+class Scope:
+    """Rows outside what the product scores, by design: ``column`` names no known ``ref`` AND every
+    ``where`` column (lower-cased) is one of its values AND no ``unless`` column is. Filtered and counted
+    (``out_of_scope``), never quarantined: they are not wrong, and a clean day must give a clean report."""
+
+    reason: str
+    column: str
+    ref: str
+    where: dict[str, tuple[str, ...]]
+    unless: dict[str, tuple[str, ...]]
+
+
+#: Out-of-scope rules per object. Prospects have deals in any real CRM before they become customers; the
+#: CRM lists only customers as companies here, so a new-business deal not yet won names an unknown company.
+#: A won new-business deal, a renewal or an expansion of an unknown company is still a broken reference.
+SCOPES: dict[tuple[str, str], Scope] = {
+    ("hubspot", "deals"): Scope("a prospect's new-business deal: its company is not a customer (yet)",
+                                column="company_id", ref="companies", where={"deal_category": ("newbusiness",)},
+                                unless={"deal_stage": ("closedwon",)}),
+}
+
 #: Freshness per object: (timestamp column, hours). "default" = QualityThresholds.default_freshness_hours;
 #: None = no freshness check (snapshots and objects without a steady daily flow). Overridable by config.
 FRESHNESS: dict[tuple[str, str], tuple[str, float | str | None]] = {

@@ -29,7 +29,9 @@ img{max-width:100%}.good{color:#2e7d32}.bad{color:#c62828}
 
 
 def _png(draw: Callable[[Figure], None], width: float = 7.0, height: float = 4.0) -> str:
-    fig = Figure(figsize=(width, height), dpi=80, layout="constrained")
+    # Fixed margins: constrained/tight layout measure every label again and cost more than the drawing.
+    fig = Figure(figsize=(width, height), dpi=80)
+    fig.subplots_adjust(left=0.1, right=0.97, bottom=0.22, top=0.9, wspace=0.35, hspace=0.7)
     draw(fig)
     buf = io.BytesIO()
     fig.savefig(buf, format="png")

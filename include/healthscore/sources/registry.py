@@ -120,6 +120,11 @@ class SourceSpec:
         """Objects the validate task checks over their landed batch, in order."""
         return tuple(o.name for o in self.objects if o.validated == "landed")
 
+    @property
+    def streams_validation(self) -> bool:
+        """Some object is validated while it streams: the extract task needs the quality context."""
+        return any(o.validated == "streamed" for o in self.objects)
+
     def mode(self, obj: str) -> Mode:
         return self.object(obj).mode
 

@@ -136,18 +136,33 @@ class Portfolio:
     overrides_active: int
 
 
-def _grouped(conn: sa.Connection, version: str, day: date, column: sa.ColumnElement,
-             at_risk: Sequence[str]) -> dict[str, Group]:
-    key = sa.func.coalesce(column, "unscored")
-    query = (sa.select(key.label("key"), sa.func.count().label("n"),
+def _cells(conn: sa.Connection, version: str, day: date, at_risk: Sequence[str]) -> list[Any]:
+    """Accounts, ARR, score sum/count and at-risk count per (band, segment, value segment) on one date: one
+    aggregate over the champion's rows, folded into every grouping a page shows (a few hundred cells at most)."""
+    band, segment, cell = (sa.func.coalesce(c, "unscored") for c in (H.c.band, H.c.segment, H.c.value_segment))
+    query = (sa.select(band.label("band"), segment.label("segment"), cell.label("cell"), sa.func.count().label("n"),
                        sa.func.coalesce(sa.func.sum(S.c.arr_cents), 0).label("arr"),
                        sa.func.sum(sa.case((H.c.band.in_(at_risk), 1), else_=0)).label("risky"),
-                       sa.func.avg(H.c.score).label("avg"))
+                       sa.func.sum(H.c.score).label("score_sum"), sa.func.count(H.c.score).label("scored"))
              .select_from(H.outerjoin(S, sa.and_(S.c.account_id == H.c.account_id, S.c.as_of_date == H.c.as_of_date)))
-             .where(*_champion_rows(version, day)).group_by(key))
-    return {row.key: Group(row.key, int(row.n), int(row.arr or 0), at_risk_accounts=int(row.risky or 0),
-                           average_score=None if row.avg is None else float(row.avg))
-            for row in conn.execute(query)}
+             .where(*_champion_rows(version, day)).group_by(band, segment, cell))
+    return conn.execute(query).all()
+
+
+def _grouped(cells: list[Any], key: str) -> dict[str, Group]:
+    groups: dict[str, Group] = {}
+    sums: dict[str, tuple[float, int]] = {}
+    for row in cells:
+        name = getattr(row, key)
+        group = groups.setdefault(name, Group(name))
+        group.accounts += int(row.n)
+        group.arr_cents += int(row.arr or 0)
+        group.at_risk_accounts += int(row.risky or 0)
+        total, count = sums.get(name, (0.0, 0))
+        sums[name] = (total + float(row.score_sum or 0), count + int(row.scored or 0))
+    for name, (total, count) in sums.items():
+        groups[name].average_score = total / count if count else None
+    return groups
 
 
 def _merge(now: dict[str, Group], before: dict[str, Group] | None, order: Iterable[str]) -> list[Group]:
@@ -169,12 +184,11 @@ def portfolio(conn: sa.Connection) -> Portfolio:
     if ctx.latest is None or ctx.version is None:
         return Portfolio(ctx, [], [], {}, 0, None, 0, 0, 0, 0, 0)
     risky = ctx.at_risk_bands
-    bands_now = _grouped(conn, ctx.version, ctx.latest, H.c.band, risky)
-    bands_before = _grouped(conn, ctx.version, ctx.previous, H.c.band, risky) if ctx.previous else None
-    segments_now = _grouped(conn, ctx.version, ctx.latest, H.c.segment, risky)
-    segments_before = _grouped(conn, ctx.version, ctx.previous, H.c.segment, risky) if ctx.previous else None
-    cells_now = _grouped(conn, ctx.version, ctx.latest, H.c.value_segment, risky)
-    cells_before = _grouped(conn, ctx.version, ctx.previous, H.c.value_segment, risky) if ctx.previous else None
+    now = _cells(conn, ctx.version, ctx.latest, risky)
+    before = _cells(conn, ctx.version, ctx.previous, risky) if ctx.previous else None
+    bands_now, segments_now, cells_now = (_grouped(now, k) for k in ("band", "segment", "cell"))
+    bands_before, segments_before, cells_before = ((_grouped(before, k) for k in ("band", "segment", "cell"))
+                                                   if before is not None else (None, None, None))
     from healthscore.scoring.bands import VALUE_SEGMENTS
 
     matrix = {g.key: g for g in _merge(cells_now, cells_before, VALUE_SEGMENTS)}
@@ -253,8 +267,10 @@ def at_risk(conn: sa.Connection, limit: int = 25, movers: int = 10) -> AtRisk:
     risky = base.where(sa.or_(H.c.band.in_(ctx.at_risk_bands), H.c.override_band.in_(ctx.at_risk_bands)))
     rows = conn.execute(risky.order_by(S.c.arr_cents.desc().nulls_last(), H.c.account_id).limit(limit)).all()
     total = conn.execute(sa.select(sa.func.count()).select_from(risky.subquery())).scalar() or 0
-    down = conn.execute(base.where(H.c.trend_30d < 0).order_by(H.c.trend_30d, H.c.account_id).limit(movers)).all()
-    up = conn.execute(base.where(H.c.trend_30d > 0).order_by(H.c.trend_30d.desc(), H.c.account_id)
+    # Movers show no ARR: the champion's rows alone, without joining the whole portfolio's signals.
+    scores = sa.select(H).where(*_champion_rows(ctx.version, ctx.latest))
+    down = conn.execute(scores.where(H.c.trend_30d < 0).order_by(H.c.trend_30d, H.c.account_id).limit(movers)).all()
+    up = conn.execute(scores.where(H.c.trend_30d > 0).order_by(H.c.trend_30d.desc(), H.c.account_id)
                       .limit(movers)).all()
     ids = [r.account_id for r in (*rows, *down, *up)]
     names = account_names(conn, ids, ctx.latest)
@@ -456,7 +472,7 @@ def quality(conn: sa.Connection, limit: int = 200) -> Quality:
         sa.select(R).join(newest, sa.and_(R.c.source == newest.c.source, R.c.object == newest.c.object,
                                           R.c.batch_date == newest.c.batch_date)).order_by(R.c.source, R.c.object))]
     for row in recon:
-        row["balanced"] = row["landed"] == row["accepted"] + row["quarantined"]
+        row["balanced"] = row["landed"] == row["accepted"] + row["quarantined"] + row.get("out_of_scope", 0)
     failures = [dict(r._mapping) for r in conn.execute(
         sa.select(QR.c.source, QR.c.suite, QR.c.expectation, QR.c.column, QR.c.severity, QR.c.observed_value,
                   QR.c.unexpected_count, QR.c.element_count, QR.c.details)

@@ -219,7 +219,7 @@ class Quarantine(Base):
 
 
 class BatchReconciliation(Base):
-    """landed = accepted + quarantined, per batch and source object."""
+    """landed = accepted + quarantined + out_of_scope, per batch and source object."""
 
     __tablename__ = "batch_reconciliation"
 
@@ -230,6 +230,7 @@ class BatchReconciliation(Base):
     landed: Mapped[int] = mapped_column(server_default=sa.text("0"))
     accepted: Mapped[int] = mapped_column(server_default=sa.text("0"))
     quarantined: Mapped[int] = mapped_column(server_default=sa.text("0"))
+    out_of_scope: Mapped[int] = mapped_column(server_default=sa.text("0"))
 
 
 # --------------------------------------------------------------------------------------------- scoring
