@@ -287,6 +287,8 @@ def print_csm_view(engine: sa.Engine, base_url: str, data_dir: Path) -> None:
         task_id = conn.execute(sa.select(PlaybookEvent.crm_task_id).where(PlaybookEvent.crm_task_id.is_not(None))
                                .order_by(PlaybookEvent.id.desc()).limit(1)).scalar()
     print("\nCRM tasks per playbook (playbook_events):")
+    if not per_playbook:
+        print("  none yet (no threshold crossed in the days run)")
     for playbook, status, count in per_playbook:
         print(f"  {playbook:28s} {status:10s} {count}")
     if task_id:

@@ -24,6 +24,12 @@ from healthscore_sandbox.runner import SandboxOptions, ThreadedSandbox, build_st
 from tests.integration.airflow_harness import crm_tasks, pipeline_env
 
 pytestmark = [pytest.mark.airflow, pytest.mark.slow]
+CHALLENGER_WEIGHTS = {"usage": 60, "engagement": 10, "value": 10, "relationship": 10, "support": 5, "financial": 5}
+
+
+def _dims(row: dict) -> dict:
+    value = row["dimension_scores"]
+    return json.loads(value) if isinstance(value, str) else dict(value or {})
 
 
 @pytest.fixture(scope="module")
@@ -64,10 +70,13 @@ def test_reruns_give_an_identical_archive_and_one_crm_task_per_event(airflow_hom
         conn.execute(sa.insert(ScoreOverride).values(
             account_id=account, override_band="At Risk", override_score=40.0, reason="champion left last week",
             author="csm@example.com", expires_on=date(2026, 12, 31)))
+    # The challenger weighs usage far more (the same signals and dimension scores, another composite), so a
+    # mix-up of the two in the archive shows up as wrong scores, not only as a wrong version label.
     data = json.loads(load_model_config().canonical_json())
     data["version"] = "v2-challenger"
-    data["weights"]["smb"] = {**data["weights"]["smb"]}
-    register_model_version(engine, model_config_from_dict(data, "challenger"), role="challenger")
+    data["weights"] = dict.fromkeys(data["weights"], CHALLENGER_WEIGHTS)
+    challenger = model_config_from_dict(data, "challenger")
+    register_model_version(engine, challenger, role="challenger")
 
     archives, tasks = [], []
     for _ in range(3):
@@ -92,6 +101,27 @@ def test_reruns_give_an_identical_archive_and_one_crm_task_per_event(airflow_hom
     day2 = [r for r in archives[0] if r["as_of_date"] == date(2026, 9, 20)]
     shadow = [r for r in day2 if r["model_version"] == "v2-challenger"]
     assert shadow and all(r["is_shadow"] for r in shadow)
+    champion = {r["account_id"]: r for r in day2 if r["model_version"] == "v1"}
+    assert {r["account_id"] for r in shadow} == set(champion)
+    assert {r["config_hash"] for r in shadow} == {challenger.config_hash} != {load_model_config().config_hash}
+    pairs = [(champion[r["account_id"]], r) for r in shadow]
+    # Same inputs, same dimension scores, except where the onboarding exit gate (which reads each model's own
+    # scores) holds an account in another stage under one of them.
+    assert all(c["dimension_scores"] == s["dimension_scores"] for c, s in pairs
+               if c["lifecycle_stage"] == s["lifecycle_stage"])
+    # Where the dimensions disagree, the weights matter: the two archived scores must differ there.
+    weighted = [(c, s) for c, s in pairs if c["score"] is not None and s["score"] is not None
+                and len({round(v, 1) for v in _dims(c).values() if v is not None}) > 1]
+    assert len(weighted) > 0.5 * len(pairs)
+    differ = sum(abs(c["score"] - s["score"]) > 0.05 for c, s in weighted)
+    assert differ > 0.8 * len(weighted), f"{differ} of {len(weighted)} scores differ between the models"
+    files = tmp_path / "data" / "archive" / "health_scores" / "as_of_date=2026-09-20"
+    shadow_file = pd.read_parquet(files / "model_version=v2-challenger" / "scores.parquet")
+    champion_file = pd.read_parquet(files / "model_version=v1" / "scores.parquet")
+    assert set(shadow_file["config_hash"]) == {challenger.config_hash}
+    assert set(champion_file["config_hash"]) == {load_model_config().config_hash}
+    by_account = champion_file.set_index("account_id")["score"]
+    assert (shadow_file.set_index("account_id")["score"].reindex(by_account.index) != by_account).sum() >= differ
     assert all(e["model_version"] == "v1" for e in events), "a challenger never fires playbooks"
     overridden = next(r for r in day2 if r["account_id"] == account and r["model_version"] == "v1")
     assert overridden["override_band"] == "At Risk" and overridden["band"] != "At Risk"  # both archived

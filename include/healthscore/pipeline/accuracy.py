@@ -132,6 +132,11 @@ def evaluate_month(engine: Engine, month: date, model: ModelConfig | None = None
                 "by_segment": acc.grouped(frame, "segment", ev),
                 "by_lifecycle_stage": acc.grouped(frame, "lifecycle_stage", ev),
             }
+        if champion.version not in per_version:  # no prediction this far back: the report says so, with n = 0
+            none = preds.iloc[0:0] if len(preds) else pd.DataFrame(columns=["outcome", "band", "score"])
+            per_version[champion.version] = {
+                "coverage": {"outcomes": len(outcomes), "with_prediction": 0},
+                "overall": acc.figures(none, ev), "by_segment": {}, "by_lifecycle_stage": {}}
         report["horizons"][h] = {"model_versions": per_version, "predictions": preds}
     head = report["horizons"][ev.headline_horizon_days]
     champ_preds = head["predictions"]
