@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from healthscore.config import ModelConfig
+from healthscore.pipeline.act import HISTORY_COLUMNS, PAST_EVENT_COLUMNS, SCORE_COLUMNS, cooldown_horizon
 from healthscore.playbooks.rules import EVENT_COLUMNS, PlaybookDecision, decide_playbook_events
 from tests.unit.test_playbooks import model_with, score_rows
 
@@ -146,3 +147,19 @@ def test_reruns_identical_and_shadow_rows_change_nothing(
         lookback_days=10,
     )
     pd.testing.assert_frame_equal(events, noisy.events)
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(frame=portfolios(), model=stressed_models())
+def test_the_act_steps_narrow_reads_decide_the_same_events(frame: pd.DataFrame, model: ModelConfig) -> None:
+    """pipeline.act reads earlier days' state columns only (not the JSON breakdowns it reads for today), and
+    only the events young enough to hold a cooldown: the same decisions as the whole rows and every event."""
+    horizon = dt.timedelta(days=cooldown_horizon(model))
+    for d, _, (today, history, past, deferred) in _run(frame, model):
+        whole = history[[c for c in SCORE_COLUMNS if c in history.columns]]
+        narrow = history[[c for c in HISTORY_COLUMNS if c in history.columns]]
+        young = past[pd.to_datetime(past["crossing_date"]).dt.date >= d - horizon][list(PAST_EVENT_COLUMNS)]
+        before = decide_playbook_events(today, whole, past, model, deferred=deferred, lookback_days=10)
+        again = decide_playbook_events(today, narrow, young, model, deferred=deferred, lookback_days=10)
+        pd.testing.assert_frame_equal(before.events, again.events)
+        pd.testing.assert_frame_equal(before.suppressed, again.suppressed)

@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from healthscore.batch import Batch
+from healthscore.config import ModelConfig
 from healthscore.pipeline.score import registered_models
 from healthscore.sources.base import HttpClient
 from healthscore.warehouse import pointintime
@@ -28,14 +29,26 @@ log = logging.getLogger(__name__)
 SCORE_COLUMNS = ["account_id", "as_of_date", "score", "band", "trend_30d", "segment", "lifecycle_stage",
                  "dimension_scores", "attribution", "override_band", "override_score", "override_id", "model_version",
                  "momentum"]
+# What the replay reads from earlier days (playbooks.frames.build_grid): the state, not the JSON breakdowns
+# that only today's rows put into event payloads.
+HISTORY_COLUMNS = ["account_id", "as_of_date", "score", "band", "segment", "lifecycle_stage", "override_band",
+                   "override_score", "model_version"]
+# What a cooldown reads from earlier events (playbooks.rules._reference_events).
+PAST_EVENT_COLUMNS = ("account_id", "playbook", "crossing_date", "status")
 
 
-def _scores(conn: sa.Connection, version: str, start: Any, end: Any) -> pd.DataFrame:
+def scores_query(version: str, start: Any, end: Any, columns: list[str] = SCORE_COLUMNS) -> sa.Select:
+    """The champion's archived (non-shadow) rows dated ``start``..``end``."""
     table = HealthScore.__table__
-    rows = conn.execute(sa.select(*[table.c[c] for c in SCORE_COLUMNS]).where(
+    return sa.select(*[table.c[c] for c in columns]).where(
         table.c.model_version == version, table.c.is_shadow.is_(False),
-        table.c.as_of_date >= start, table.c.as_of_date <= end)).mappings().all()
-    return pd.DataFrame(rows, columns=SCORE_COLUMNS)
+        table.c.as_of_date >= start, table.c.as_of_date <= end)
+
+
+def _scores(conn: sa.Connection, version: str, start: Any, end: Any,
+            columns: list[str] = SCORE_COLUMNS) -> pd.DataFrame:
+    rows = conn.execute(scores_query(version, start, end, columns)).mappings().all()
+    return pd.DataFrame(rows, columns=columns)
 
 
 def _account_context(conn: sa.Connection, as_of_date: Any) -> pd.DataFrame:
@@ -50,12 +63,25 @@ def _account_context(conn: sa.Connection, as_of_date: Any) -> pd.DataFrame:
     return frame
 
 
-def _events(conn: sa.Connection, *where: Any) -> pd.DataFrame:
+def _events(conn: sa.Connection, *where: Any, columns: tuple[str, ...] | None = None) -> pd.DataFrame:
     from healthscore.playbooks.rules import EVENT_COLUMNS
 
+    columns = EVENT_COLUMNS if columns is None else columns
     table = PlaybookEvent.__table__
-    rows = conn.execute(sa.select(*[table.c[c] for c in EVENT_COLUMNS]).where(*where)).mappings().all()
-    return pd.DataFrame(rows, columns=list(EVENT_COLUMNS))
+    rows = conn.execute(sa.select(*[table.c[c] for c in columns]).where(*where)).mappings().all()
+    return pd.DataFrame(rows, columns=list(columns))
+
+
+def past_events_where(model: ModelConfig, day: Any) -> list[Any]:
+    """Earlier events that can still hold a cooldown today: an older one cannot, so the read stays as long
+    as the longest cooldown, however many events the warehouse holds."""
+    horizon = day - timedelta(days=cooldown_horizon(model))
+    return [PlaybookEvent.crossing_date < day, PlaybookEvent.crossing_date >= horizon]
+
+
+def cooldown_horizon(model: ModelConfig) -> int:
+    """Days back an earlier event can still hold a cooldown of one of the model's playbooks (0: none)."""
+    return max((model.cooldown_days_for(rule_id) for rule_id in model.playbooks.rules), default=0)
 
 
 def decide_and_record(engine: Engine, batch: Batch) -> Any:
@@ -71,8 +97,8 @@ def decide_and_record(engine: Engine, batch: Batch) -> Any:
         context = _account_context(conn, day)
         today = _scores(conn, champion.version, day, day).merge(context, on="account_id", how="left")
         lookback = timedelta(days=champion.playbooks.lookback_days)  # what decide_playbook_events replays
-        history = _scores(conn, champion.version, day - lookback, day - timedelta(days=1))
-        past = _events(conn, PlaybookEvent.crossing_date < day)
+        history = _scores(conn, champion.version, day - lookback, day - timedelta(days=1), HISTORY_COLUMNS)
+        past = _events(conn, *past_events_where(champion, day), columns=PAST_EVENT_COLUMNS)
         deferred = _events(conn, PlaybookEvent.status == "deferred", PlaybookEvent.crossing_date < day)
     decision = decide_playbook_events(today, history, past, champion, deferred=deferred, as_of_date=day)
     stored = record_events(engine, decision)

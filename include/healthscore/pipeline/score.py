@@ -18,6 +18,7 @@ from sqlalchemy.engine import Engine
 
 from healthscore.batch import Batch
 from healthscore.config import ModelConfig, model_config_from_dict
+from healthscore.pipeline.score_history import load_needed_history
 from healthscore.signals import COMPUTED_SIGNALS
 from healthscore.warehouse.models import HealthScore, ModelVersion, ScoreOverride
 from healthscore.warehouse.upsert import bulk_upsert
@@ -49,6 +50,15 @@ def load_history(engine: Engine, model_version: str, before: date, days: int) ->
                              columns=["account_id", "as_of_date", "score", "band", "dimension_scores",
                                       "lifecycle_stage", "model_version"])
     return frame
+
+
+def _history(engine: Engine, model: ModelConfig, signals: pd.DataFrame, batch: Batch) -> pd.DataFrame:
+    """What scoring reads from the archive: the rows it needs (bounded, ``score_history``) when every
+    account is scored as of the batch date, as the daily pipeline does; else the whole window."""
+    if (pd.to_datetime(signals["as_of_date"]).dt.date == batch.batch_date).all():
+        return load_needed_history(engine, model, model.version, batch.batch_date,
+                                   [str(a) for a in signals["account_id"]])
+    return load_history(engine, model.version, batch.batch_date, model.momentum.history_days)
 
 
 def load_overrides(engine: Engine) -> pd.DataFrame:
@@ -90,7 +100,7 @@ def score_batch(engine: Engine, signals: pd.DataFrame, batch: Batch, archive_url
     written: dict[str, int] = {}
     overrides = load_overrides(engine)
     for model, is_shadow in registered_models(engine):
-        history = load_history(engine, model.version, batch.batch_date, model.momentum.history_days)
+        history = _history(engine, model, signals, batch)
         scores = score_accounts(signals, model, history=history, overrides=overrides, churn_model=churn_model,
                                 model_version=model.version)
         rows = _archive_rows(scores, batch, is_shadow)

@@ -331,6 +331,8 @@ class HealthScore(Base):
     __table_args__ = (
         sa.UniqueConstraint("account_id", "as_of_date", "model_version"),
         sa.Index("ix_health_scores_as_of_date_model_version", "as_of_date", "model_version"),
+        # healthscore.pipeline.score_history seeks each account's newest row per stage (migration 0008)
+        sa.Index("ix_health_scores_stage_run", "model_version", "account_id", "lifecycle_stage", "as_of_date"),
         _one_of("momentum", MOMENTUM_VALUES, nullable=True),
         sa.CheckConstraint("score IS NULL OR (score >= 0 AND score <= 100)", name="score_range"),
         sa.CheckConstraint("score IS NOT NULL OR unscored_reason IS NOT NULL", name="unscored_has_reason"),
@@ -377,6 +379,7 @@ class PlaybookEvent(Base):
         _one_of("status", PLAYBOOK_STATUSES),
         sa.Index("ix_playbook_events_status_due_at", "status", "due_at"),
         sa.Index("ix_playbook_events_account_id_crossing_date", "account_id", "crossing_date"),
+        sa.Index("ix_playbook_events_crossing_date", "crossing_date"),  # events young enough for a cooldown
     )
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
