@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from healthscore_sandbox import world_records, world_text
+from healthscore_sandbox import world_billing, world_records, world_support, world_text
 from healthscore_sandbox.world_text import str_series
 
 DAY = 86_400
@@ -720,13 +720,13 @@ def _build(spec: WorldSpec) -> World:
     accounts["executive_sponsor_contact_id"] = sponsor_ids
     ctx.contacts = contacts
     _release_memory()
-    tickets = world_records.make_tickets(ctx)
+    tickets = world_support.make_tickets(ctx)
     _release_memory()
-    ratings = world_records.make_ratings(ctx, tickets)
+    ratings = world_support.make_ratings(ctx, tickets)
     meetings = world_records.make_meetings(ctx)
     deals = world_records.make_deals(ctx)
     _release_memory()
-    invoices = world_records.make_invoices(ctx)
+    invoices = world_billing.make_invoices(ctx)
     company_changes = world_records.make_company_changes(ctx)
     _release_memory()
 
