@@ -29,7 +29,7 @@ TICKET_CATS = ("how_to", "bug", "complaint", "outage")
 PRIORITIES = ("urgent", "high", "normal", "low", "")  # "" = null
 TICKET_TYPES = ("question", "incident", "problem", "task")
 WEEKDAY_TICKET_FACTOR = np.array([1.0, 1.0, 1.0, 1.0, 0.9, 0.3, 0.25])  # Monday first
-# same half-life as world.SHOCK_HALF_LIFE (kept here to avoid a circular import)
+# same half-life as world_sim.SHOCK_HALF_LIFE (kept here to avoid a circular import)
 OUTAGE_HALF_LIFE = 10.0
 
 
