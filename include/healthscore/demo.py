@@ -254,7 +254,7 @@ def bootstrap_history(env: dict[str, str], history_days: int, airflow_days: int)
     """The days before the Airflow runs, through the history bootstrap (the DAG's own tasks, in process)."""
     import os
 
-    from healthscore.pipeline.history import BootstrapPlan, bootstrap
+    from healthscore.pipeline.history import BootstrapPlan, bootstrap, log_path
 
     # `airflow dags test` of logical date D processes batch D - 1 (its interval ends at D): the Airflow runs
     # cover the batches DEMO_LAST_DAY - airflow_days .. DEMO_LAST_DAY - 1, the history ends the day before.
@@ -265,7 +265,9 @@ def bootstrap_history(env: dict[str, str], history_days: int, airflow_days: int)
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
-        result = bootstrap(plan, settings=Settings.from_env())
+        settings = Settings.from_env()
+        print(f"history: the pipeline's logs go to {log_path(settings)}", flush=True)
+        result = bootstrap(plan, settings=settings)
     finally:
         for key, value in saved.items():
             if value is None:
