@@ -14,6 +14,7 @@ import pandas as pd
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
+from healthscore_sandbox.csm import task_as_of
 from healthscore_sandbox.protocol import Call, VendorError, hubspot_error, iso_now, vendor_call
 from healthscore_sandbox.views import iso_millis
 
@@ -288,6 +289,15 @@ async def search(obj: str, request: Request, call: Call = SEARCH_CALL) -> Respon
 
 # ---- task search ------------------------------------------------------------------------------
 TASK_SEARCH_DEFAULT = ["hs_createdate", "hs_lastmodifieddate", "hs_object_id"]
+TASK_READ_ONLY = {"hs_task_completion_date"}  # set by HubSpot when a task is completed
+
+
+def _tasks_now(call: Call) -> list[dict]:
+    """Every task as of the simulated now: the simulated CSMs complete some (``healthscore_sandbox.csm``)."""
+    _, fates = call.state.plays()
+    with call.state.hubspot.lock:
+        tasks = list(call.state.hubspot.tasks)
+    return [task_as_of(t, fates[t["id"]], call.now) if t["id"] in fates else t for t in tasks]
 _TOKEN = re.compile(r"\w+")
 
 
@@ -301,7 +311,7 @@ TASK_OPERATORS = {"EQ", "NEQ", "CONTAINS_TOKEN", "NOT_CONTAINS_TOKEN", "HAS_PROP
 
 def _check_task_filter(flt: dict) -> None:
     prop, op = str(flt.get("propertyName")), str(flt.get("operator", "EQ")).upper()
-    if prop not in TASK_PROPERTIES and prop not in TASK_SEARCH_DEFAULT:
+    if prop not in TASK_PROPERTIES and prop not in TASK_SEARCH_DEFAULT and prop not in TASK_READ_ONLY:
         raise VendorError(hubspot_error(400, f"There was a problem with the request: unknown property {prop}",
                                         "VALIDATION_ERROR"))
     if op not in TASK_OPERATORS:
@@ -333,8 +343,7 @@ def _search_tasks(call: Call, body: dict, limit: int, offset: int) -> Response:
     Filters in a group are ANDed, groups ORed, ordered by creation (id); no associations in the answer,
     as in HubSpot's search.
     """
-    with call.state.hubspot.lock:
-        tasks = list(call.state.hubspot.tasks)
+    tasks = _tasks_now(call)
     groups = body.get("filterGroups") or []
     for group in groups:
         for flt in group.get("filters", []):
@@ -401,7 +410,7 @@ async def create_task(request: Request, call: Call = API_CALL) -> Response:
 
 
 def _list_tasks(call: Call, limit: int, after: str | None) -> Response:
-    tasks = call.state.hubspot.tasks
+    tasks = _tasks_now(call)
     start = int(after) if after and after.isdigit() else 0
     payload: dict[str, Any] = {"results": tasks[start : start + limit]}
     if start + limit < len(tasks):
@@ -411,7 +420,7 @@ def _list_tasks(call: Call, limit: int, after: str | None) -> Response:
 
 @router.get("/crm/v3/objects/tasks/{task_id}")
 def get_task(task_id: str, call: Call = API_CALL) -> Response:
-    for task in call.state.hubspot.tasks:
+    for task in _tasks_now(call):
         if task["id"] == task_id:
             return call.respond(task)
     raise VendorError(hubspot_error(404, "resource not found", "OBJECT_NOT_FOUND"))
@@ -499,12 +508,28 @@ async def batch_read(obj: str, request: Request, call: Call = READ_CALL) -> Resp
     body = await _json_body(request)
     started = iso_now(call.now)
     ids = _batch_ids(body)
+    if obj == "tasks":
+        return _batch_read_tasks(call, ids, body, started)
     view = _object_view(call, obj)
     where = _positions(view, ids)
     found = where[where >= 0]
     results = _serialize(view.iloc[found], obj, _requested(obj, body.get("properties")), [])
     missing = [i for i, w in zip(ids, where, strict=True) if w < 0]
     return _batch_answer(call, results, [_not_found(obj, missing)] if missing else [], started)
+
+
+def _batch_read_tasks(call: Call, ids: list[str], body: dict, started: str) -> Response:
+    """Tasks by id as of now, with the requested properties (default: the search's); unknown ids -> 207."""
+    tasks = {t["id"]: t for t in _tasks_now(call)}
+    names = list(dict.fromkeys([*(body.get("properties") or TASK_SEARCH_DEFAULT), *TASK_SEARCH_DEFAULT]))
+    results = [{"id": i, "properties": {n: tasks[i]["properties"].get(n) for n in names},
+                "createdAt": tasks[i]["createdAt"], "updatedAt": tasks[i]["updatedAt"], "archived": False}
+               for i in ids if i in tasks]
+    missing = [i for i in ids if i not in tasks]
+    errors = [{"status": "error", "category": "OBJECT_NOT_FOUND",
+               "message": "Could not get some TASK objects, they may be deleted or not exist. Check that ids are valid.",
+               "context": {"ids": missing}}] if missing else []
+    return _batch_answer(call, results, errors, started)
 
 
 @router.post("/crm/v3/objects/companies/batch/update")
