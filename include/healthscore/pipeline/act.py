@@ -83,14 +83,17 @@ def decide_and_record(engine: Engine, batch: Batch) -> Any:
 
 def act(engine: Engine, batch: Batch, hubspot: HttpClient, outbox_path: Path,
         fallback_recipient: str | None = None) -> dict[str, Any]:
-    """Events -> CRM tasks (exactly once) -> digests and alerts to the owners' emails, delivered where a
-    transport is configured (``healthscore.notify.delivery``) -> CRM health fields."""
+    """Events -> CRM tasks (exactly once) -> the status of the tasks created before (were the plays done?)
+    -> digests and alerts to the owners' emails, delivered where a transport is configured
+    (``healthscore.notify.delivery``) -> CRM health fields."""
     from healthscore.notify.delivery import deliver_outbox, owner_recipients
     from healthscore.playbooks.delivery import deliver_pending, publish_scores
+    from healthscore.playbooks.followup import read_task_statuses
     from healthscore.playbooks.notifiers import send_critical_alerts, send_daily_digests
 
     decision = decide_and_record(engine, batch)
     delivery = deliver_pending(engine, hubspot, as_of=batch.as_of)
+    followup = read_task_statuses(engine, hubspot, as_of=batch.as_of)  # were earlier plays done?
     recipients = owner_recipients(engine, batch.batch_date, fallback_recipient)
     digests = send_daily_digests(engine, decision.pending, outbox_path, batch.batch_date, recipients=recipients)
     roles = {"cs_leader": fallback_recipient, "executive_sponsor": fallback_recipient} if fallback_recipient else {}
@@ -102,7 +105,8 @@ def act(engine: Engine, batch: Batch, hubspot: HttpClient, outbox_path: Path,
     published = publish_scores(engine, hubspot, today)
     summary = {"pending": len(decision.pending), "deferred": len(decision.deferred),
                "suppressed": len(decision.suppressed), "delivery": _plain(asdict(delivery)),
-               "digests": digests, "alerts": alerts, "published": published.published,
+               "task_followup": _plain(asdict(followup)), "digests": digests, "alerts": alerts,
+               "published": published.published,
                "publish": _plain(asdict(published)), "notifications_delivered": len(notified.delivered)}
     log.info("act %s: %s", batch.batch_date, summary)
     return summary
