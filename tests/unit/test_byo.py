@@ -17,8 +17,10 @@ from healthscore.cli import main
 from healthscore.config import load_model_config
 from healthscore.evaluation.backtest import score_table
 from healthscore.evaluation.byo import load_byo, signal_id_for
+from healthscore.evaluation.curve_fit import apply_curve
+from healthscore.evaluation.holdout import holdout_split
 from healthscore.evaluation.metrics import roc_auc
-from healthscore.evaluation.recalibrate import apply_curve, fit_nonneg_logistic, holdout_split
+from healthscore.evaluation.weight_fit import fit_nonneg_logistic
 from healthscore.scoring import normalize_signals
 from tests.byo_tables import MAPPING, OUTCOME, make_table
 

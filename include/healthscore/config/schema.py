@@ -24,13 +24,7 @@ from collections.abc import Mapping
 from functools import cached_property
 from typing import Annotated, Any
 
-from pydantic import (
-    Field,
-    StringConstraints,
-    ValidationInfo,
-    field_validator,
-    model_validator,
-)
+from pydantic import Field, StringConstraints, ValidationInfo, field_validator, model_validator
 
 from healthscore.config.bands import Band, SegmentThresholds, Thresholds, _band_coverage_problems
 from healthscore.config.base import (

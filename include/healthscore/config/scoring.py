@@ -4,18 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import (
-    Field,
-    model_validator,
-)
+from pydantic import Field, model_validator
 
-from healthscore.config.base import (
-    Identifier,
-    Score,
-    ScoringMethod,
-    _Frozen,
-    config_error,
-)
+from healthscore.config.base import Identifier, Score, ScoringMethod, _Frozen, config_error
 
 # ------------------------------------------------------------------------------------------- scoring
 
