@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,13 @@ from healthscore.batch import Batch
 from healthscore.pipeline.score import registered_models
 from healthscore.sources.base import HttpClient
 from healthscore.warehouse import pointintime
-from healthscore.warehouse.models import AccountSignals, HealthScore, PlaybookEvent, ScoreOverride
+from healthscore.warehouse.models import (
+    AccountSignals,
+    AccuracyReport,
+    HealthScore,
+    PlaybookEvent,
+    ScoreOverride,
+)
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +64,22 @@ def _events(conn: sa.Connection, *where: Any) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=list(EVENT_COLUMNS))
 
 
+def best_actions(conn: sa.Connection, version: str, before: Any) -> list[dict[str, Any]]:
+    """The next-best-action table of the newest monthly report that ended before ``before`` (empty if none)."""
+    table = AccuracyReport.__table__
+    rows = conn.execute(sa.select(table.c.metrics).where(table.c.model_version == version,
+                                                         table.c.period_end < before)
+                        .order_by(table.c.period_end.desc(), table.c.horizon_days).limit(12)).scalars()
+    for metrics in rows:
+        metrics = json.loads(metrics) if isinstance(metrics, str) else metrics
+        if isinstance(metrics, dict) and isinstance(metrics.get("playbooks"), dict):
+            return list(metrics["playbooks"].get("next_best_action") or [])
+    return []
+
+
 def decide_and_record(engine: Engine, batch: Batch) -> Any:
     """Decide today's events for the champion and store them (pending/deferred/suppressed) before sending."""
+    from healthscore.evaluation.effectiveness import with_best_actions
     from healthscore.playbooks.delivery import record_events
     from healthscore.playbooks.rules import decide_playbook_events
 
@@ -74,7 +94,9 @@ def decide_and_record(engine: Engine, batch: Batch) -> Any:
         history = _scores(conn, champion.version, day - lookback, day - timedelta(days=1))
         past = _events(conn, PlaybookEvent.crossing_date < day)
         deferred = _events(conn, PlaybookEvent.status == "deferred", PlaybookEvent.crossing_date < day)
+        evidence = best_actions(conn, champion.version, day)
     decision = decide_playbook_events(today, history, past, champion, deferred=deferred, as_of_date=day)
+    decision = replace(decision, events=with_best_actions(decision.events, evidence))  # "recovered 42% of 31 ..."
     stored = record_events(engine, decision)
     log.info("playbooks %s: %d pending, %d deferred, %d suppressed (%d new rows)", day, len(decision.pending),
              len(decision.deferred), len(decision.suppressed), stored)
