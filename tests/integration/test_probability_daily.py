@@ -24,9 +24,8 @@ from healthscore.evaluation.probability import (
     with_probability_model,
 )
 from healthscore.pipeline.score import score_batch
-from healthscore.pipeline.signals import load_signals, store_signals
+from healthscore.pipeline.signals import COMPUTED_SIGNALS, load_signals, store_signals
 from healthscore.scoring.probability import ArtifactClassifier
-from healthscore.signals import COMPUTED_SIGNALS
 from healthscore.warehouse import make_engine, upgrade
 from healthscore.warehouse.models import HealthScore
 from healthscore.warehouse.registry import register_model_version
