@@ -252,9 +252,8 @@ def run_demo(settings: Settings, accounts: int = 300, seed: int = 42, days: int 
 
 def bootstrap_history(env: dict[str, str], history_days: int, airflow_days: int) -> None:
     """The days before the Airflow runs, through the history bootstrap (the DAG's own tasks, in process)."""
-    import os
 
-    from healthscore.pipeline.history import BootstrapPlan, bootstrap
+    from healthscore.pipeline.history import BootstrapPlan, bootstrap, env_overrides
 
     # `airflow dags test` of logical date D processes batch D - 1 (its interval ends at D): the Airflow runs
     # cover the batches DEMO_LAST_DAY - airflow_days .. DEMO_LAST_DAY - 1, the history ends the day before.
@@ -262,16 +261,8 @@ def bootstrap_history(env: dict[str, str], history_days: int, airflow_days: int)
     plan = BootstrapPlan(last - timedelta(days=history_days - 1), last)
     print(f"history: bootstrapping {plan.first} .. {plan.last} ({len(plan.days)} days) with the daily DAG's tasks "
           "(`healthscore history bootstrap`; resumes if interrupted) ...", flush=True)
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
+    with env_overrides(env):
         result = bootstrap(plan, settings=Settings.from_env())
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
     print(f"history: {result.days_run} days in {result.seconds:.0f} s ({result.skipped} already done)", flush=True)
 
 

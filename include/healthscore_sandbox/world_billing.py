@@ -20,14 +20,14 @@ from healthscore_sandbox.world_records import (
     _last_shock_before,
     _rows_for_counts,
 )
+from healthscore_sandbox.world_sim import SHOCK_HALF_LIFE
 from healthscore_sandbox.world_text import str_series
 
 MONTH = YEAR // 12  # billing period: exactly 1/12 of the 365-day term
 # Automatic collection: payment attempts at these offsets after the invoice is finalised (day 0, 3, 5, 7,
 # each an hour past the finalisation); the vendor view counts the attempts made by its "now".
 PAYMENT_ATTEMPT_OFFSETS = np.array([0, 3, 5, 7]) * DAY + 3600
-# same half-life as world_sim.SHOCK_HALF_LIFE (kept here to avoid a circular import)
-BUDGET_HALF_LIFE = 200.0
+BUDGET_HALF_LIFE = SHOCK_HALF_LIFE["budget_cut"]
 
 
 def make_invoices(ctx: Context) -> pd.DataFrame:

@@ -23,14 +23,14 @@ from healthscore_sandbox.world_records import (
     seat_lookup,
     seats_at,
 )
+from healthscore_sandbox.world_sim import SHOCK_HALF_LIFE
 from healthscore_sandbox.world_text import str_series
 
 TICKET_CATS = ("how_to", "bug", "complaint", "outage")
 PRIORITIES = ("urgent", "high", "normal", "low", "")  # "" = null
 TICKET_TYPES = ("question", "incident", "problem", "task")
 WEEKDAY_TICKET_FACTOR = np.array([1.0, 1.0, 1.0, 1.0, 0.9, 0.3, 0.25])  # Monday first
-# same half-life as world_sim.SHOCK_HALF_LIFE (kept here to avoid a circular import)
-OUTAGE_HALF_LIFE = 10.0
+OUTAGE_HALF_LIFE = SHOCK_HALF_LIFE["outage"]
 
 
 def _outage_deficit_block(ctx: Context, b0: int, b1: int) -> np.ndarray:

@@ -30,7 +30,7 @@ from sqlalchemy.engine import Engine
 from healthscore.batch import PointInTime
 from healthscore.config import ModelConfig
 from healthscore.quality.policy import SOURCE_DIMENSIONS
-from healthscore.signals import COMPUTED_SIGNALS, FEATURE_EVENTS, SignalInputs, compute_signals, hubspot
+from healthscore.signals import FEATURE_EVENTS, SignalInputs, compute_signals, hubspot
 from healthscore.signals.carry import (
     CONFIDENCE_PREFIX,
     CONTRACT_COLUMNS,
@@ -58,6 +58,9 @@ from healthscore.warehouse.upsert import bulk_upsert
 
 log = logging.getLogger(__name__)
 
+#: Every signal id the computations return: the registry's (each source's ``signals``). A model using another
+#: one is refused at load (``load_model_config(..., computable_signals=COMPUTED_SIGNALS)``).
+COMPUTED_SIGNALS: frozenset[str] = registry.signal_ids()
 #: What the signals read of each source object besides the companies: records stamped since (days before as-of).
 READS: dict[tuple[str, str], int | None] = {
     ("hubspot", "contacts"): None,
@@ -119,7 +122,8 @@ def build_signals(engine: Engine, as_of: datetime, batch_date: date, model: Mode
         frame = hubspot.contract_columns(inputs.accounts, pit, model)
         computed = compute_signals(inputs, pit, feature_events)
         if set(computed) != COMPUTED_SIGNALS:
-            raise RuntimeError(f"COMPUTED_SIGNALS is out of date: computed {sorted(set(computed))}")
+            raise RuntimeError(f"the registry's signals {sorted(COMPUTED_SIGNALS)} are not what compute_signals "
+                               f"returns: {sorted(set(computed))}")
         missing = [s for s in model.all_signal_ids() if s not in computed]
         if missing:  # models are checked at load; this is a model built without that check
             raise ValueError(f"model {model.version} uses signals no code computes: {', '.join(missing)}")

@@ -401,6 +401,10 @@ class PlaybookEvent(Base):
     created_at: Mapped[dt.datetime] = mapped_column(server_default=NOW)
     sent_at: Mapped[dt.datetime | None]
     due_at: Mapped[dt.datetime | None]
+    # the CRM task read back (healthscore.playbooks.followup): hs_task_status, hs_task_completion_date
+    task_status: Mapped[str | None]
+    task_completed_at: Mapped[dt.datetime | None]
+    task_checked_at: Mapped[dt.datetime | None]
 
 
 class CrmPublication(Base):
