@@ -1,7 +1,7 @@
 """Model lifecycle: model_versions gets a number, an author, a changelog line and the time it left the champion role.
 
-Revision ID: 0008
-Revises: 0007
+Revision ID: 0009
+Revises: 0008
 Create Date: 2026-12-07
 
 ``number`` is the registry's sequence (1, 2, 3, ... in registration order), so ``healthscore model list`` reads as
@@ -14,8 +14,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0008"
-down_revision: str | Sequence[str] | None = "0007"
+revision: str = "0009"
+down_revision: str | Sequence[str] | None = "0008"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
