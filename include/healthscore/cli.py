@@ -25,6 +25,7 @@ def _add_world_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _cmd_sandbox_serve(args: argparse.Namespace) -> int:
+    from healthscore_sandbox.csm import CsmConfig
     from healthscore_sandbox.faults import FaultConfig
     from healthscore_sandbox.protocol import parse_instant
     from healthscore_sandbox.runner import SandboxOptions, build_state, serve
@@ -32,7 +33,8 @@ def _cmd_sandbox_serve(args: argparse.Namespace) -> int:
     faults = FaultConfig.model_validate_json(args.faults) if args.faults else FaultConfig()
     options = SandboxOptions(seed=args.seed, accounts=args.accounts, start=args.start, days=args.days,
                              now=parse_instant(args.now) if args.now else None,
-                             rate_limit_scale=args.rate_limit_scale, faults=faults)
+                             rate_limit_scale=args.rate_limit_scale, faults=faults,
+                             csm=CsmConfig.from_json(args.csm) if args.csm else CsmConfig())
     print(f"building portfolio: seed={args.seed} accounts={args.accounts} ...", flush=True)
     state = build_state(options)
     print(f"sandbox listening on http://{args.host}:{args.port} (clock: {args.now or 'wall time'})", flush=True)
@@ -228,6 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--rate-limit-scale", type=float, default=100.0,
                        help="multiplier on the vendors' documented rate limits (1 = real limits)")
     serve.add_argument("--faults", default=None, help='fault config as JSON, e.g. \'{"error_5xx_rate": 0.1}\'')
+    serve.add_argument("--csm", default=None,
+                       help='simulated CSMs as JSON, e.g. \'{"p_completed": 0.5, "true_effects": {"save_plan": 10}}\'')
     serve.set_defaults(func=_cmd_sandbox_serve)
     truth = sandbox.add_parser("ground-truth", help="export latent health, shocks and outcomes (admin only)")
     _add_world_args(truth)
