@@ -92,6 +92,61 @@ def _cmd_warehouse(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_model(args: argparse.Namespace) -> int:
+    """The model registry's lifecycle: list, show, diff, promote, rollback, export. Errors: one line, exit 1."""
+    from healthscore.warehouse import registry
+    from healthscore.warehouse.engine import make_engine, resolve_warehouse_url
+    from healthscore.warehouse.migrate import upgrade
+
+    settings = Settings.from_env()
+    url = resolve_warehouse_url(settings)
+    upgrade(url)
+    engine = make_engine(url)
+    try:
+        if args.action == "list":
+            for row in registry.list_versions(engine):
+                print(json.dumps({k: row.get(k) for k in ("number", "version", "role", "parent_version", "config_hash",
+                                                          "author", "approved_by", "created_at", "promoted_at",
+                                                          "demoted_at", "changelog")}, default=str))
+        elif args.action == "show":
+            row = registry.get_version(engine, args.version)
+            print(json.dumps(row, default=str, indent=2))
+        elif args.action == "diff":
+            from healthscore.evaluation.lifecycle import diff_versions
+
+            print(json.dumps(diff_versions(registry.get_version(engine, args.v1), registry.get_version(engine, args.v2)),
+                             default=str, indent=2))
+        elif args.action == "promote":
+            print(json.dumps(registry.promote(engine, args.version, approver=args.approver or _user(),
+                                              changelog=args.changelog), default=str))
+        elif args.action == "rollback":
+            print(json.dumps(registry.rollback(engine, args.version, approver=args.approver or _user()), default=str))
+        elif args.action == "export":
+            from healthscore.evaluation.lifecycle import export_yaml
+
+            text = export_yaml(registry.get_version(engine, args.version))
+            if args.out:
+                Path(args.out).write_text(text, encoding="utf-8")
+                print(json.dumps({"version": args.version, "written": args.out}))
+            else:
+                sys.stdout.write(text)
+    except registry.ModelRegistryError as exc:
+        print(f"model {args.action}: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        engine.dispose()
+    return 0
+
+
+def _user() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "cli"
+
+
 def _masked(url: str) -> str:
     from sqlalchemy.engine import make_url
 
@@ -302,6 +357,31 @@ def build_parser() -> argparse.ArgumentParser:
                                   "(scoring.method model_probability; the classifier is stored as numbers in "
                                   "model.yaml; the weighted model's figures stay beside it in metrics.json)")
         byo.set_defaults(func=_cmd_byo)
+
+    model = sub.add_parser("model", help="the model registry: versions, promotion, rollback").add_subparsers(
+        dest="action", required=True)
+    m_list = model.add_parser("list", help="every registered version by number (JSON lines)")
+    m_list.set_defaults(func=_cmd_model)
+    m_show = model.add_parser("show", help="one version: role, parent, hash, metrics, changelog and config")
+    m_show.add_argument("version", help="version name or number")
+    m_show.set_defaults(func=_cmd_model)
+    m_diff = model.add_parser("diff", help="weights, curves, band lines and signals changed between two versions")
+    m_diff.add_argument("v1")
+    m_diff.add_argument("v2")
+    m_diff.set_defaults(func=_cmd_model)
+    m_promote = model.add_parser("promote", help="make a version the champion (the next daily run scores with it)")
+    m_promote.add_argument("version")
+    m_promote.add_argument("--approver", default=None, help="who approved (default: the OS user)")
+    m_promote.add_argument("--changelog", default=None, help="one line: why")
+    m_promote.set_defaults(func=_cmd_model)
+    m_rollback = model.add_parser("rollback", help="champion back to VERSION, or to the champion before this one")
+    m_rollback.add_argument("version", nargs="?", default=None)
+    m_rollback.add_argument("--approver", default=None)
+    m_rollback.set_defaults(func=_cmd_model)
+    m_export = model.add_parser("export", help="a version's config as model YAML")
+    m_export.add_argument("version")
+    m_export.add_argument("--out", default=None, help="file to write (default: stdout)")
+    m_export.set_defaults(func=_cmd_model)
 
     demo = sub.add_parser("demo", help="run the main job end to end on SQLite and the local sandbox")
     demo.add_argument("--accounts", type=int, default=300)
