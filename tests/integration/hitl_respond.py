@@ -12,10 +12,9 @@ import sys
 
 
 def main(dag_id: str, run_id: str, task_id: str, option: str, user: str) -> int:
-    from fastapi.testclient import TestClient
-
     from airflow.api_fastapi.app import create_app, get_auth_manager
     from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
+    from fastapi.testclient import TestClient
 
     app = create_app(apps="core")
     token = get_auth_manager().generate_jwt(SimpleAuthManagerUser(username=user, role="admin"))
