@@ -190,11 +190,15 @@ def _cmd_byo(args: argparse.Namespace) -> int:
         if args.command == "recalibrate":
             from healthscore.evaluation.recalibrate import run_recalibrate
 
-            result = run_recalibrate(args.table, args.mapping, args.outcome, args.out, args.model)
+            result = run_recalibrate(args.table, args.mapping, args.outcome, args.out, args.model,
+                                     probability=args.probability)
             summary = result.metrics["recalibrated"]["held_out"]["overall"]
             baseline = result.metrics["baseline"]["held_out"]["overall"]
-            print(f"wrote {Path(args.out) / 'model.yaml'} ({result.model.version}), metrics.json, report.html; "
-                  f"held-out AUC {_num(baseline['auc'])} -> {_num(summary['auc'])}")
+            line = (f"wrote {Path(args.out) / 'model.yaml'} ({result.model.version}), metrics.json, report.html; "
+                    f"held-out AUC {_num(baseline['auc'])} -> {_num(summary['auc'])}")
+            if "weighted" in result.metrics:
+                line += f" (probability model; the weighted one: {_num(result.metrics['weighted']['held_out']['overall']['auc'])})"
+            print(line)
         else:
             from healthscore.evaluation.backtest import run_backtest
 
@@ -347,6 +351,11 @@ def build_parser() -> argparse.ArgumentParser:
         byo.add_argument("--outcome", required=True, help="the 0/1 outcome column (1 = churned)")
         byo.add_argument("--out", required=True, help="output directory")
         byo.add_argument("--model", default=None, help=model_help)
+        if name == "recalibrate":
+            byo.add_argument("--probability", action="store_true",
+                             help="score with a calibrated logistic classifier on the recalibrated dimension scores "
+                                  "(scoring.method model_probability; the classifier is stored as numbers in "
+                                  "model.yaml; the weighted model's figures stay beside it in metrics.json)")
         byo.set_defaults(func=_cmd_byo)
 
     model = sub.add_parser("model", help="the model registry: versions, promotion, rollback").add_subparsers(

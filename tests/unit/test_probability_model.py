@@ -165,7 +165,9 @@ def test_fit_refuses_unusable_frames() -> None:
         fit_probability_model(frame.assign(churned=frame["churned"] * 2), "churned", list(DIMS))
     one_day = frame[frame["as_of_date"] == START]
     with pytest.raises(ProbabilityFitError, match="1 distinct dates"):
-        fit_probability_model(one_day, "churned", list(DIMS))
+        fit_probability_model(one_day, "churned", list(DIMS), account_column=None)
+    by_account = fit_probability_model(one_day, "churned", list(DIMS))  # too few dates: by account only
+    assert by_account.fit["cv"].startswith("3 splits grouped by account")
     with pytest.raises(ModelConfigError, match="unknown feature 'churned'"):
         with_probability_model(base_model(), fit_probability_model(frame, "churned", [*DIMS[:2], "churned"]))
 

@@ -96,9 +96,14 @@ def time_splits(
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """``k`` forward-chaining splits: split i trains on the dates before its cut, validates on the next
     block of dates (cuts at the row quantiles of the dates). With ``accounts``, split i validates only
-    account group i and trains only on the others, so no account is on both sides."""
+    account group i and trains only on the others, so no account is on both sides. With fewer than
+    ``k + 1`` dates and ``accounts`` given: ``k`` splits by account group only."""
     days = np.unique(dates)
     if days.size < k + 1:
+        if accounts is not None and np.unique(np.asarray(accounts)).size >= k:
+            # As ``holdout.cv_folds``: too few dates to order the splits in time, so by account only.
+            group = _account_group(np.asarray(accounts), k, seed)
+            return [(np.flatnonzero(group != g), np.flatnonzero(group == g)) for g in range(k)]
         raise ProbabilityFitError(
             f"{days.size} distinct dates: time-ordered cross-validation needs at least {k + 1}"
         )
@@ -197,9 +202,12 @@ def fit_probability_model(
         if account_column is not None and account_column in frame.columns:
             accounts = frame[account_column].to_numpy()
         splits = time_splits(dates, accounts)
-        split_how = f"{len(splits)} forward-chaining time splits" + (
-            ", grouped by account" if accounts is not None else ""
-        )
+        if np.unique(dates).size < TIME_SPLITS + 1:
+            split_how = f"{len(splits)} splits grouped by account (too few dates to order them in time)"
+        else:
+            split_how = f"{len(splits)} forward-chaining time splits" + (
+                ", grouped by account" if accounts is not None else ""
+            )
     else:
         split_how = f"{len(splits)} given splits"
     splits = [(np.asarray(tr), np.asarray(va)) for tr, va in splits if _usable(y, np.asarray(tr)) and _usable(y, np.asarray(va))]
