@@ -17,7 +17,7 @@ from pydantic import BaseModel
 from healthscore_sandbox import credentials
 from healthscore_sandbox.faults import FaultConfig
 from healthscore_sandbox.protocol import SandboxState, VendorError, bearer_token, json_response, parse_instant
-from healthscore_sandbox.vendors import hubspot, mixpanel, stripe, zendesk
+from healthscore_sandbox.vendors import hubspot, hubspot_batch, mixpanel, stripe, zendesk
 
 
 # ---- admin -----------------------------------------------------------------------------------
@@ -76,6 +76,7 @@ def create_app(state: SandboxState) -> FastAPI:
         return {"status": "reset"}
 
     app.include_router(hubspot.router)
+    app.include_router(hubspot_batch.router)
     app.include_router(zendesk.router)
     app.include_router(stripe.router)
     app.include_router(mixpanel.router)

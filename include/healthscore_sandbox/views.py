@@ -17,7 +17,7 @@ import pandas as pd
 
 from healthscore_sandbox.faults import HOSTILE_NAMES, FaultInjector
 from healthscore_sandbox.world import World
-from healthscore_sandbox.world_records import PAYMENT_ATTEMPT_OFFSETS
+from healthscore_sandbox.world_billing import PAYMENT_ATTEMPT_OFFSETS
 
 DAY = 86_400
 UNKNOWN_COMPANY_ID = "9999999999"

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 import yaml
 
 from healthscore.config import default_model_text, model_config_from_dict
-from healthscore.playbooks import delivery
+from healthscore.playbooks import delivery, publication
 from healthscore.playbooks.delivery import (
     deliver_pending,
     delivery_token,
@@ -491,9 +491,9 @@ def test_publish_rides_out_429s_and_isolates_a_batch_the_crm_refuses(sandbox, hu
     assert set(crm_health(hubspot.client, ids).values()) == {("55", "Moderate", "up")}
 
     # A value HubSpot refuses makes it refuse the whole batch (400): halves until the bad input is alone.
-    chunk = [delivery.Publication(i, 60, "Moderate", "up", 60, "") for i in ids[:6]]
-    chunk[4] = delivery.Publication(ids[4], "sixty", "Moderate", "up", 60, "")
-    outcome = delivery._batch_update(hubspot.client, chunk, delivery.PublishSummary())
+    chunk = [publication.Publication(i, 60, "Moderate", "up", 60, "") for i in ids[:6]]
+    chunk[4] = publication.Publication(ids[4], "sixty", "Moderate", "up", 60, "")
+    outcome = publication._batch_update(hubspot.client, chunk, publication.PublishSummary())
     assert sorted(outcome.ok) == sorted(ids[:4] + ids[5:6])
     assert list(outcome.failed) == [ids[4]] and outcome.failed[ids[4]][0] == "VALIDATION_ERROR"
 

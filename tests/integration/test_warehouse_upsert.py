@@ -23,6 +23,7 @@ from healthscore.warehouse import (
     replace_partition,
     upgrade,
 )
+from healthscore.warehouse import rowbatch as rowbatch_module
 from healthscore.warehouse import upsert as upsert_module
 from healthscore.warehouse.models import HealthScore, MixpanelUsageDaily, ModelVersion, SourceCursor
 from healthscore.warehouse.types import dumps_json_many, json_column_serialiser
@@ -445,7 +446,7 @@ def test_big_batches_merge_in_chunks_with_the_same_result(engine: sa.Engine, mon
     counts, whole = load()
     whole_ids = ids()
     monkeypatch.setattr(upsert_module, "COPY_PIPELINE_ROWS", 7)
-    monkeypatch.setattr(upsert_module, "COPY_SERIALISE_ROWS", 4)
+    monkeypatch.setattr(rowbatch_module, "COPY_SERIALISE_ROWS", 4)
     monkeypatch.setattr(upsert_module, "COPY_QUEUED_MIN_ROWS", 1)
     assert load() == (counts, whole) and counts == [55, 65, 74]
     assert str(third["computed_at"].dtype) == "datetime64[us, UTC]"

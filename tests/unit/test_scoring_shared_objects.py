@@ -22,7 +22,7 @@ from healthscore.pipeline.score import _archive_rows
 from healthscore.playbooks.rules import top_dimension_deltas
 from healthscore.scoring import score_accounts
 from healthscore.warehouse.models import HealthScore
-from healthscore.warehouse.upsert import _Batch
+from healthscore.warehouse.rowbatch import RowBatch
 from tests.unit.test_scoring import AS_OF, DIMS, default_model, random_signals
 
 
@@ -67,10 +67,10 @@ def test_consumers_leave_shared_entries_untouched(scored: pd.DataFrame) -> None:
 
     batch = Batch(AS_OF, dt.datetime(2025, 7, 1, tzinfo=dt.UTC), "run-1")
     rows = _archive_rows(scored, batch, is_shadow=False)  # pipeline.score -> bulk_upsert(rows)
-    copy = _Batch(HealthScore.__table__, rows, for_copy=True, defer=True)  # PostgreSQL COPY path
+    copy = RowBatch(HealthScore.__table__, rows, for_copy=True, defer=True)  # PostgreSQL COPY path
     copy.dedupe(["account_id", "as_of_date", "model_version"])
     assert sum(1 for _ in copy.tuples()) == len(scored)
-    many = _Batch(HealthScore.__table__, rows, for_copy=False, defer=True)  # SQLite / executemany path
+    many = RowBatch(HealthScore.__table__, rows, for_copy=False, defer=True)  # SQLite / executemany path
     assert len(many.dicts(0, len(scored))) == len(scored)
     for cell in scored["attribution"]:  # write_parquet's JSON; playbooks read attribution back
         json.dumps(cell, sort_keys=True)

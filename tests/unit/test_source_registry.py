@@ -10,6 +10,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from healthscore.config import load_model_config
@@ -48,6 +49,22 @@ def test_each_source_feeds_the_dimensions_of_the_signals_it_declares():
         assert {dimension_of[s] for s in spec.signals} == set(spec.dimensions), spec.name
         fed |= set(spec.signals)
     assert fed == set(dimension_of), "every signal of the model comes from some source"
+
+
+def test_the_computations_return_exactly_the_signals_the_registry_declares():
+    """The registry is the list of signals (models are checked against it at load); compute_signals must
+    return each of them, and nothing else, even for a batch without any account or record."""
+    from healthscore.pipeline.signals import COMPUTED_SIGNALS, READS
+    from healthscore.signals import SignalInputs, compute_signals, hubspot
+    from healthscore.sources.schemas import flatten
+    from tests.unit.signal_frames import PIT
+
+    accounts = flatten("hubspot", "companies", [])
+    accounts["zendesk_org"] = pd.array([], dtype="str")
+    accounts["stripe_customer"] = pd.array([], dtype="str")
+    inputs = SignalInputs(hubspot.active_accounts(accounts), {f"{s}.{o}": flatten(s, o, []) for s, o in READS})
+    assert set(compute_signals(inputs, PIT)) == registry.signal_ids() == COMPUTED_SIGNALS
+    assert len(registry.signal_ids()) == 22
 
 
 def test_declarations_are_checked():

@@ -4,24 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import (
-    Field,
-    StringConstraints,
-    ValidationInfo,
-    field_validator,
-    model_validator,
-)
+from pydantic import Field, StringConstraints, ValidationInfo, field_validator, model_validator
 
-from healthscore.config.base import (
-    Loc,
-    NonEmptyStr,
-    Score,
-    Segment,
-    _Frozen,
-    _num,
-    as_segment,
-    config_error,
-)
+from healthscore.config.base import Loc, NonEmptyStr, Score, Segment, _Frozen, _num, as_segment, config_error
 
 # ------------------------------------------------------------------------------- bands and thresholds
 

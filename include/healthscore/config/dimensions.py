@@ -6,13 +6,7 @@ import math
 from dataclasses import dataclass
 from typing import Annotated
 
-from pydantic import (
-    AfterValidator,
-    Field,
-    ValidationInfo,
-    field_validator,
-    model_validator,
-)
+from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
 
 from healthscore.config.base import (
     SIGNED_KINDS,

@@ -4,14 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import (
-    Field,
-)
+from pydantic import Field
 
-from healthscore.config.base import (
-    NonEmptyStr,
-    _Frozen,
-)
+from healthscore.config.base import NonEmptyStr, _Frozen
 
 # ------------------------------------------------------------------------------------------ the model
 

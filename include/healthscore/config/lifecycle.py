@@ -6,23 +6,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import (
-    Field,
-    ValidationInfo,
-    field_validator,
-    model_validator,
-)
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from healthscore.config.bands import Thresholds
-from healthscore.config.base import (
-    Identifier,
-    Loc,
-    Score,
-    Segment,
-    _Frozen,
-    _raise_if,
-    as_segment,
-)
+from healthscore.config.base import Identifier, Loc, Score, Segment, _Frozen, _raise_if, as_segment
 
 
 class ExitGate(_Frozen):

@@ -112,7 +112,8 @@ def _write_progress(path: Path, plan: BootstrapPlan, done: date, timings: Mappin
 
 
 @contextmanager
-def _env(overrides: Mapping[str, str]) -> Iterator[None]:
+def env_overrides(overrides: Mapping[str, str]) -> Iterator[None]:
+    """Set these environment variables for the block, then put back what was there (or nothing)."""
     saved = {k: os.environ.get(k) for k in overrides}
     os.environ.update(overrides)
     try:
@@ -195,7 +196,7 @@ def bootstrap(plan: BootstrapPlan, *, progress: bool = True, stop_after: int | N
     started = time.perf_counter()
     ran = 0
     per_day: list[tuple[date, float, float]] = []
-    with _env({"HEALTHSCORE_DATA_DOCS_PUBLISH": "false"}), _logs_to_file(logs), tqdm(
+    with env_overrides({"HEALTHSCORE_DATA_DOCS_PUBLISH": "false"}), _logs_to_file(logs), tqdm(
             total=len(plan.days), initial=len(plan.days) - len(todo), unit="day", disable=not progress,
             desc="history", dynamic_ncols=True) as bar:
         for day in todo:

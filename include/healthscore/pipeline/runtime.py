@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy.engine import Engine
 
@@ -34,3 +35,23 @@ def warehouse_engine(settings: Settings | None = None, migrate: bool = False) ->
     if migrate:
         upgrade(url)
     return make_engine(url)
+
+
+class TaskScope(NamedTuple):
+    """What a task entry point works with: the settings, its batch (None without a context) and an engine."""
+
+    settings: Settings
+    batch: Batch | None
+    engine: Engine
+
+
+@contextmanager
+def task_scope(context: Mapping[str, Any] | None = None, *, migrate: bool = False) -> Iterator[TaskScope]:
+    """Settings from the environment, the context's batch, and a warehouse engine disposed on the way out."""
+    settings = Settings.from_env()
+    batch = batch_from_context(context) if context is not None else None
+    engine = warehouse_engine(settings, migrate=migrate)
+    try:
+        yield TaskScope(settings, batch, engine)
+    finally:
+        engine.dispose()

@@ -18,7 +18,7 @@ from sqlalchemy.engine import Engine
 
 from healthscore.batch import Batch
 from healthscore.config import ModelConfig, model_config_from_dict
-from healthscore.signals import COMPUTED_SIGNALS
+from healthscore.sources import registry
 from healthscore.warehouse.models import HealthScore, ModelVersion, ScoreOverride
 from healthscore.warehouse.upsert import bulk_upsert
 
@@ -34,7 +34,7 @@ def registered_models(engine: Engine) -> list[tuple[ModelConfig, bool]]:
                             .where(ModelVersion.role.in_(["champion", "challenger"]))
                             .order_by(ModelVersion.role != "champion", ModelVersion.version)).all()
     return [(model_config_from_dict(json.loads(row.config_yaml), f"model_versions[{row.version}]", stored=True,
-                                    computable_signals=COMPUTED_SIGNALS), row.role != "champion") for row in rows]
+                                    computable_signals=registry.signal_ids()), row.role != "champion") for row in rows]
 
 
 def load_history(engine: Engine, model_version: str, before: date, days: int) -> pd.DataFrame:

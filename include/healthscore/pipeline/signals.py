@@ -30,7 +30,7 @@ from sqlalchemy.engine import Engine
 from healthscore.batch import PointInTime
 from healthscore.config import ModelConfig
 from healthscore.quality.policy import SOURCE_DIMENSIONS
-from healthscore.signals import COMPUTED_SIGNALS, FEATURE_EVENTS, SignalInputs, compute_signals, hubspot
+from healthscore.signals import FEATURE_EVENTS, SignalInputs, compute_signals, hubspot
 from healthscore.signals.carry import (
     CONFIDENCE_PREFIX,
     CONTRACT_COLUMNS,
@@ -58,6 +58,9 @@ from healthscore.warehouse.upsert import bulk_upsert
 
 log = logging.getLogger(__name__)
 
+#: Every signal id the computations return: the registry's (each source's ``signals``). A model using another
+#: one is refused at load (``load_model_config(..., computable_signals=COMPUTED_SIGNALS)``).
+COMPUTED_SIGNALS: frozenset[str] = registry.signal_ids()
 #: What the signals read of each source object besides the companies: records stamped since (days before as-of).
 READS: dict[tuple[str, str], int | None] = {
     ("hubspot", "contacts"): None,
@@ -119,7 +122,8 @@ def build_signals(engine: Engine, as_of: datetime, batch_date: date, model: Mode
         frame = hubspot.contract_columns(inputs.accounts, pit, model)
         computed = compute_signals(inputs, pit, feature_events)
         if set(computed) != COMPUTED_SIGNALS:
-            raise RuntimeError(f"COMPUTED_SIGNALS is out of date: computed {sorted(set(computed))}")
+            raise RuntimeError(f"the registry's signals {sorted(COMPUTED_SIGNALS)} are not what compute_signals "
+                               f"returns: {sorted(set(computed))}")
         missing = [s for s in model.all_signal_ids() if s not in computed]
         if missing:  # models are checked at load; this is a model built without that check
             raise ValueError(f"model {model.version} uses signals no code computes: {', '.join(missing)}")
@@ -198,6 +202,32 @@ def load_signals(engine: Engine, as_of_date: date) -> pd.DataFrame:
                             .order_by(table.c.account_id)).mappings().all()
     if not rows:
         raise LookupError(f"no account_signals stored for {as_of_date}; run the signals task first")
+    return signals_frame(rows)
+
+
+def load_signal_history(engine: Engine, first: date, last: date, accounts: list[str] | None = None) -> pd.DataFrame:
+    """Every stored build of ``accounts`` (all when None) dated ``first``..``last``, in the scoring input shape.
+
+    What a backtest replays: each row is what the signals task stored for that as-of date, nothing later.
+    """
+    table = AccountSignals.__table__
+    chunks = [None] if accounts is None else [accounts[i:i + 500] for i in range(0, len(accounts), 500)]
+    rows: list = []
+    with engine.connect() as conn:
+        for chunk in chunks:
+            query = sa.select(table).where(table.c.as_of_date >= first, table.c.as_of_date <= last)
+            if chunk is not None:
+                if not chunk:
+                    continue
+                query = query.where(table.c.account_id.in_(chunk))
+            rows.extend(conn.execute(query.order_by(table.c.as_of_date, table.c.account_id)).mappings().all())
+    if not rows:
+        return pd.DataFrame(columns=[*CONTRACT_COLUMNS, "blocked_dimensions", "carried_dimensions"])
+    return signals_frame(rows)
+
+
+def signals_frame(rows: list) -> pd.DataFrame:
+    """``account_signals`` rows (mappings) as the scoring input frame."""
     frame = pd.DataFrame([{c: row[c] for c in CONTRACT_COLUMNS} for row in rows])
     signals = pd.DataFrame([as_dict(row["signals"]) for row in rows], dtype=float)
     frame = pd.concat([frame, signals], axis=1)

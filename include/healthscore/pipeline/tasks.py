@@ -9,9 +9,8 @@ from datetime import timedelta
 from typing import Any
 
 from healthscore.pipeline.extract import extract_source
-from healthscore.pipeline.runtime import batch_from_context, warehouse_engine
+from healthscore.pipeline.runtime import batch_from_context, task_scope
 from healthscore.pipeline.validate import QualityPaths, build_context, validate_source
-from healthscore.settings import Settings
 from healthscore.sources import SourceConnection, registry
 
 log = logging.getLogger(__name__)
@@ -23,10 +22,7 @@ ACT_AFTER_CUTOFF = timedelta(hours=1)
 
 
 def run_extract(source: str, conn_id: str, context: Mapping[str, Any]) -> list[dict]:
-    settings = Settings.from_env()
-    batch = batch_from_context(context)
-    engine = warehouse_engine(settings)
-    try:
+    with task_scope(context) as (settings, batch, engine):
         connection = SourceConnection.from_airflow(conn_id)
         log.info("extracting %s for batch %s (data as of %s) through connection %s", source, batch.batch_date,
                  batch.as_of.isoformat(), conn_id)
@@ -37,71 +33,61 @@ def run_extract(source: str, conn_id: str, context: Mapping[str, Any]) -> list[d
         summaries = extract_source(source, connection, engine, batch, validation=validation,
                                    mixpanel_backfill_days=settings.mixpanel_backfill_days)
         return [{k: v for k, v in asdict(s).items()} for s in summaries]
-    finally:
-        engine.dispose()
 
 
 def run_validate(source: str, context: Mapping[str, Any]) -> list[dict]:
-    settings = Settings.from_env()
-    batch = batch_from_context(context)
-    engine = warehouse_engine(settings)
-    try:
+    with task_scope(context) as (settings, batch, engine):
         paths = QualityPaths.from_settings(settings)
         summaries = validate_source(source, engine, batch, paths, fail_on_critical=settings.quality_fail_on_critical,
                                     publish=settings.data_docs_publish)
         log.info("Data Docs for RevOps: %s", paths.data_docs_dir / "index.html")
         return [{**s, "batch_date": str(s["batch_date"])} for s in summaries]
-    finally:
-        engine.dispose()
 
 
 def run_prepare(context: Mapping[str, Any]) -> dict:
-    """Migrate the warehouse and register the configured model (the first becomes champion)."""
+    """Migrate the warehouse and register the configured model.
+
+    The first model becomes the champion; a YAML whose version is new becomes a challenger (scored daily in
+    shadow) and the log says how to promote it; a known version with a changed config is refused.
+    """
     from healthscore.config import load_model_config
     from healthscore.pipeline.signals import COMPUTED_SIGNALS
-    from healthscore.warehouse.registry import register_model_version
+    from healthscore.warehouse.registry import champion_version, register
 
-    settings = Settings.from_env()
-    engine = warehouse_engine(settings, migrate=True)
-    try:
+    with task_scope(migrate=True) as (settings, _, engine):
         model = load_model_config(settings.model_config_path, computable_signals=COMPUTED_SIGNALS)
-        role = register_model_version(engine, model)
-        return {"model_version": model.version, "config_hash": model.config_hash, "role": role}
-    finally:
-        engine.dispose()
+        registered = register(engine, model, author="prepare_warehouse",
+                              changelog=f"registered from {settings.model_config_path or 'the packaged model'}")
+        champion = champion_version(engine)
+        if registered.role == "champion":
+            log.info(registered.message)
+        else:
+            log.warning("%s; the champion scoring and acting is %s", registered.message, champion)
+        return {"model_version": model.version, "config_hash": model.config_hash, "role": registered.role,
+                "champion": champion, "message": registered.message}
 
 
 def run_signals(context: Mapping[str, Any]) -> dict:
     from healthscore.pipeline.score import registered_models
     from healthscore.pipeline.signals import build_signals, store_signals
 
-    settings = Settings.from_env()
-    batch = batch_from_context(context)
-    engine = warehouse_engine(settings)
-    try:
+    with task_scope(context) as (settings, batch, engine):
         champion = next(model for model, shadow in registered_models(engine) if not shadow)
         frame = build_signals(engine, batch.as_of, batch.batch_date, champion)
         store_signals(engine, frame)
         blocked = sorted({d for dims in frame.get("blocked_dimensions", []) for d in (dims or [])})
         return {"accounts": len(frame), "blocked_dimensions": blocked}
-    finally:
-        engine.dispose()
 
 
 def run_score(context: Mapping[str, Any]) -> dict:
     from healthscore.pipeline.score import score_batch
     from healthscore.pipeline.signals import load_signals
 
-    settings = Settings.from_env()
-    batch = batch_from_context(context)
-    engine = warehouse_engine(settings)
-    try:
+    with task_scope(context) as (settings, batch, engine):
         signals = load_signals(engine, batch.batch_date)
         written = score_batch(engine, signals, batch, archive_url=settings.resolved_archive_url)
         log.info("archive: %s rows per model version; Parquet under %s", written, settings.resolved_archive_url)
         return written
-    finally:
-        engine.dispose()
 
 
 def run_act(conn_id: str, context: Mapping[str, Any]) -> dict:
@@ -109,29 +95,19 @@ def run_act(conn_id: str, context: Mapping[str, Any]) -> dict:
     from healthscore.playbooks.notifiers import default_outbox_path
     from healthscore.sources import HubSpotSource
 
-    settings = Settings.from_env()
-    batch = batch_from_context(context)
-    engine = warehouse_engine(settings)
-    try:
+    with task_scope(context) as (settings, batch, engine):
         connection = SourceConnection.from_airflow(conn_id)
         with HubSpotSource(connection, as_of=batch.as_of + ACT_AFTER_CUTOFF) as hubspot:
             return act(engine, batch, hubspot.client, default_outbox_path(settings.data_dir),
                        fallback_recipient=settings.notify_fallback_email)
-    finally:
-        engine.dispose()
 
 
 def run_outcomes(context: Mapping[str, Any]) -> dict:
     """Renewal outcomes from the batch's validated CRM deals and Stripe subscriptions (both sides kept)."""
     from healthscore.pipeline.outcomes import record_outcomes
 
-    settings = Settings.from_env()
-    batch = batch_from_context(context)
-    engine = warehouse_engine(settings)
-    try:
+    with task_scope(context) as (_, batch, engine):
         return record_outcomes(engine, batch)
-    finally:
-        engine.dispose()
 
 
 def run_accuracy(context: Mapping[str, Any]) -> dict:
@@ -140,14 +116,35 @@ def run_accuracy(context: Mapping[str, Any]) -> dict:
 
     from healthscore.pipeline.accuracy import AccuracyPaths, run_month
 
-    settings = Settings.from_env()
     params = context.get("params") or {}
     if params.get("month"):
         month = date.fromisoformat(f"{params['month']}-01" if len(str(params["month"])) == 7 else params["month"])
     else:
         month = (batch_from_context(context).batch_date).replace(day=1)
-    engine = warehouse_engine(settings)
-    try:
+    with task_scope() as (settings, _, engine):
         return run_month(engine, month, AccuracyPaths.under(settings.data_dir))
-    finally:
-        engine.dispose()
+
+
+def run_recalibration(step: str, context: Mapping[str, Any], **kwargs: Any) -> dict:
+    """One step of the quarterly recalibration, for the batch day before the run's data interval end.
+
+    ``step``: ``training_set`` | ``recalibrate`` | ``backtest`` | ``promote`` (see ``healthscore.pipeline.recalibration``).
+    """
+    from healthscore.pipeline import recalibration as rc
+
+    params = context.get("params") or {}
+    with task_scope(context) as (settings, batch, engine):
+        until = batch.batch_date
+        out_dir = rc.run_dir(settings.data_dir, until)
+        if step == "training_set":
+            return rc.build_training_set(engine, until, int(params.get("months") or rc.RecalibrationOptions.months),
+                                         out_dir)
+        if step == "recalibrate":
+            return rc.recalibrate_challenger(engine, until, out_dir)
+        if step == "backtest":
+            margin = params.get("margin")
+            return rc.backtest(engine, out_dir, kwargs["challenger"],
+                               float(rc.RecalibrationOptions.margin if margin is None else margin))
+        if step == "promote":
+            return rc.promote_challenger(engine, kwargs["challenger"], kwargs.get("approver"))
+    raise ValueError(f"unknown recalibration step {step!r}")

@@ -333,7 +333,7 @@ def _weights_chart(
 
 
 def _curves_chart(fig: Figure, result: Any) -> None:
-    from healthscore.evaluation.recalibrate import apply_curve  # the same arithmetic as the engine
+    from healthscore.evaluation.curve_fit import apply_curve  # the same arithmetic as the engine
 
     signals = result.table.signals
     cols = 4

@@ -1,8 +1,12 @@
 """Signal computations: pure functions of point-in-time frames, one module per source (no I/O).
 
 ``healthscore.pipeline.signals`` reads the frames through ``healthscore.warehouse.pointintime``, calls
-``compute_signals`` and ``apply_dimension_status``, and writes ``account_signals``. Definitions (windows end
-at as-of; counts and flags are 0, not NaN, for an account without records when the source has data):
+``compute_signals`` and ``apply_dimension_status``, and writes ``account_signals``. Which signals exist, and
+which source feeds each, is the registry's (``healthscore.sources.registry``, ``signals=``): the pipeline
+checks that ``compute_signals`` returns exactly those.
+
+Definitions (windows end at as-of; counts and flags are 0, not NaN, for an account without records when the
+source has data):
 
 usage (``mixpanel``; licensed seats from HubSpot)
   active_user_pct       mean daily active users over the covered days of the last 30 / licensed seats x 100,
@@ -54,17 +58,7 @@ import pandas as pd
 from healthscore.signals import hubspot, mixpanel, stripe, zendesk
 from healthscore.signals.common import FEATURE_EVENTS, PointInTime, SignalInputs, Signals
 
-__all__ = ["COMPUTED_SIGNALS", "FEATURE_EVENTS", "SignalInputs", "Signals", "compute_signals", "csat_3m"]
-
-#: Every signal id ``compute_signals`` returns: a model using another one is refused at load
-#: (``load_model_config(..., computable_signals=COMPUTED_SIGNALS)``), not scored as a column of NaN.
-COMPUTED_SIGNALS: frozenset[str] = frozenset({
-    "active_user_pct", "logins_per_user_week", "feature_breadth", "usage_trend_mom", "contract_coverage",
-    "csm_touchpoints_qtr", "training_sessions_qtr", "qbr_attended", "executive_sponsor", "active_champion",
-    "contacts_engaged", "departments_engaged", "expansion_12m", "open_tickets", "p1_tickets_90d",
-    "complaint_ratio", "resolution_time_trend", "arr", "days_past_due", "payment_status_ok", "latest_nps",
-    "csat_3m",
-})
+__all__ = ["FEATURE_EVENTS", "SignalInputs", "Signals", "compute_signals", "csat_3m"]
 
 
 def compute_signals(inputs: SignalInputs, pit: PointInTime,

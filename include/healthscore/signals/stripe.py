@@ -1,9 +1,9 @@
 """Stripe signals: arr (value), days_past_due and payment_status_ok (financial). Pure functions of frames.
 
 Customers reach an account through Stripe's ``hubspot_company_id`` metadata, else the HubSpot company's
-``stripe_customer_id``. Invoices are extracted incrementally on ``created``, so one paid after it landed
-still reads "open": an invoice only counts while the subscription snapshot (re-pulled in full every batch)
-shows the customer past_due/unpaid.
+``stripe_customer_id``. Invoices are re-read only over a trailing window of ``created`` (the registry's
+``window_days`` for ``stripe.invoices``), so one paid after it left the window still reads "open": an invoice
+only counts while the subscription snapshot (re-pulled in full every batch) shows the customer past_due/unpaid.
 """
 
 from __future__ import annotations

@@ -186,6 +186,12 @@ def cursor_objects() -> dict[str, str]:
     return {s.name: s.cursor_object for s in _REGISTRY.values()}
 
 
+def signal_ids() -> frozenset[str]:
+    """Every signal some source feeds: the signals the pipeline computes (``pipeline.signals`` checks that
+    ``healthscore.signals.compute_signals`` returns exactly these; a model using another one is refused)."""
+    return frozenset(s for spec in _REGISTRY.values() for s in spec.signals)
+
+
 def source_dimensions() -> dict[str, tuple[str, ...]]:
     """Source -> the health dimensions computed from it (blocked together when its data is unusable)."""
     return {s.name: s.dimensions for s in _REGISTRY.values()}

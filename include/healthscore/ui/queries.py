@@ -17,6 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from healthscore.config import ModelConfig, model_config_from_dict
+from healthscore.warehouse import pointintime
 from healthscore.warehouse.models import (
     AccountSignals,
     AccuracyReport,
@@ -27,7 +28,6 @@ from healthscore.warehouse.models import (
     QualityResult,
     Quarantine,
     ScoreOverride,
-    landing_table,
 )
 
 H = HealthScore.__table__
@@ -213,19 +213,11 @@ def account_names(conn: sa.Connection, account_ids: Iterable[str], day: date | N
     ids = sorted({str(a) for a in account_ids})
     if not ids:
         return {}
-    companies = landing_table("hubspot", "companies")
-    newest = sa.select(companies.c.record_id, sa.func.max(companies.c.batch_date).label("batch_date")).where(
-        companies.c.record_id.in_(ids))
-    if day is not None:
-        newest = newest.where(companies.c.batch_date <= day)
-    newest = newest.group_by(companies.c.record_id).subquery()
     names: dict[str, str] = {}
-    for record_id, payload in conn.execute(sa.select(companies.c.record_id, companies.c.payload).join(
-            newest, sa.and_(companies.c.record_id == newest.c.record_id,
-                            companies.c.batch_date == newest.c.batch_date))):
-        name = (json.loads(payload).get("properties") or {}).get("name")
+    for company in pointintime.latest(conn, "hubspot", "companies", date.max if day is None else day, only=ids):
+        name = (company.get("properties") or {}).get("name")
         if name:
-            names[record_id] = str(name)
+            names[str(company["id"])] = str(name)
     return names
 
 

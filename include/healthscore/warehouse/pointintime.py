@@ -1,8 +1,8 @@
 """Point-in-time reads of the landing tables: what a run for batch T, with data as of instant A, could see.
 
 The one place that answers "the newest version of every record of a landing object as of T". The
-signals build, the quality gate's reference sets and the playbooks' account names all read through it,
-so a rebuild of a past date gives what the first run saw, whatever landed later.
+signals build, the quality gate's reference sets and the account names of the playbooks and the UI all
+read through it, so a rebuild of a past date gives what the first run saw, whatever landed later.
 
 Every landing table keeps one row per (record, batch that landed it). Rules:
 
@@ -122,10 +122,12 @@ def versions(conn: sa.Connection, source: str, obj: str, pit: PointInTime,
     return [r for r in records if r.get("archived") is not True]
 
 
-def latest(conn: sa.Connection, source: str, obj: str, batch_date: date) -> list[dict]:
+def latest(conn: sa.Connection, source: str, obj: str, batch_date: date, *,
+           only: Iterable[str] | None = None) -> list[dict]:
     """Each record's newest landed version at or before the batch date, whatever its stamp or verdict
-    (the quality gate's reference sets, names for messages), in record id order."""
-    return [json.loads(payload) for _, _, payload in _newest(conn, source, obj, batch_date)]
+    (the quality gate's reference sets, names for messages), in record id order; ``only``: of these
+    record ids alone (a page that names a few accounts reads those, not the portfolio)."""
+    return [json.loads(payload) for _, _, payload in _newest(conn, source, obj, batch_date, only=only)]
 
 
 def record_ids(conn: sa.Connection, source: str, obj: str, batch_date: date) -> set[str]:
@@ -140,10 +142,12 @@ def _newest(conn: sa.Connection, source: str, obj: str, batch_date: date, **opti
 
 
 def newest_query(conn: sa.Connection, source: str, obj: str, batch_date: date, *, as_of: datetime | None = None,
-                 since: datetime | None = None, accepted_only: bool = False) -> sa.Select | None:
+                 since: datetime | None = None, accepted_only: bool = False,
+                 only: Iterable[str] | None = None) -> sa.Select | None:
     """The statement behind ``versions``/``latest``: (record_id, batch_date, payload) in record id order;
-    None when a snapshot object has no batch yet (tests read its plan)."""
+    None when a snapshot object has no batch yet (tests read its plan). ``only``: these record ids alone."""
     table = landing_table(source, obj)
+    ids = None if only is None else sorted({str(i) for i in only})
 
     def stamped(t: sa.Table) -> list[Any]:
         cond = []
@@ -159,6 +163,8 @@ def newest_query(conn: sa.Connection, source: str, obj: str, batch_date: date, *
             return None
         query = sa.select(table.c.record_id, table.c.batch_date, table.c.payload).where(
             table.c.batch_date == newest, *stamped(table))
+        if ids is not None:
+            query = query.where(table.c.record_id.in_(ids))
         picked = table
     elif conn.dialect.name == "postgresql":
         # One backward primary-key seek per indexed record (LATERAL ... ORDER BY batch_date DESC LIMIT 1),
@@ -177,6 +183,8 @@ def newest_query(conn: sa.Connection, source: str, obj: str, batch_date: date, *
                  .where(_INDEX.c.source == source, _INDEX.c.object == obj, _INDEX.c.first_batch <= batch_date))
         if accepted_only:
             query = query.where(version.c.held.is_(None))
+        if ids is not None:
+            query = query.where(_INDEX.c.record_id.in_(ids))
         return query.order_by(version.c.record_id)
     else:
         # SQLite has no LATERAL: the same seek as a correlated subquery, then the row by primary key.
@@ -185,7 +193,8 @@ def newest_query(conn: sa.Connection, source: str, obj: str, batch_date: date, *
                 .where(newer.c.record_id == _INDEX.c.record_id, newer.c.batch_date <= batch_date, *stamped(newer))
                 .order_by(newer.c.batch_date.desc()).limit(1).scalar_subquery())
         pick = (sa.select(_INDEX.c.record_id, seek.label("newest"))
-                .where(_INDEX.c.source == source, _INDEX.c.object == obj, _INDEX.c.first_batch <= batch_date)
+                .where(_INDEX.c.source == source, _INDEX.c.object == obj, _INDEX.c.first_batch <= batch_date,
+                       *([] if ids is None else [_INDEX.c.record_id.in_(ids)]))
                 .subquery("pick"))
         query = (sa.select(table.c.record_id, table.c.batch_date, table.c.payload)
                  .select_from(pick.join(table, sa.and_(table.c.record_id == pick.c.record_id,
