@@ -21,7 +21,8 @@ and the three weeks before, never later. The raised latent reaches what is gener
 usage (Mixpanel events, 1-3 weeks lagged) and survey scores. Records the world precomputes at build time
 (renewal outcomes, contracts, tickets, meetings, invoices) stay those of the world without tasks; so a play's
 effect on churn is not simulated, only on health and usage. A world with no completed play is the task-free
-world exactly (nothing is recomputed).
+world exactly (nothing is recomputed). A day's random draws are shared by all accounts, so a play also moves
+other accounts' events of the days after it (not their latent): deterministically, as a function of the plays.
 """
 
 from __future__ import annotations
