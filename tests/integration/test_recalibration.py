@@ -91,6 +91,18 @@ def test_the_report_and_csv_hold_the_side_by_side_figures(run: dict) -> None:
     assert "<svg" in page and "http" not in page.replace("http://www.w3.org/2000/svg", "")
 
 
+def test_a_challenger_short_of_the_margin_is_not_better_and_the_report_says_nothing_is_promoted(run: dict) -> None:
+    engine = make_engine(run["url"])
+    try:
+        strict = rc.backtest(engine, run["out"], run["challenger"]["challenger"], margin=0.5)
+        assert strict["better"] is False and "margin 0.500" in strict["why"]
+        assert "Nothing is promoted" in Path(strict["report"]).read_text()
+        assert champion_version(engine) == "v1"
+    finally:
+        rc.backtest(engine, run["out"], run["challenger"]["challenger"], margin=0.01)  # the module's files again
+        engine.dispose()
+
+
 def _score_day(url: str, day: date) -> dict[str, bool]:
     engine = make_engine(url)
     end = datetime.combine(day + timedelta(days=1), datetime.min.time(), UTC)
