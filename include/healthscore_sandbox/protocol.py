@@ -23,6 +23,7 @@ from fastapi import Request
 from fastapi.responses import Response, StreamingResponse
 
 from healthscore_sandbox import credentials
+from healthscore_sandbox.csm import CsmConfig, PlayEffects, TaskFate, play_effects
 from healthscore_sandbox.faults import FaultConfig, FaultInjector
 from healthscore_sandbox.views import VendorViews
 from healthscore_sandbox.world import World
@@ -172,8 +173,10 @@ class HubSpotStore:
 
 class SandboxState:
     def __init__(self, world: World, faults: FaultConfig | None = None, now: int | None = None,
-                 rate_limit_scale: float = 100.0) -> None:
+                 rate_limit_scale: float = 100.0, csm: CsmConfig | None = None) -> None:
         self.world = world
+        self.csm = csm or CsmConfig()
+        self._plays: tuple[int, PlayEffects, dict[str, TaskFate]] = (0, PlayEffects.empty(), {})
         self.faults = FaultInjector(faults)
         self.clock = SandboxClock(world, now)
         self.views = VendorViews(world, self.faults)
@@ -183,7 +186,21 @@ class SandboxState:
         self.company_index = {cid: i for i, cid in enumerate(world.accounts["hubspot_company_id"].astype(str))}
         self.owner_ids = set(world.owners["owner_id"].astype(str))
 
+    def plays(self) -> tuple[PlayEffects, dict[str, TaskFate]]:
+        """Completed plays' effects and every task's fate (``healthscore_sandbox.csm``), for the tasks so far.
+
+        Tasks are only ever appended, so their count identifies the task set."""
+        with self.hubspot.lock:
+            tasks = list(self.hubspot.tasks)
+        count, effects, fates = self._plays
+        if count != len(tasks):
+            effects, fates = play_effects(tasks, seed=self.world.spec.seed, start_ts=self.world.start_ts,
+                                          company_index=self.company_index, config=self.csm)
+            self._plays = (len(tasks), effects, fates)
+        return effects, fates
+
     def reset(self) -> None:
+        self._plays = (0, PlayEffects.empty(), {})
         self.hubspot = HubSpotStore()
         self.faults.configure(FaultConfig())
         self.views.cache.clear()

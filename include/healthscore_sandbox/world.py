@@ -32,6 +32,7 @@ import ctypes
 import datetime
 import functools
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -47,6 +48,9 @@ from healthscore_sandbox.world_sim import (
     _simulate_latent,
 )
 from healthscore_sandbox.world_text import str_series
+
+if TYPE_CHECKING:
+    from healthscore_sandbox.csm import PlayEffects
 
 
 @dataclass(frozen=True)
@@ -122,13 +126,14 @@ class World:
             self._internal["seat_lookup"], acc, np.broadcast_to(np.asarray(ts, np.int64), acc.shape)
         )
 
-    def product_events(self, day: datetime.date) -> pd.DataFrame:
-        """Mixpanel-style events of one day, regenerated deterministically from (seed, day) on every call."""
+    def product_events(self, day: datetime.date, plays: PlayEffects | None = None) -> pd.DataFrame:
+        """Mixpanel-style events of one day, regenerated deterministically from (seed, day) on every call;
+        ``plays`` (completed CSM plays, ``healthscore_sandbox.csm``) raise their accounts' latent."""
         from healthscore_sandbox.world_events import generate_product_events
 
         if isinstance(day, datetime.datetime):
             day = day.date()
-        return generate_product_events(self, day)
+        return generate_product_events(self, day, plays)
 
     def ground_truth(self) -> dict[str, pd.DataFrame]:
         """Hidden truth for the admin command and evaluation; never served by the vendor APIs."""

@@ -19,6 +19,7 @@ from healthscore_sandbox import world_text
 from healthscore_sandbox.world_records import seats_at
 
 if TYPE_CHECKING:
+    from healthscore_sandbox.csm import PlayEffects
     from healthscore_sandbox.world import World
 
 DAY = 86_400
@@ -78,8 +79,11 @@ def lagged_health(latent: np.ndarray, d: int) -> np.ndarray:
     return latent[:, days].astype(np.float64) @ LAG_WEIGHTS
 
 
-def generate_product_events(world: World, day: datetime.date) -> pd.DataFrame:
-    """All product events of one day for all live accounts, sorted by time."""
+def generate_product_events(world: World, day: datetime.date, plays: PlayEffects | None = None) -> pd.DataFrame:
+    """All product events of one day for all live accounts, sorted by time.
+
+    ``plays``: completed plays (``healthscore_sandbox.csm``) raise the latent of their accounts from their
+    start day on; without any that reach this day the events are the task-free world's, bit for bit."""
     d = (day - world.spec.start).days
     if d < 0 or d >= world.spec.days:
         return empty_events()
@@ -98,6 +102,12 @@ def generate_product_events(world: World, day: datetime.date) -> pd.DataFrame:
     wd = day.weekday()
     h_lag = lagged_health(world.latent, d)
     h_now = world.latent[:, d].astype(np.float64)
+    if plays is not None and len(plays):
+        window = np.clip(d - np.arange(len(LAG_WEIGHTS)), 0, world.latent.shape[1] - 1)
+        rows, raised = plays.latent_rows(world.latent, d, window)
+        if len(rows):
+            h_lag[rows] = raised @ LAG_WEIGHTS
+            h_now[rows] = raised[:, 0]
     engage = 1.0 / (1.0 + np.exp(-(h_lag - 50.0) / 10.0))
     # licensed seats during the account's live part of the day (the smaller one if a term changes that day)
     all_idx = np.arange(n_all)

@@ -101,16 +101,16 @@ def test_extract_and_validate_in_airflow_on_postgres(airflow_home, sandbox, post
     assert landing_snapshot(postgres_url) == clean_run["snapshot"]
 
 
-def test_three_runs_of_one_date_give_identical_tables_and_the_next_day_is_incremental(
+def test_a_rerun_of_one_date_gives_identical_tables_and_the_next_day_is_incremental(
         airflow_home, sandbox, tmp_path, clean_run):
     url = f"sqlite:///{tmp_path / 'warehouse.db'}"
     env = pipeline_env(sandbox.url, url, tmp_path / "data")
     snapshots = []
-    for _ in range(3):
+    for _ in range(2):  # a run and its rerun on the same warehouse; clean_run is an independent third
         result = airflow_home.dags_test(LOGICAL_DATE, env)
         assert result.state == "success", result.output[-4000:]
         snapshots.append(landing_snapshot(url))
-    assert snapshots[0] == snapshots[1] == snapshots[2] == clean_run["snapshot"]
+    assert snapshots[0] == snapshots[1] == clean_run["snapshot"]
 
     result = airflow_home.dags_test("2026-09-21", env)
     assert result.state == "success", result.output[-4000:]

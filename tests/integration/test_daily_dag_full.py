@@ -79,13 +79,13 @@ def test_reruns_give_an_identical_archive_and_one_crm_task_per_event(airflow_hom
     register_model_version(engine, challenger, role="challenger")
 
     archives, tasks = [], []
-    for _ in range(3):
+    for _ in range(2):  # a run and its rerun
         run = airflow_home.dags_test("2026-09-21", env)
         assert run.state == "success", run.output[-4000:]
         archives.append(archive(engine))
         tasks.append(crm_tasks(sandbox.url))
-    assert archives[0] == archives[1] == archives[2]
-    assert tasks[0] == tasks[1] == tasks[2]
+    assert archives[0] == archives[1]
+    assert tasks[0] == tasks[1]
 
     with engine.connect() as conn:
         events = conn.execute(sa.select(PlaybookEvent)).mappings().all()

@@ -21,8 +21,15 @@ from sqlalchemy.engine import Engine
 
 from healthscore.config.schema import ModelConfig
 from healthscore.evaluation import accuracy as acc
+from healthscore.evaluation import effectiveness
 from healthscore.pipeline.score import registered_models
-from healthscore.warehouse.models import AccountSignals, AccuracyReport, HealthScore, RenewalOutcome
+from healthscore.warehouse.models import (
+    AccountSignals,
+    AccuracyReport,
+    HealthScore,
+    PlaybookEvent,
+    RenewalOutcome,
+)
 from healthscore.warehouse.upsert import bulk_upsert
 
 log = logging.getLogger(__name__)
@@ -90,6 +97,24 @@ def signals_on(conn: sa.Connection, day: date | None) -> pd.DataFrame:
     return pd.DataFrame([{"account_id": r[0], **(_json(r[1]) or {})} for r in rows])
 
 
+PLAYS_LOOKBACK_DAYS = 365  # plays delivered this far before the month's end are evaluated
+PLAY_EVENT_COLUMNS = ("account_id", "playbook", "crossing_date", "task_status", "task_completed_at", "due_at")
+PLAY_SCORE_COLUMNS = ("account_id", "as_of_date", "score", "band", "segment", "trend_30d")
+
+
+def read_plays(conn: sa.Connection, version: str, last: date) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """The champion's delivered plays, its archive and the renewals of the plays' window (nothing after ``last``)."""
+    e, h = PlaybookEvent.__table__, HealthScore.__table__
+    first = last - timedelta(days=PLAYS_LOOKBACK_DAYS)
+    events = pd.DataFrame(conn.execute(sa.select(*(e.c[c] for c in PLAY_EVENT_COLUMNS)).where(
+        e.c.model_version == version, e.c.crm_task_id.is_not(None), e.c.crossing_date >= first,
+        e.c.crossing_date <= last)).mappings().all(), columns=list(PLAY_EVENT_COLUMNS))
+    scores = pd.DataFrame(conn.execute(sa.select(*(h.c[c] for c in PLAY_SCORE_COLUMNS)).where(
+        h.c.model_version == version, h.c.is_shadow.is_(False), h.c.score.is_not(None), h.c.as_of_date >= first,
+        h.c.as_of_date <= last)).mappings().all(), columns=list(PLAY_SCORE_COLUMNS))
+    return events, scores, read_outcomes(conn, first, last)
+
+
 def accuracy_history(conn: sa.Connection, version: str, horizon: int, before: date) -> list[float | None]:
     r = AccuracyReport.__table__
     rows = conn.execute(sa.select(r.c.metrics).where(r.c.model_version == version, r.c.horizon_days == horizon,
@@ -114,6 +139,7 @@ def evaluate_month(engine: Engine, month: date, model: ModelConfig | None = None
         sig_now = signals_on(conn, now["as_of_date"].max() if len(now) else None)
         sig_before = signals_on(conn, before["as_of_date"].max() if len(before) else None)
         history = accuracy_history(conn, champion.version, ev.headline_horizon_days, first)
+        plays = read_plays(conn, champion.version, last)
     report: dict[str, Any] = {
         "period_start": first, "period_end": last, "champion": champion.version,
         "positive_outcomes": list(ev.positive_outcomes), "at_risk_bands": list(ev.at_risk_bands),
@@ -152,6 +178,9 @@ def evaluate_month(engine: Engine, month: date, model: ModelConfig | None = None
     report["journey_velocity"] = acc.journey_velocity(now, champion)
     current_accuracy = overall.get("accuracy") if not overall.get("too_small") else None
     report["drift"] = acc.drift(now, before, sig_now, sig_before, dims, [*history, current_accuracy], ev)
+    report["playbooks"] = effectiveness.playbook_effectiveness(
+        *plays, end=last, at_risk_bands=ev.at_risk_bands, positive_outcomes=ev.positive_outcomes,
+        min_group_size=ev.min_group_size)
     return report
 
 
@@ -166,7 +195,7 @@ def store_report(engine: Engine, report: dict[str, Any], report_path: Path | Non
             metrics["positive_outcomes"] = report["positive_outcomes"]
             if h == ev.headline_horizon_days and version == report["champion"]:
                 for key in ("targets", "missed_targets", "retention_by_band", "lead_time", "misses",
-                            "journey_velocity", "drift", "outcomes"):
+                            "journey_velocity", "drift", "outcomes", "playbooks"):
                     metrics[key] = report[key]
             rows.append({"model_version": version, "period_start": report["period_start"],
                          "period_end": report["period_end"], "horizon_days": int(h),

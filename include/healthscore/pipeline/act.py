@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,13 @@ from healthscore.config import ModelConfig
 from healthscore.pipeline.score import registered_models
 from healthscore.sources.base import HttpClient
 from healthscore.warehouse import pointintime
-from healthscore.warehouse.models import AccountSignals, HealthScore, PlaybookEvent, ScoreOverride
+from healthscore.warehouse.models import (
+    AccountSignals,
+    AccuracyReport,
+    HealthScore,
+    PlaybookEvent,
+    ScoreOverride,
+)
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +90,22 @@ def cooldown_horizon(model: ModelConfig) -> int:
     return max((model.cooldown_days_for(rule_id) for rule_id in model.playbooks.rules), default=0)
 
 
+def best_actions(conn: sa.Connection, version: str, before: Any) -> list[dict[str, Any]]:
+    """The next-best-action table of the newest monthly report that ended before ``before`` (empty if none)."""
+    table = AccuracyReport.__table__
+    rows = conn.execute(sa.select(table.c.metrics).where(table.c.model_version == version,
+                                                         table.c.period_end < before)
+                        .order_by(table.c.period_end.desc(), table.c.horizon_days).limit(12)).scalars()
+    for metrics in rows:
+        metrics = json.loads(metrics) if isinstance(metrics, str) else metrics
+        if isinstance(metrics, dict) and isinstance(metrics.get("playbooks"), dict):
+            return list(metrics["playbooks"].get("next_best_action") or [])
+    return []
+
+
 def decide_and_record(engine: Engine, batch: Batch) -> Any:
     """Decide today's events for the champion and store them (pending/deferred/suppressed) before sending."""
+    from healthscore.evaluation.effectiveness import with_best_actions
     from healthscore.playbooks.delivery import record_events
     from healthscore.playbooks.rules import decide_playbook_events
 
@@ -100,7 +120,9 @@ def decide_and_record(engine: Engine, batch: Batch) -> Any:
         history = _scores(conn, champion.version, day - lookback, day - timedelta(days=1), HISTORY_COLUMNS)
         past = _events(conn, *past_events_where(champion, day), columns=PAST_EVENT_COLUMNS)
         deferred = _events(conn, PlaybookEvent.status == "deferred", PlaybookEvent.crossing_date < day)
+        evidence = best_actions(conn, champion.version, day)
     decision = decide_playbook_events(today, history, past, champion, deferred=deferred, as_of_date=day)
+    decision = replace(decision, events=with_best_actions(decision.events, evidence))  # "recovered 42% of 31 ..."
     stored = record_events(engine, decision)
     log.info("playbooks %s: %d pending, %d deferred, %d suppressed (%d new rows)", day, len(decision.pending),
              len(decision.deferred), len(decision.suppressed), stored)
@@ -109,14 +131,17 @@ def decide_and_record(engine: Engine, batch: Batch) -> Any:
 
 def act(engine: Engine, batch: Batch, hubspot: HttpClient, outbox_path: Path,
         fallback_recipient: str | None = None) -> dict[str, Any]:
-    """Events -> CRM tasks (exactly once) -> digests and alerts to the owners' emails, delivered where a
-    transport is configured (``healthscore.notify.delivery``) -> CRM health fields."""
+    """Events -> CRM tasks (exactly once) -> the status of the tasks created before (were the plays done?)
+    -> digests and alerts to the owners' emails, delivered where a transport is configured
+    (``healthscore.notify.delivery``) -> CRM health fields."""
     from healthscore.notify.delivery import deliver_outbox, owner_recipients
     from healthscore.playbooks.delivery import deliver_pending, publish_scores
+    from healthscore.playbooks.followup import read_task_statuses
     from healthscore.playbooks.notifiers import send_critical_alerts, send_daily_digests
 
     decision = decide_and_record(engine, batch)
     delivery = deliver_pending(engine, hubspot, as_of=batch.as_of)
+    followup = read_task_statuses(engine, hubspot, as_of=batch.as_of)  # were earlier plays done?
     recipients = owner_recipients(engine, batch.batch_date, fallback_recipient)
     digests = send_daily_digests(engine, decision.pending, outbox_path, batch.batch_date, recipients=recipients)
     roles = {"cs_leader": fallback_recipient, "executive_sponsor": fallback_recipient} if fallback_recipient else {}
@@ -128,7 +153,8 @@ def act(engine: Engine, batch: Batch, hubspot: HttpClient, outbox_path: Path,
     published = publish_scores(engine, hubspot, today)
     summary = {"pending": len(decision.pending), "deferred": len(decision.deferred),
                "suppressed": len(decision.suppressed), "delivery": _plain(asdict(delivery)),
-               "digests": digests, "alerts": alerts, "published": published.published,
+               "task_followup": _plain(asdict(followup)), "digests": digests, "alerts": alerts,
+               "published": published.published,
                "publish": _plain(asdict(published)), "notifications_delivered": len(notified.delivered)}
     log.info("act %s: %s", batch.batch_date, summary)
     return summary

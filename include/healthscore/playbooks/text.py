@@ -128,6 +128,8 @@ def task_body(event: Mapping[str, Any] | pd.Series) -> str:
         )
     lines.append("Suggested actions:")
     lines += [f"  {i}. {a}" for i, a in enumerate(p.get("suggested_actions") or [], start=1)]
+    if p.get("next_best_action"):  # only where the monthly report's evidence holds one
+        lines.append(f"What worked for similar accounts: {p['next_best_action']}")
     targets = p.get("notify_targets") or []
     if targets:
         lines.append("Also notify: " + ", ".join(_ROLE_NAMES.get(t, t) for t in targets) + ".")

@@ -42,6 +42,46 @@ def _metric_row(label: Mapping[str, Any], figs: Mapping[str, Any]) -> dict[str, 
     return row
 
 
+def _share(figs: Mapping[str, Any] | None) -> str:
+    """'42.0% [30.1-54.9%]' (Wilson 95%), or 'too small' where the group is under the minimum size."""
+    if not figs or figs.get("too_small") or figs.get("rate") is None:
+        return "too small"
+    return f"{100 * figs['rate']:.1f}% [{100 * figs['ci_low']:.1f}-{100 * figs['ci_high']:.1f}%]"
+
+
+def _points(figs: Mapping[str, Any] | None) -> str:
+    if not figs or figs.get("too_small") or figs.get("mean") is None:
+        return "too small"
+    return f"{figs['mean']:+.1f} [{figs['ci_low']:+.1f}, {figs['ci_high']:+.1f}]"
+
+
+def playbook_tables(plays: Mapping[str, Any] | None) -> dict[str, pd.DataFrame]:
+    """Per playbook: fired, completed, recovery, churn against comparable accounts, velocity; and the next
+    best action per situation. Each figure beside its sample size; 'too small' instead of a thin figure."""
+    rows = []
+    for p in (plays or {}).get("playbooks", []):
+        rec, churn, vel = p["recovery"], p["churn"], p["velocity"]
+        diff = churn.get("difference")
+        rows.append({
+            "playbook": p["playbook"], "fired": p["fired"], "completed": p["completed"],
+            "completed_late": p["completed_late"],
+            "recovery_n": rec["all"]["n"], "recovery": _share(rec["all"]),
+            "recovery_completed_n": rec["completed"]["n"], "recovery_completed": _share(rec["completed"]),
+            "recovery_left_open_n": rec["left_open"]["n"], "recovery_left_open": _share(rec["left_open"]),
+            "churn_fired_n": churn["fired"]["n"], "churn_fired": _share(churn["fired"]),
+            "churn_comparable_n": churn["comparable"]["n"], "churn_comparable": _share(churn["comparable"]),
+            "churn_comparable_matched": ("too small" if churn.get("too_small")
+                                         else _fmt(churn.get("comparable_standardised"))),
+            "churn_difference": "too small" if churn.get("too_small") or diff is None else f"{100 * diff:+.1f} pts",
+            "velocity_n": vel["all"]["n"], "velocity_30d": _points(vel["all"]),
+            "velocity_completed": _points(vel["completed"]), "velocity_left_open": _points(vel["left_open"]),
+        })
+    best = [{"band": b["band"], "segment": b["segment"], "best_play": b["playbook"], "recovered": b["recovered"],
+             "n": b["n"], "rate": b["rate"], "plays_compared": b["compared"]}
+            for b in (plays or {}).get("next_best_action", [])]
+    return {"playbook_effectiveness": pd.DataFrame(rows), "next_best_action": pd.DataFrame(best)}
+
+
 def tables(report: Mapping[str, Any]) -> dict[str, pd.DataFrame]:
     """Every table of the report as a frame (the CSVs and the HTML are both made from these)."""
     overall, by_segment, by_stage = [], [], []
@@ -70,6 +110,7 @@ def tables(report: Mapping[str, Any]) -> dict[str, pd.DataFrame]:
         "journey_velocity": pd.DataFrame(report["journey_velocity"]),
         "drift_dimensions": pd.DataFrame(drift_dims),
         "drift_signals": pd.DataFrame(drift_sigs),
+        **playbook_tables(report.get("playbooks")),
     }
 
 
@@ -150,6 +191,15 @@ SECTIONS = (
     ("journey_velocity", "Journey velocity", "Days in the current lifecycle stage, by stage and band, at month end."),
     ("drift_dimensions", "Drift per dimension", "PSI of each dimension's scores against last month's end."),
     ("drift_signals", "Drift per signal", "PSI of each signal's raw values (deciles of last month)."),
+    ("playbook_effectiveness", "Do the playbooks work?",
+     "Every play delivered up to the month's end (12 months back). Completed: the CRM task read back as completed. "
+     "Recovery: fired in At Risk or Critical, then Moderate or better within 60 days. Churn: churned or contracted "
+     "at the first renewal within 180 days, against accounts on which the play never fired, matched on segment, "
+     "band and 30-day trend (falling / flat / rising; 'matched' re-weights them to the fired plays' mix). "
+     "Velocity: score points per 30 days after the crossing. Brackets: 95% intervals (Wilson for shares)."),
+    ("next_best_action", "Next best action",
+     "Per situation (band when the play fired x segment), the play whose completed tasks recovered the most "
+     "accounts; named on new tasks only where it rests on enough completed plays."),
 )
 
 

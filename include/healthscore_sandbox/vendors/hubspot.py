@@ -16,6 +16,7 @@ import pandas as pd
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
+from healthscore_sandbox.csm import task_as_of
 from healthscore_sandbox.protocol import Call, VendorError, hubspot_error, iso_now, vendor_call
 from healthscore_sandbox.views import iso_millis
 
@@ -290,6 +291,15 @@ async def search(obj: str, request: Request, call: Call = SEARCH_CALL) -> Respon
 
 # ---- task search ------------------------------------------------------------------------------
 TASK_SEARCH_DEFAULT = ["hs_createdate", "hs_lastmodifieddate", "hs_object_id"]
+TASK_READ_ONLY = {"hs_task_completion_date"}  # set by HubSpot when a task is completed
+
+
+def tasks_now(call: Call) -> list[dict]:
+    """Every task as of the simulated now: the simulated CSMs complete some (``healthscore_sandbox.csm``)."""
+    _, fates = call.state.plays()
+    with call.state.hubspot.lock:
+        tasks = list(call.state.hubspot.tasks)
+    return [task_as_of(t, fates[t["id"]], call.now) if t["id"] in fates else t for t in tasks]
 _TOKEN = re.compile(r"\w+")
 
 
@@ -303,7 +313,7 @@ TASK_OPERATORS = {"EQ", "NEQ", "CONTAINS_TOKEN", "NOT_CONTAINS_TOKEN", "HAS_PROP
 
 def _check_task_filter(flt: dict) -> None:
     prop, op = str(flt.get("propertyName")), str(flt.get("operator", "EQ")).upper()
-    if prop not in TASK_PROPERTIES and prop not in TASK_SEARCH_DEFAULT:
+    if prop not in TASK_PROPERTIES and prop not in TASK_SEARCH_DEFAULT and prop not in TASK_READ_ONLY:
         raise VendorError(hubspot_error(400, f"There was a problem with the request: unknown property {prop}",
                                         "VALIDATION_ERROR"))
     if op not in TASK_OPERATORS:
@@ -335,8 +345,7 @@ def _search_tasks(call: Call, body: dict, limit: int, offset: int) -> Response:
     Filters in a group are ANDed, groups ORed, ordered by creation (id); no associations in the answer,
     as in HubSpot's search.
     """
-    with call.state.hubspot.lock:
-        tasks = list(call.state.hubspot.tasks)
+    tasks = tasks_now(call)
     groups = body.get("filterGroups") or []
     for group in groups:
         for flt in group.get("filters", []):
@@ -403,7 +412,7 @@ async def create_task(request: Request, call: Call = API_CALL) -> Response:
 
 
 def _list_tasks(call: Call, limit: int, after: str | None) -> Response:
-    tasks = call.state.hubspot.tasks
+    tasks = tasks_now(call)
     start = int(after) if after and after.isdigit() else 0
     payload: dict[str, Any] = {"results": tasks[start : start + limit]}
     if start + limit < len(tasks):
@@ -413,7 +422,7 @@ def _list_tasks(call: Call, limit: int, after: str | None) -> Response:
 
 @router.get("/crm/v3/objects/tasks/{task_id}")
 def get_task(task_id: str, call: Call = API_CALL) -> Response:
-    for task in call.state.hubspot.tasks:
+    for task in tasks_now(call):
         if task["id"] == task_id:
             return call.respond(task)
     raise VendorError(hubspot_error(404, "resource not found", "OBJECT_NOT_FOUND"))

@@ -22,10 +22,12 @@ from healthscore_sandbox.vendors.hubspot import (
     MAX_BATCH_INPUTS,
     READ_CALL,
     SINGULAR,
+    TASK_SEARCH_DEFAULT,
     _json_body,
     _object_view,
     _requested,
     _serialize,
+    tasks_now,
 )
 from healthscore_sandbox.views import iso_millis
 
@@ -90,12 +92,28 @@ async def batch_read(obj: str, request: Request, call: Call = READ_CALL) -> Resp
     body = await _json_body(request)
     started = iso_now(call.now)
     ids = _batch_ids(body)
+    if obj == "tasks":
+        return _batch_read_tasks(call, ids, body, started)
     view = _object_view(call, obj)
     where = _positions(view, ids)
     found = where[where >= 0]
     results = _serialize(view.iloc[found], obj, _requested(obj, body.get("properties")), [])
     missing = [i for i, w in zip(ids, where, strict=True) if w < 0]
     return _batch_answer(call, results, [_not_found(obj, missing)] if missing else [], started)
+
+
+def _batch_read_tasks(call: Call, ids: list[str], body: dict, started: str) -> Response:
+    """Tasks by id as of now, with the requested properties (default: the search's); unknown ids -> 207."""
+    tasks = {t["id"]: t for t in tasks_now(call)}
+    names = list(dict.fromkeys([*(body.get("properties") or TASK_SEARCH_DEFAULT), *TASK_SEARCH_DEFAULT]))
+    results = [{"id": i, "properties": {n: tasks[i]["properties"].get(n) for n in names},
+                "createdAt": tasks[i]["createdAt"], "updatedAt": tasks[i]["updatedAt"], "archived": False}
+               for i in ids if i in tasks]
+    missing = [i for i in ids if i not in tasks]
+    errors = [{"status": "error", "category": "OBJECT_NOT_FOUND",
+               "message": "Could not get some TASK objects, they may be deleted or not exist. Check that ids are valid.",
+               "context": {"ids": missing}}] if missing else []
+    return _batch_answer(call, results, errors, started)
 
 
 @router.post("/crm/v3/objects/companies/batch/update")

@@ -26,17 +26,19 @@ API_CALL = Depends(vendor_call("mixpanel"))
 
 INGESTION_DELAY_SECONDS = 60
 OPTIONAL_PROPERTIES = ("nps_score", "csat_score", "feature")
-_day_cache: OrderedDict[tuple[int, date], pd.DataFrame] = OrderedDict()
+_day_cache: OrderedDict[tuple, pd.DataFrame] = OrderedDict()
 _day_cache_lock = threading.Lock()
 
 
 def _events_for(state: SandboxState, day: date) -> pd.DataFrame:
-    key = (id(state.world), day)
+    plays, _ = state.plays()
+    d = (day - state.world.spec.start).days
+    key = (id(state.world), day, plays.signature(d))  # the plays that reach this day's latent
     with _day_cache_lock:
         if key in _day_cache:
             _day_cache.move_to_end(key)
             return _day_cache[key]
-    frame = state.world.product_events(day)
+    frame = state.world.product_events(day, plays)
     with _day_cache_lock:
         _day_cache[key] = frame
         while len(_day_cache) > 4:
