@@ -336,7 +336,7 @@ class HealthScore(Base):
     __table_args__ = (
         sa.UniqueConstraint("account_id", "as_of_date", "model_version"),
         sa.Index("ix_health_scores_as_of_date_model_version", "as_of_date", "model_version"),
-        # healthscore.pipeline.score_history seeks each account's newest row per stage (migration 0008)
+        # healthscore.pipeline.score_history seeks each account's newest row per stage (migration 0010)
         sa.Index("ix_health_scores_stage_run", "model_version", "account_id", "lifecycle_stage", "as_of_date"),
         _one_of("momentum", MOMENTUM_VALUES, nullable=True),
         sa.CheckConstraint("score IS NULL OR (score >= 0 AND score <= 100)", name="score_range"),

@@ -1,7 +1,7 @@
 """Indexes for reads that do not grow with history: stage runs in health_scores, recent playbook events.
 
-Revision ID: 0008
-Revises: 0007
+Revision ID: 0010
+Revises: 0009
 Create Date: 2026-12-07
 
 ``ix_health_scores_stage_run`` (model_version, account_id, lifecycle_stage, as_of_date) lets the scoring
@@ -14,8 +14,8 @@ from collections.abc import Sequence
 
 from alembic import op
 
-revision: str = "0008"
-down_revision: str | Sequence[str] | None = "0007"
+revision: str = "0010"
+down_revision: str | Sequence[str] | None = "0009"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
