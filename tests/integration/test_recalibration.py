@@ -184,3 +184,20 @@ def test_a_new_yaml_version_is_registered_as_a_shadow_challenger_at_prepare(
     engine = make_engine(url)
     assert {m.version: s for m, s in registered_models(engine)} == {"v1": False, "v2": True}
     engine.dispose()
+
+
+def test_a_model_probability_challenger_is_stored_as_coefficients_and_scored_by_the_daily_code(run: dict) -> None:
+    engine = make_engine(run["url"])
+    try:
+        made = rc.recalibrate_challenger(engine, UNTIL, run["out"], method="model_probability")
+        bt = rc.backtest(engine, run["out"], made["challenger"], margin=0.01)
+        versions = {v["version"]: v for v in list_versions(engine)}
+    finally:
+        engine.dispose()
+    assert made["challenger"].endswith("p") and made["parent"] == "v1"
+    model = load_model_config(run["out"] / "model.yaml")
+    assert model.scoring.method.value == "model_probability"
+    assert model.scoring.model_probability.artifact is not None
+    assert versions[made["challenger"]]["role"] == "challenger"
+    figs = bt["figures"]["challenger"]
+    assert figs["n"] == bt["figures"]["champion"]["n"] and figs["auc"] > bt["figures"]["champion"]["auc"]

@@ -140,7 +140,8 @@ def run_recalibration(step: str, context: Mapping[str, Any], **kwargs: Any) -> d
             return rc.build_training_set(engine, until, int(params.get("months") or rc.RecalibrationOptions.months),
                                          out_dir)
         if step == "recalibrate":
-            return rc.recalibrate_challenger(engine, until, out_dir)
+            return rc.recalibrate_challenger(engine, until, out_dir,
+                                             method=str(params.get("method") or "weighted_average"))
         if step == "backtest":
             margin = params.get("margin")
             return rc.backtest(engine, out_dir, kwargs["challenger"],
