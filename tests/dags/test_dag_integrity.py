@@ -54,7 +54,8 @@ def test_daily_dag_parses_wires_the_pipeline_and_uses_defined_pools(tmp_path):
     # Renewal outcomes read the validated deals and subscriptions, and finish before the run's last task.
     assert tasks["record_outcomes"]["upstream"] == ["validate_hubspot", "validate_stripe"]
     assert "health_model_accuracy" in info["dags"]
-    assert info["accuracy_tasks"] == ["evaluate_accuracy"] and info["accuracy_schedule"] == "0 0 1 * *"
+    assert info["accuracy_tasks"] == ["evaluate_accuracy", "executive_report"]
+    assert info["accuracy_schedule"] == "0 0 1 * *"
     assert info["max_active_runs"] == 1  # each batch resumes from the previous batch's cursor
     # Backfills run up to 10 runs at once: the first task waits for the previous run's last task.
     assert tasks["prepare_warehouse"]["depends_on_past"] and tasks["prepare_warehouse"]["wait_for_downstream"]
