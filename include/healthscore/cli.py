@@ -25,6 +25,7 @@ def _add_world_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _cmd_sandbox_serve(args: argparse.Namespace) -> int:
+    from healthscore_sandbox.csm import CsmConfig
     from healthscore_sandbox.faults import FaultConfig
     from healthscore_sandbox.protocol import parse_instant
     from healthscore_sandbox.runner import SandboxOptions, build_state, serve
@@ -32,7 +33,8 @@ def _cmd_sandbox_serve(args: argparse.Namespace) -> int:
     faults = FaultConfig.model_validate_json(args.faults) if args.faults else FaultConfig()
     options = SandboxOptions(seed=args.seed, accounts=args.accounts, start=args.start, days=args.days,
                              now=parse_instant(args.now) if args.now else None,
-                             rate_limit_scale=args.rate_limit_scale, faults=faults)
+                             rate_limit_scale=args.rate_limit_scale, faults=faults,
+                             csm=CsmConfig.from_json(args.csm) if args.csm else CsmConfig())
     print(f"building portfolio: seed={args.seed} accounts={args.accounts} ...", flush=True)
     state = build_state(options)
     print(f"sandbox listening on http://{args.host}:{args.port} (clock: {args.now or 'wall time'})", flush=True)
@@ -90,6 +92,61 @@ def _cmd_warehouse(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_model(args: argparse.Namespace) -> int:
+    """The model registry's lifecycle: list, show, diff, promote, rollback, export. Errors: one line, exit 1."""
+    from healthscore.warehouse import registry
+    from healthscore.warehouse.engine import make_engine, resolve_warehouse_url
+    from healthscore.warehouse.migrate import upgrade
+
+    settings = Settings.from_env()
+    url = resolve_warehouse_url(settings)
+    upgrade(url)
+    engine = make_engine(url)
+    try:
+        if args.action == "list":
+            for row in registry.list_versions(engine):
+                print(json.dumps({k: row.get(k) for k in ("number", "version", "role", "parent_version", "config_hash",
+                                                          "author", "approved_by", "created_at", "promoted_at",
+                                                          "demoted_at", "changelog")}, default=str))
+        elif args.action == "show":
+            row = registry.get_version(engine, args.version)
+            print(json.dumps(row, default=str, indent=2))
+        elif args.action == "diff":
+            from healthscore.evaluation.lifecycle import diff_versions
+
+            print(json.dumps(diff_versions(registry.get_version(engine, args.v1), registry.get_version(engine, args.v2)),
+                             default=str, indent=2))
+        elif args.action == "promote":
+            print(json.dumps(registry.promote(engine, args.version, approver=args.approver or _user(),
+                                              changelog=args.changelog), default=str))
+        elif args.action == "rollback":
+            print(json.dumps(registry.rollback(engine, args.version, approver=args.approver or _user()), default=str))
+        elif args.action == "export":
+            from healthscore.evaluation.lifecycle import export_yaml
+
+            text = export_yaml(registry.get_version(engine, args.version))
+            if args.out:
+                Path(args.out).write_text(text, encoding="utf-8")
+                print(json.dumps({"version": args.version, "written": args.out}))
+            else:
+                sys.stdout.write(text)
+    except registry.ModelRegistryError as exc:
+        print(f"model {args.action}: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        engine.dispose()
+    return 0
+
+
+def _user() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "cli"
+
+
 def _masked(url: str) -> str:
     from sqlalchemy.engine import make_url
 
@@ -133,11 +190,15 @@ def _cmd_byo(args: argparse.Namespace) -> int:
         if args.command == "recalibrate":
             from healthscore.evaluation.recalibrate import run_recalibrate
 
-            result = run_recalibrate(args.table, args.mapping, args.outcome, args.out, args.model)
+            result = run_recalibrate(args.table, args.mapping, args.outcome, args.out, args.model,
+                                     probability=args.probability)
             summary = result.metrics["recalibrated"]["held_out"]["overall"]
             baseline = result.metrics["baseline"]["held_out"]["overall"]
-            print(f"wrote {Path(args.out) / 'model.yaml'} ({result.model.version}), metrics.json, report.html; "
-                  f"held-out AUC {_num(baseline['auc'])} -> {_num(summary['auc'])}")
+            line = (f"wrote {Path(args.out) / 'model.yaml'} ({result.model.version}), metrics.json, report.html; "
+                    f"held-out AUC {_num(baseline['auc'])} -> {_num(summary['auc'])}")
+            if "weighted" in result.metrics:
+                line += f" (probability model; the weighted one: {_num(result.metrics['weighted']['held_out']['overall']['auc'])})"
+            print(line)
         else:
             from healthscore.evaluation.backtest import run_backtest
 
@@ -224,6 +285,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--rate-limit-scale", type=float, default=100.0,
                        help="multiplier on the vendors' documented rate limits (1 = real limits)")
     serve.add_argument("--faults", default=None, help='fault config as JSON, e.g. \'{"error_5xx_rate": 0.1}\'')
+    serve.add_argument("--csm", default=None,
+                       help='simulated CSMs as JSON, e.g. \'{"p_completed": 0.5, "true_effects": {"save_plan": 10}}\'')
     serve.set_defaults(func=_cmd_sandbox_serve)
     truth = sandbox.add_parser("ground-truth", help="export latent health, shocks and outcomes (admin only)")
     _add_world_args(truth)
@@ -288,7 +351,37 @@ def build_parser() -> argparse.ArgumentParser:
         byo.add_argument("--outcome", required=True, help="the 0/1 outcome column (1 = churned)")
         byo.add_argument("--out", required=True, help="output directory")
         byo.add_argument("--model", default=None, help=model_help)
+        if name == "recalibrate":
+            byo.add_argument("--probability", action="store_true",
+                             help="score with a calibrated logistic classifier on the recalibrated dimension scores "
+                                  "(scoring.method model_probability; the classifier is stored as numbers in "
+                                  "model.yaml; the weighted model's figures stay beside it in metrics.json)")
         byo.set_defaults(func=_cmd_byo)
+
+    model = sub.add_parser("model", help="the model registry: versions, promotion, rollback").add_subparsers(
+        dest="action", required=True)
+    m_list = model.add_parser("list", help="every registered version by number (JSON lines)")
+    m_list.set_defaults(func=_cmd_model)
+    m_show = model.add_parser("show", help="one version: role, parent, hash, metrics, changelog and config")
+    m_show.add_argument("version", help="version name or number")
+    m_show.set_defaults(func=_cmd_model)
+    m_diff = model.add_parser("diff", help="weights, curves, band lines and signals changed between two versions")
+    m_diff.add_argument("v1")
+    m_diff.add_argument("v2")
+    m_diff.set_defaults(func=_cmd_model)
+    m_promote = model.add_parser("promote", help="make a version the champion (the next daily run scores with it)")
+    m_promote.add_argument("version")
+    m_promote.add_argument("--approver", default=None, help="who approved (default: the OS user)")
+    m_promote.add_argument("--changelog", default=None, help="one line: why")
+    m_promote.set_defaults(func=_cmd_model)
+    m_rollback = model.add_parser("rollback", help="champion back to VERSION, or to the champion before this one")
+    m_rollback.add_argument("version", nargs="?", default=None)
+    m_rollback.add_argument("--approver", default=None)
+    m_rollback.set_defaults(func=_cmd_model)
+    m_export = model.add_parser("export", help="a version's config as model YAML")
+    m_export.add_argument("version")
+    m_export.add_argument("--out", default=None, help="file to write (default: stdout)")
+    m_export.set_defaults(func=_cmd_model)
 
     demo = sub.add_parser("demo", help="run the main job end to end on SQLite and the local sandbox")
     demo.add_argument("--accounts", type=int, default=300)

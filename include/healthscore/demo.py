@@ -277,11 +277,17 @@ def print_csm_view(engine: sa.Engine, base_url: str, data_dir: Path) -> None:
                                     .order_by(PlaybookEvent.playbook, PlaybookEvent.status)).all()
         task_id = conn.execute(sa.select(PlaybookEvent.crm_task_id).where(PlaybookEvent.crm_task_id.is_not(None))
                                .order_by(PlaybookEvent.id.desc()).limit(1)).scalar()
+        statuses = conn.execute(sa.select(PlaybookEvent.task_status, sa.func.count())
+                                .where(PlaybookEvent.crm_task_id.is_not(None))
+                                .group_by(PlaybookEvent.task_status).order_by(PlaybookEvent.task_status)).all()
     print("\nCRM tasks per playbook (playbook_events):")
     if not per_playbook:
         print("  none yet (no threshold crossed in the days run)")
     for playbook, status, count in per_playbook:
         print(f"  {playbook:28s} {status:10s} {count}")
+    if statuses:
+        print("  task status read back from HubSpot (the sandbox's simulated CSMs): "
+              + ", ".join(f"{s or 'not read yet'} {n}" for s, n in statuses))
     if task_id:
         props = "hs_task_subject,hs_task_body,hs_task_priority,hs_task_status,hs_timestamp,hubspot_owner_id"
         task = requests.get(f"{base_url}/crm/v3/objects/tasks/{task_id}", params={"properties": props},
@@ -326,6 +332,13 @@ def print_accuracy(engine: sa.Engine, data_dir: Path) -> None:
                                                                          "auc")}
         print(f"  {horizon:3d} days before: n={o.get('n')} accuracy {shown['accuracy']} recall {shown['recall']} "
               f"specificity {shown['specificity']} F1 {shown['f1']} AUC {shown['auc']}")
+    for _, _, _, metrics, _ in (r for r in rows if r[0] == rows[0][0]):
+        m = json.loads(metrics) if isinstance(metrics, str) else metrics
+        for play in (m.get("playbooks") or {}).get("playbooks", []):
+            rec = play["recovery"]["all"]
+            shown = "too small" if rec.get("too_small") else f"{100 * rec['rate']:.0f}% of {rec['n']}"
+            print(f"  play {play['playbook']}: fired {play['fired']}, completed {play['completed']}, "
+                  f"recovered within 60 days {shown}")
     print(f"Accuracy report (HTML, CSVs beside it): {rows[0][4]}")
 
 

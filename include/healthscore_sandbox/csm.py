@@ -21,15 +21,17 @@ and the three weeks before, never later. The raised latent reaches what is gener
 usage (Mixpanel events, 1-3 weeks lagged) and survey scores. Records the world precomputes at build time
 (renewal outcomes, contracts, tickets, meetings, invoices) stay those of the world without tasks; so a play's
 effect on churn is not simulated, only on health and usage. A world with no completed play is the task-free
-world exactly (nothing is recomputed).
+world exactly (nothing is recomputed). A day's random draws are shared by all accounts, so a play also moves
+other accounts' events of the days after it (not their latent): deterministically, as a function of the plays.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 
 import numpy as np
@@ -60,6 +62,19 @@ class CsmConfig:
 
     def effect(self, playbook: str | None) -> float:
         return float(self.true_effects.get(playbook or "", 0.0))
+
+    @classmethod
+    def from_json(cls, text: str) -> CsmConfig:
+        """``--csm '{"p_completed": 0.5, "true_effects": {"save_plan": 10}}'``; missing keys keep their defaults
+        (``true_effects`` given replaces the whole table)."""
+        data = json.loads(text)
+        unknown = sorted(set(data) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ValueError(f"unknown CSM simulation settings: {', '.join(unknown)}")
+        config = cls(**data)
+        if not (0 <= config.p_completed <= 1 and 0 <= config.p_late <= 1):
+            raise ValueError("p_completed and p_late are shares within [0, 1]")
+        return config
 
 
 @dataclass(frozen=True)

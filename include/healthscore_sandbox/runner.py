@@ -10,6 +10,7 @@ from datetime import date
 
 import uvicorn
 
+from healthscore_sandbox.csm import CsmConfig
 from healthscore_sandbox.faults import FaultConfig
 from healthscore_sandbox.protocol import SandboxState
 from healthscore_sandbox.server import create_app
@@ -25,6 +26,7 @@ class SandboxOptions:
     now: int | None = None
     rate_limit_scale: float = 100.0
     faults: FaultConfig = field(default_factory=FaultConfig)
+    csm: CsmConfig = field(default_factory=CsmConfig)  # simulated CSMs and the plays' true effects
 
     def world_spec(self) -> WorldSpec:
         extra = {}
@@ -37,7 +39,8 @@ class SandboxOptions:
 
 def build_state(options: SandboxOptions) -> SandboxState:
     world = build_world(options.world_spec())
-    return SandboxState(world, faults=options.faults, now=options.now, rate_limit_scale=options.rate_limit_scale)
+    return SandboxState(world, faults=options.faults, now=options.now, rate_limit_scale=options.rate_limit_scale,
+                        csm=options.csm)
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -25,6 +25,10 @@ print(json.dumps({
     "max_active_runs": dag.max_active_runs,
     "accuracy_tasks": sorted(t.task_id for t in bag.dags["health_model_accuracy"].tasks),
     "accuracy_schedule": bag.dags["health_model_accuracy"].timetable.expression,
+    "recalibration": {t.task_id: {"upstream": sorted(t.upstream_task_ids), "type": type(t).__name__,
+                                  "trigger_rule": getattr(t.trigger_rule, "value", t.trigger_rule)}
+                      for t in bag.dags["health_model_recalibration"].tasks},
+    "recalibration_schedule": bag.dags["health_model_recalibration"].timetable.expression,
     "heavy_modules": heavy,
 }))
 """
@@ -56,6 +60,13 @@ def test_daily_dag_parses_wires_the_pipeline_and_uses_defined_pools(tmp_path):
     assert "health_model_accuracy" in info["dags"]
     assert info["accuracy_tasks"] == ["evaluate_accuracy", "executive_report"]
     assert info["accuracy_schedule"] == "0 0 1 * *"
+    rec = info["recalibration"]
+    assert info["recalibration_schedule"] == "0 0 1 */3 *"  # quarterly
+    assert rec["recalibrate"]["upstream"] == ["build_training_set"] and rec["backtest"]["upstream"] == ["recalibrate"]
+    assert rec["decide"]["upstream"] == ["backtest"]
+    assert rec["approve_challenger"] == {"upstream": ["decide"], "type": "ApprovalOperator", "trigger_rule": "all_success"}
+    # promotion only after a person's approval (or the configured auto-approval), never straight from the backtest
+    assert rec["promote_challenger"]["upstream"] == ["approve_challenger", "auto_approved", "recalibrate"]
     assert info["max_active_runs"] == 1  # each batch resumes from the previous batch's cursor
     # Backfills run up to 10 runs at once: the first task waits for the previous run's last task.
     assert tasks["prepare_warehouse"]["depends_on_past"] and tasks["prepare_warehouse"]["wait_for_downstream"]

@@ -63,5 +63,5 @@ def test_registry_is_idempotent_and_refuses_a_changed_config_under_the_same_name
     with pytest.raises(ModelRegistryError, match="new `version`"):
         register_model_version(engine, edited)
     changed["version"] = "v2"
-    assert register_model_version(engine, model_config_from_dict(changed, "v2")) == "candidate"
+    assert register_model_version(engine, model_config_from_dict(changed, "v2")) == "challenger"
     engine.dispose()

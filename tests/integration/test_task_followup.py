@@ -86,3 +86,28 @@ def test_statuses_follow_the_simulated_csms_as_of_each_day(sandbox, sqlite_url):
         third = read_task_statuses(engine, source.client, as_of=later)
     assert third.read == len(rows) - expected_done and third.newly_completed == 0
     engine.dispose()
+
+
+def test_an_outage_stops_the_read_without_failing_the_act_step(sandbox, sqlite_url):
+    import requests
+
+    upgrade(sqlite_url)
+    engine = make_engine(sqlite_url)
+    with engine.begin() as conn:
+        conn.execute(sa.insert(ModelVersion.__table__).values(version="v1", config_hash="t", config_yaml="{}",
+                                                              role="champion"))
+        conn.execute(sa.insert(EVENTS).values(idempotency_key="k", account_id="1", playbook="save_plan",
+                                              crossing_date=AS_OF, model_version="v1", status="sent",
+                                              crm_task_id="90000000001", attempts=1))
+    admin = {"Authorization": f"Bearer {cred.ADMIN_TOKEN}"}
+    requests.post(f"{sandbox.url}/_sandbox/faults", headers=admin, json={"error_5xx_rate": 1.0},
+                  timeout=5).raise_for_status()
+    try:
+        with _hubspot(sandbox, NOW) as source:
+            summary = read_task_statuses(engine, source.client, as_of=NOW)
+    finally:
+        requests.post(f"{sandbox.url}/_sandbox/faults", headers=admin, json={}, timeout=5).raise_for_status()
+    assert summary.stopped and summary.read == 0
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(EVENTS.c.task_status)).scalar() is None
+    engine.dispose()

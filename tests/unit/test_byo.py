@@ -134,6 +134,33 @@ def test_the_written_model_round_trips_into_backtest(files, recalibrated, tmp_pa
     assert (out / "report.html").read_text().count("data:image/png;base64,") >= 3
 
 
+def test_recalibrate_probability_writes_a_classifier_that_validates_and_backtests(files, tmp_path, capsys) -> None:
+    out = tmp_path / "prob"
+    args = ["--mapping", str(files["mapping"]), "--outcome", OUTCOME]
+    assert main(["recalibrate", str(files["table"]), *args, "--out", str(out), "--probability"]) == 0
+    assert "(probability model; the weighted one:" in capsys.readouterr().out
+    assert main(["config", "validate", str(out / "model.yaml")]) == 0
+    model = load_model_config(out / "model.yaml")
+    artifact = model.scoring.model_probability.artifact
+    assert model.scoring.method.value == "model_probability" and artifact.features == list(model.dimensions)
+    assert "pickle" not in (out / "model.yaml").read_text() and len(artifact.members) >= 2
+    m = json.loads((out / "metrics.json").read_text())
+    prob, weighted = m["recalibrated"]["held_out"]["overall"], m["weighted"]["held_out"]["overall"]
+    base = m["baseline"]["held_out"]["overall"]
+    # Held out: it ranks about as well as the weighted model it reads, and its probabilities are calibrated.
+    assert prob["auc"] > base["auc"] + 0.03 and prob["auc"] > weighted["auc"] - 0.03
+    assert prob["brier"] < weighted["brier"]
+    for seg, line in m["probability"]["lines"]["at_risk_below"].items():
+        assert model.segment_thresholds.get(seg).at_risk_below == line
+    bt = tmp_path / "bt"
+    assert main(["backtest", str(files["table"]), *args, "--out", str(bt), "--model", str(out / "model.yaml")]) == 0
+    scores = pd.read_csv(bt / "scores.csv")
+    table = load_byo(files["table"], files["mapping"], OUTCOME)
+    held = scores.iloc[holdout_split(table).test]
+    ok = held["score"].notna().to_numpy()
+    assert roc_auc(held[OUTCOME].to_numpy()[ok], -held["score"].to_numpy()[ok]) == pytest.approx(prob["auc"], abs=1e-12)
+
+
 def test_backtest_without_a_model_uses_the_packaged_weights_over_the_table(files, tmp_path, capsys) -> None:
     out = tmp_path / "bt0"
     assert (

@@ -108,3 +108,13 @@ def test_latent_rows_ramp_in_and_clip(world):
     expected = 14.0 * np.clip((days - 10 + 1) / 7, 0, 1)
     assert np.allclose(added, np.minimum(expected, 100 - world.latent[2, days].astype(float)))
     assert effects.upto(9).signature(9) == ()
+
+
+def test_config_from_json_keeps_defaults_and_refuses_unknown_keys():
+    config = CsmConfig.from_json('{"p_completed": 0.5, "true_effects": {"save_plan": 10}}')
+    assert config.p_completed == 0.5 and config.p_late == CsmConfig().p_late
+    assert config.effect("save_plan") == 10.0 and config.effect("rapid_decline") == 0.0
+    with pytest.raises(ValueError, match="unknown"):
+        CsmConfig.from_json('{"p_complete": 0.5}')
+    with pytest.raises(ValueError, match="within"):
+        CsmConfig.from_json('{"p_completed": 1.5}')

@@ -13,7 +13,13 @@ import pytest
 import yaml
 from sklearn.linear_model import LogisticRegression
 
-from healthscore.config import ModelConfig, default_model_text, load_model_config, model_config_from_dict
+from healthscore.config import (
+    ModelConfig,
+    ModelConfigError,
+    default_model_text,
+    load_model_config,
+    model_config_from_dict,
+)
 from healthscore.scoring import (
     CONTRIBUTION_PREFIX,
     DIM_PREFIX,
@@ -624,9 +630,18 @@ def test_percentile_rank_within_segment_with_small_group_fallback() -> None:
     assert out.loc["s1", "score"] == 90.0  # one smb peer < min_peers: ranked among all 5 -> (5 - 0.5) / 5
 
 
-def test_model_probability_with_a_fitted_logistic_regression() -> None:
+# A stored artifact the injected classifier below takes precedence over (the schema requires one).
+PLACEHOLDER_ARTIFACT = {
+    "features": ["usage"],
+    "members": [{"center": [50.0], "scale": [10.0], "coefficients": [-1.0], "intercept": 0.0,
+                 "sigmoid": {"a": -1.0, "b": 0.0}}],
+}
+
+
+def test_model_probability_with_an_injected_classifier() -> None:
     data = yaml.safe_load(default_model_text())
     data["scoring"]["method"] = "model_probability"
+    data["scoring"]["model_probability"]["artifact"] = PLACEHOLDER_ARTIFACT
     model = model_config_from_dict(data)
     train = random_signals(model, 400, seed=5, missing=0.0)
     features = normalize_signals(train, model).fillna(50.0)
@@ -653,12 +668,11 @@ def test_model_probability_with_a_fitted_logistic_regression() -> None:
     )
 
 
-def test_model_probability_without_a_model_fails_clearly() -> None:
+def test_model_probability_without_an_artifact_is_a_config_error() -> None:
     data = yaml.safe_load(default_model_text())
     data["scoring"]["method"] = "model_probability"
-    model = model_config_from_dict(data)
-    with pytest.raises(ScoringInputError, match="no fitted churn model was given"):
-        score_accounts(random_signals(model, 5), model, model_version="v1")
+    with pytest.raises(ModelConfigError, match="scoring.model_probability.artifact: method 'model_probability' needs"):
+        model_config_from_dict(data)
 
 
 # ------------------------------------------------------------------------- history and journey

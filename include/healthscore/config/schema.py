@@ -84,13 +84,17 @@ from healthscore.config.playbooks import (
     Trigger,
 )
 from healthscore.config.scoring import (
+    IsotonicCalibrator,
     ModelProbabilityOptions,
     PercentileRankOptions,
     PointsOptions,
     PointsRule,
+    ProbabilityArtifact,
+    ProbabilityMember,
     RagOptions,
     RagRule,
     ScoringSpec,
+    SigmoidCalibrator,
     WeightedAverageOptions,
 )
 
@@ -115,7 +119,10 @@ __all__ = [
     "LifecycleStage",
     "Loc",
     "ModelConfig",
+    "IsotonicCalibrator",
     "ModelProbabilityOptions",
+    "ProbabilityArtifact",
+    "ProbabilityMember",
     "Momentum",
     "NonEmptyStr",
     "Normalization",
@@ -128,6 +135,7 @@ __all__ = [
     "PointsOptions",
     "PointsRule",
     "RagOptions",
+    "SigmoidCalibrator",
     "RagRule",
     "RenewalApproaching",
     "RenewalWindow",
@@ -305,6 +313,18 @@ class ModelConfig(_Frozen):
                         f"for {'higher' if higher else 'lower'}_is_better signal {rag.signal!r}",
                     )
                 )
+        artifact = self.scoring.model_probability.artifact
+        if artifact is not None:
+            known = {*owner, *self.dimensions}
+            for j, name in enumerate(artifact.features):
+                if name not in known:
+                    problems.append(
+                        (
+                            ("scoring", "model_probability", "artifact", "features", j),
+                            f"unknown feature {name!r}: a feature is a signal id or a dimension id"
+                            f"{_suggest(name, known)}",
+                        )
+                    )
         return problems
 
     def _playbook_problems(self) -> list[tuple[Loc, str]]:

@@ -131,6 +131,7 @@ __all__ = [
     "linear_health",
     "model_from_fit",
     "normalized_matrix",
+    "probability_model",
     "recalibrate",
     "run_recalibrate",
     "segments_with_data",
@@ -234,8 +235,61 @@ def baseline_model(base: ModelConfig, train: ByoTable, base_given: bool) -> tupl
     )
 
 
-def recalibrate(table: ByoTable, base: ModelConfig, *, base_given: bool = False) -> Recalibration:
-    """Fit on the training part, choose lines out-of-fold, evaluate both models on the held-out part."""
+def probability_model(
+    weighted: ModelConfig,
+    base: ModelConfig,
+    train: ByoTable,
+    fitted: Fitted,
+    folds: list[tuple[np.ndarray, np.ndarray]],
+    own: list[str],
+) -> tuple[ModelConfig, dict[str, Any]]:
+    """``--probability``: a calibrated classifier on the recalibrated model's dimension scores.
+
+    Its band lines are learned as the weighted model's are, from out-of-fold probability scores (each fold's
+    classifier fitted on the fold's training rows; the dimension scores come from the curves fitted on the
+    whole training part). Returns the model (method model_probability) and its fit description.
+    """
+    from healthscore.evaluation.probability import fit_probability_model, with_probability_model
+    from healthscore.scoring.probability import ArtifactClassifier
+
+    dims = list(weighted.dimensions)
+    frame = score_table(weighted, train)[dims].assign(
+        churned=train.y, as_of_date=train.dates, account_id=train.accounts
+    )
+    oof = np.full(len(train), np.nan)
+    for tr, va in folds:
+        artifact = fit_probability_model(frame.iloc[tr], "churned", dims)
+        oof[va] = 100.0 * ArtifactClassifier(artifact).predict_proba(frame.iloc[va][dims].to_numpy())[:, 0]
+    validated = np.isfinite(oof)
+    lines = band_lines(
+        oof, train.y, train.segments, [s for s in own if _enough(train, np.flatnonzero(validated & (train.segments == s)))]
+    )
+    artifact = fit_probability_model(frame, "churned", dims, splits=folds)
+    lined = model_from_fit(
+        base, train, fitted, version=weighted.version, description=weighted.description, lines=lines
+    )
+    description = (
+        weighted.description.replace("curves, non-negative weights and band lines", "curves and weights")
+        + "; scored by a calibrated logistic classifier on the dimension scores (scoring.model_probability), "
+        "band lines learned on its out-of-fold scores"
+    )
+    model = with_probability_model(lined, artifact, description=description)
+    info = {
+        "features": dims,
+        "fit": artifact.fit,
+        "lines": {"healthy_at_or_above": lines.healthy, "at_risk_below": lines.at_risk,
+                  "critical_below": lines.critical, "how": lines.how},
+    }
+    return model, info
+
+
+def recalibrate(
+    table: ByoTable, base: ModelConfig, *, base_given: bool = False, probability: bool = False
+) -> Recalibration:
+    """Fit on the training part, choose lines out-of-fold, evaluate both models on the held-out part.
+
+    ``probability``: the model written is the ``probability_model`` built on the recalibrated one (the
+    weighted model's held-out figures stay in the metrics beside it, under ``weighted``)."""
     if not _both_classes(table.y):
         raise ByoInputError(
             f"outcome column {table.outcome!r} holds only {int(table.y[0])}s; recalibration needs churned and retained rows"
@@ -268,15 +322,23 @@ def recalibrate(table: ByoTable, base: ModelConfig, *, base_given: bool = False)
     )
     model = model_from_fit(base, train, fitted, version=version, description=description, lines=lines)
     baseline, baseline_how = baseline_model(base, train, base_given)
+    weighted = None
+    probability_info: dict[str, Any] | None = None
+    if probability:
+        weighted = model
+        model, probability_info = probability_model(weighted, base, train, fitted, folds, own)
 
     notes = list(table.notes)
     scored = {
         "baseline": score_table(baseline, test, notes),
         "recalibrated": score_table(model, test, notes),
     }
+    models = [baseline, model]
+    if weighted is not None:
+        scored["weighted"] = score_table(weighted, test, notes)
+        models.append(weighted)
     held_out = {
-        name: score_metrics(frame, test, m)
-        for (name, frame), m in zip(scored.items(), (baseline, model), strict=True)
+        name: score_metrics(frame, test, m) for (name, frame), m in zip(scored.items(), models, strict=True)
     }
     signals_report = []
     for j, sig in enumerate(train.signals):
@@ -343,6 +405,19 @@ def recalibrate(table: ByoTable, base: ModelConfig, *, base_given: bool = False)
             "how": lines.how,
             "target_recall": TARGET_RECALL,
         },
+        **(
+            {}
+            if weighted is None
+            else {
+                "weighted": {
+                    "version": weighted.version,
+                    "config_hash": weighted.config_hash,
+                    "how": "the recalibrated weighted average the classifier reads its dimension scores from",
+                    "held_out": held_out["weighted"],
+                },
+                "probability": probability_info,
+            }
+        ),
         "signals": signals_report,
         "dropped_signals": [s["column"] for s in signals_report if s["dropped"]],
         "notes": notes,
@@ -356,8 +431,12 @@ def run_recalibrate(
     outcome: str,
     out: Path | str,
     model_path: Path | str | None = None,
+    *,
+    probability: bool = False,
 ) -> Recalibration:
-    """``healthscore recalibrate``: write DIR/model.yaml, DIR/metrics.json and DIR/report.html."""
+    """``healthscore recalibrate``: write DIR/model.yaml, DIR/metrics.json and DIR/report.html.
+
+    ``probability`` (``--probability``): model.yaml scores with a calibrated classifier (``probability_model``)."""
     from healthscore.reports.byo import recalibration_report
 
     base = load_model_arg(model_path)
@@ -366,7 +445,7 @@ def run_recalibrate(
     out_dir = prepare_out_dir(out)
     # Small matrices: BLAS threads only spin (measured 25x slower on 2 busy cores).
     with threadpool_limits(limits=1, user_api="blas"):
-        result = recalibrate(table, base, base_given=model_path is not None)
+        result = recalibrate(table, base, base_given=model_path is not None, probability=probability)
     header = (
         f"healthscore model {result.model.version}, recalibrated by `healthscore recalibrate` from "
         f"{base.version}\non {table.source} (outcome column {outcome!r}); config_hash {result.model.config_hash}.\n"

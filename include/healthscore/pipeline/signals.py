@@ -202,6 +202,32 @@ def load_signals(engine: Engine, as_of_date: date) -> pd.DataFrame:
                             .order_by(table.c.account_id)).mappings().all()
     if not rows:
         raise LookupError(f"no account_signals stored for {as_of_date}; run the signals task first")
+    return signals_frame(rows)
+
+
+def load_signal_history(engine: Engine, first: date, last: date, accounts: list[str] | None = None) -> pd.DataFrame:
+    """Every stored build of ``accounts`` (all when None) dated ``first``..``last``, in the scoring input shape.
+
+    What a backtest replays: each row is what the signals task stored for that as-of date, nothing later.
+    """
+    table = AccountSignals.__table__
+    chunks = [None] if accounts is None else [accounts[i:i + 500] for i in range(0, len(accounts), 500)]
+    rows: list = []
+    with engine.connect() as conn:
+        for chunk in chunks:
+            query = sa.select(table).where(table.c.as_of_date >= first, table.c.as_of_date <= last)
+            if chunk is not None:
+                if not chunk:
+                    continue
+                query = query.where(table.c.account_id.in_(chunk))
+            rows.extend(conn.execute(query.order_by(table.c.as_of_date, table.c.account_id)).mappings().all())
+    if not rows:
+        return pd.DataFrame(columns=[*CONTRACT_COLUMNS, "blocked_dimensions", "carried_dimensions"])
+    return signals_frame(rows)
+
+
+def signals_frame(rows: list) -> pd.DataFrame:
+    """``account_signals`` rows (mappings) as the scoring input frame."""
     frame = pd.DataFrame([{c: row[c] for c in CONTRACT_COLUMNS} for row in rows])
     signals = pd.DataFrame([as_dict(row["signals"]) for row in rows], dtype=float)
     frame = pd.concat([frame, signals], axis=1)

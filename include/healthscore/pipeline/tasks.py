@@ -45,15 +45,26 @@ def run_validate(source: str, context: Mapping[str, Any]) -> list[dict]:
 
 
 def run_prepare(context: Mapping[str, Any]) -> dict:
-    """Migrate the warehouse and register the configured model (the first becomes champion)."""
+    """Migrate the warehouse and register the configured model.
+
+    The first model becomes the champion; a YAML whose version is new becomes a challenger (scored daily in
+    shadow) and the log says how to promote it; a known version with a changed config is refused.
+    """
     from healthscore.config import load_model_config
     from healthscore.pipeline.signals import COMPUTED_SIGNALS
-    from healthscore.warehouse.registry import register_model_version
+    from healthscore.warehouse.registry import champion_version, register
 
     with task_scope(migrate=True) as (settings, _, engine):
         model = load_model_config(settings.model_config_path, computable_signals=COMPUTED_SIGNALS)
-        role = register_model_version(engine, model)
-        return {"model_version": model.version, "config_hash": model.config_hash, "role": role}
+        registered = register(engine, model, author="prepare_warehouse",
+                              changelog=f"registered from {settings.model_config_path or 'the packaged model'}")
+        champion = champion_version(engine)
+        if registered.role == "champion":
+            log.info(registered.message)
+        else:
+            log.warning("%s; the champion scoring and acting is %s", registered.message, champion)
+        return {"model_version": model.version, "config_hash": model.config_hash, "role": registered.role,
+                "champion": champion, "message": registered.message}
 
 
 def run_signals(context: Mapping[str, Any]) -> dict:
@@ -118,6 +129,7 @@ def run_accuracy(context: Mapping[str, Any]) -> dict:
         return run_month(engine, month, AccuracyPaths.under(settings.data_dir))
 
 
+<<<<<<< HEAD
 def run_executive_report(context: Mapping[str, Any]) -> dict:
     """The monthly executive report (HTML + PDF) for the same month, sent to leadership through the outbox."""
     from healthscore.pipeline.executive import run_month
@@ -125,3 +137,28 @@ def run_executive_report(context: Mapping[str, Any]) -> dict:
     month = _report_month(context)
     with task_scope() as (settings, _, engine):
         return run_month(engine, month, settings.data_dir, settings.notify_fallback_email)
+=======
+def run_recalibration(step: str, context: Mapping[str, Any], **kwargs: Any) -> dict:
+    """One step of the quarterly recalibration, for the batch day before the run's data interval end.
+
+    ``step``: ``training_set`` | ``recalibrate`` | ``backtest`` | ``promote`` (see ``healthscore.pipeline.recalibration``).
+    """
+    from healthscore.pipeline import recalibration as rc
+
+    params = context.get("params") or {}
+    with task_scope(context) as (settings, batch, engine):
+        until = batch.batch_date
+        out_dir = rc.run_dir(settings.data_dir, until)
+        if step == "training_set":
+            return rc.build_training_set(engine, until, int(params.get("months") or rc.RecalibrationOptions.months),
+                                         out_dir)
+        if step == "recalibrate":
+            return rc.recalibrate_challenger(engine, until, out_dir)
+        if step == "backtest":
+            margin = params.get("margin")
+            return rc.backtest(engine, out_dir, kwargs["challenger"],
+                               float(rc.RecalibrationOptions.margin if margin is None else margin))
+        if step == "promote":
+            return rc.promote_challenger(engine, kwargs["challenger"], kwargs.get("approver"))
+    raise ValueError(f"unknown recalibration step {step!r}")
+>>>>>>> main

@@ -9,7 +9,10 @@ Each open task (sent, not yet read as COMPLETED, crossed within ``horizon_days``
 ``hs_task_status`` and ``hs_task_completion_date``, and the event row stores them with the instant of the read
 (``task_checked_at``). A completed task is not read again: its completion date does not move. In the sandbox
 the read carries the batch's instant as X-Sandbox-Now (the client sets it), so a backfill sees the statuses
-of its day, never later ones.
+of its day, never later ones. If HubSpot keeps failing (5xx, 429 after the client's retries) the read stops and
+the rest waits for the next run: the act step goes on to the digests. A rerun of an earlier day may find a
+task already stored as completed later than that day; it is not read again, and the report only counts
+completions on or before its own end (``task_completed_at``), so reads stay point-in-time.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from healthscore.sources.base import HttpClient, parse_timestamp
+from healthscore.sources.base import HttpClient, RetryableError, parse_timestamp
 from healthscore.warehouse.models import PlaybookEvent
 
 log = logging.getLogger(__name__)
@@ -39,6 +42,7 @@ class FollowupSummary:
     completed: int = 0
     newly_completed: int = 0
     missing: int = 0
+    stopped: str | None = None  # HubSpot kept failing: the rest is read on the next run
 
 
 def _open_tasks(conn: sa.Connection, day: dt.date, horizon_days: int) -> list[tuple[int, str, str | None]]:
@@ -64,8 +68,13 @@ def read_task_statuses(engine: Engine, hubspot: HttpClient, *, as_of: dt.datetim
     ids = list(by_task)
     for start in range(0, len(ids), BATCH_SIZE):
         chunk = ids[start : start + BATCH_SIZE]
-        body = hubspot.post_json(BATCH_READ_PATH, idempotent=True, body={
-            "inputs": [{"id": i} for i in chunk], "properties": ["hs_task_status", "hs_task_completion_date"]})
+        try:
+            body = hubspot.post_json(BATCH_READ_PATH, idempotent=True, body={
+                "inputs": [{"id": i} for i in chunk], "properties": ["hs_task_status", "hs_task_completion_date"]})
+        except RetryableError as exc:  # an outage must not hold back today's digests; auth errors still raise
+            summary.stopped = str(exc)[:300]
+            log.warning("task follow-up stopped after %d tasks: %s", summary.read, exc)
+            break
         found = {str(r["id"]): r.get("properties") or {} for r in body.get("results") or []}
         summary.missing += len(set(chunk) - set(found))
         updates = []

@@ -25,6 +25,11 @@ Output columns (``output_columns(dimensions)``, in order: ``OUTPUT_COLUMNS`` plu
                  ``output_columns``), 1 decimal; <NA> = no data. Contributions sum to the weighted-
                  average composite (points of the score) and are all <NA> when unscored.
                  ``breakdown_dicts`` gives them as the archive's {dimension: value or None} dicts.
+                 With ``scoring.method: model_probability`` (the artifact in the YAML, see
+                 ``scoring.probability``) contributions are the classifier's points per dimension relative
+                 to the score of an account at the training average: they sum to raw_score - that base,
+                 and attribution is their change (models whose features are all dimensions; a model on
+                 signal features has no archived past value to attribute against: attribution None).
   trend_30d/90d/365d   score now minus the newest archived score in [as_of-N-tolerance, as_of-N]
   momentum       up / flat / down over ``momentum.window_days`` (flat within +/- stable_band_points)
   projection_90d least-squares line through the last 90 days (>= 3 points over >= 28 days), +90 days

@@ -59,6 +59,7 @@ from healthscore.scoring.inputs import Prepared, calendar_stage, prepare_signals
 from healthscore.scoring.lifecycle import days_in_stage, plan_gates
 from healthscore.scoring.normalize import normalize_matrix
 from healthscore.scoring.overrides import active_overrides
+from healthscore.scoring.probability import probability_scorer
 from healthscore.scoring.pyobjects import gc_paused, object_array, records, tenths_columns
 
 OUTPUT_COLUMNS: tuple[str, ...] = (
@@ -159,7 +160,13 @@ def _method_scores(
     elif method is ScoringMethod.MODEL_PROBABILITY:
         if rows.size:
             normalized = normalize_matrix(raw[rows], cm.group(seg[rows], stage[rows]), cm)
-            out[rows] = model_probability_score(normalized, cm, churn_model)
+            if churn_model is not None:  # an injected classifier: the weighted breakdown stays
+                out[rows] = model_probability_score(normalized, cm, churn_model)
+            else:
+                prob = probability_scorer(cm)
+                features = prob.features(normalized, core.dims[rows])
+                out[rows] = prob.score(features)
+                core.contributions[rows] = prob.dimension_points(features)
     else:  # pragma: no cover - the enum is closed
         raise ScoringInputError(f"unsupported scoring method {method!r}")
     return out
@@ -298,8 +305,6 @@ def score_accounts(
     including that the ``attribution`` entry dicts are shared between rows (read-only).
     """
     cm = compile_model(model)
-    if model.scoring.method is ScoringMethod.MODEL_PROBABILITY and churn_model is None:
-        model_probability_score(np.empty((0, len(cm.signal_ids))), cm, None)
     prep = prepare_signals(signals, cm)
     n = prep.n
     seg = prep.segment_code
@@ -347,8 +352,14 @@ def score_accounts(
         pos, found = lookups[window]
         past = past_dimensions(hist, pos, found, cm)
         has_past = found & scored & ~np.all(np.isnan(past), axis=1)
+        by_probability = model.scoring.method is ScoringMethod.MODEL_PROBABILITY and churn_model is None
+        if by_probability and not probability_scorer(cm).dimension_features_only:
+            has_past[:] = False  # signal features: the archive has no past value to attribute against
         if has_past.any():
-            deltas = attribution_deltas(core.contributions, past, seg, cm)
+            if by_probability:
+                deltas = probability_scorer(cm).attribution_deltas(core.contributions, past)
+            else:
+                deltas = attribution_deltas(core.contributions, past, seg, cm)
             with gc_paused():
                 attribution = top_attribution(deltas, has_past, cm.dimension_ids, ATTRIBUTION_TOP)
 

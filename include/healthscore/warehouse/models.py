@@ -287,9 +287,11 @@ class ModelVersion(Base):
             sqlite_where=sa.text("role = 'champion'"),
             postgresql_where=sa.text("role = 'champion'"),
         ),
+        sa.Index("uq_model_versions_number", "number", unique=True),
     )
 
     version: Mapped[str] = mapped_column(primary_key=True)
+    number: Mapped[int | None]  # registration order: 1, 2, 3, ...
     config_hash: Mapped[str]
     config_yaml: Mapped[str]
     role: Mapped[str] = mapped_column(server_default=sa.text("'candidate'"))
@@ -299,6 +301,9 @@ class ModelVersion(Base):
     parent_version: Mapped[str | None] = mapped_column(sa.ForeignKey("model_versions.version"))
     metrics: Mapped[JSONDict | None]
     notes: Mapped[str | None]
+    author: Mapped[str | None]
+    changelog: Mapped[str | None]  # one line: what changed and why
+    demoted_at: Mapped[dt.datetime | None]  # when it stopped being the champion
 
 
 class ScoreOverride(Base):

@@ -1,0 +1,197 @@
+"""The quarterly recalibration's tasks: training set -> challenger -> backtest -> (approval) -> promotion.
+
+Read (warehouse: renewal outcomes, stored signal snapshots, the registry) -> ``healthscore.evaluation``
+(training set, the recalibration's learning, champion against challenger) -> write (the challenger in the
+registry as a shadow-scoring challenger with its parent, metrics and changelog; the HTML report and CSVs under
+``DATA_DIR/reports/recalibration/<date>/``). Promotion is a separate step that only a person's approval (or a
+configured auto-approval) reaches; rollback is ``healthscore model rollback``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from sqlalchemy.engine import Engine
+
+from healthscore.config import ModelConfig, model_config_from_dict
+from healthscore.evaluation import challenger as cc
+from healthscore.evaluation.backtest import write_json, write_model_yaml
+from healthscore.evaluation.byo import SEGMENTS
+from healthscore.evaluation.training import Window, lead_rows, training_table
+from healthscore.pipeline.accuracy import read_outcomes
+from healthscore.pipeline.score import registered_models
+from healthscore.pipeline.signals import load_signal_history
+from healthscore.warehouse import registry
+
+log = logging.getLogger(__name__)
+LEAD_ROWS_FILE = "lead_rows.parquet"
+
+
+@dataclass(frozen=True)
+class RecalibrationOptions:
+    months: int = 12  # outcomes of the last N months
+    margin: float = 0.01  # held-out AUC the challenger must gain
+    auto_approve: bool = False  # promote without a person (off by default)
+
+
+def run_dir(data_dir: Path, until: date) -> Path:
+    return Path(data_dir) / "reports" / "recalibration" / until.isoformat()
+
+
+def champion_model(engine: Engine) -> ModelConfig:
+    return next(m for m, shadow in registered_models(engine) if not shadow)
+
+
+# ------------------------------------------------------------------------------------------ training set
+
+
+def build_training_set(engine: Engine, until: date, months: int, out_dir: Path) -> dict[str, Any]:
+    """Renewals resolved in the window, each joined to the snapshot at each lead; written as Parquet."""
+    champion = champion_model(engine)
+    ev = champion.evaluation
+    window = Window.months_until(until, months)
+    with engine.connect() as conn:
+        outcomes = read_outcomes(conn, window.first, window.last)
+    outcomes = outcomes[outcomes["outcome"].notna()]
+    accounts = sorted(set(outcomes["account_id"]))
+    first = window.first - timedelta(days=max(ev.horizons_days) + ev.lookup_tolerance_days)
+    last = window.last - timedelta(days=min(ev.horizons_days))
+    snapshots = load_signal_history(engine, first, last, accounts)
+    rows = lead_rows(outcomes, snapshots, ev.horizons_days, ev.lookup_tolerance_days, ev.positive_outcomes)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stored = rows.drop(columns=[c for c in ("dimension_sources",) if c in rows.columns])
+    stored.to_parquet(out_dir / LEAD_ROWS_FILE, index=False)
+    summary = {
+        "window": [window.first.isoformat(), window.last.isoformat()], "outcomes": len(outcomes),
+        "rows": len(rows), "accounts": int(rows["account_id"].nunique()) if len(rows) else 0,
+        "churned": int(rows["churned"].sum()) if len(rows) else 0,
+        "by_horizon": {int(k): int(v) for k, v in rows["horizon_days"].value_counts().sort_index().items()},
+        "path": str(out_dir / LEAD_ROWS_FILE), "champion": champion.version,
+    }
+    log.info("training set: %s", summary)
+    return summary
+
+
+def read_lead_rows(out_dir: Path) -> pd.DataFrame:
+    rows = pd.read_parquet(out_dir / LEAD_ROWS_FILE)
+    for column in ("as_of_date", "renewal_date", "outcome_date", "lead_date"):
+        if column in rows.columns:
+            rows[column] = pd.to_datetime(rows[column]).dt.date
+    if "blocked_dimensions" in rows.columns:
+        rows["blocked_dimensions"] = rows["blocked_dimensions"].map(lambda v: list(v) if v is not None else [])
+    return rows
+
+
+# ----------------------------------------------------------------------------------------- challenger
+
+
+def _renamed(model: ModelConfig, version: str, description: str) -> ModelConfig:
+    data = model.model_dump(mode="json")
+    data["version"] = version
+    data["description"] = description
+    return model_config_from_dict(data, f"<recalibrated {version}>")
+
+
+def _free_version(engine: Engine, base: str, model: ModelConfig, description: str) -> ModelConfig:
+    """``base``, or ``base-2``, ``base-3``... : the first name free or already holding this very config."""
+    taken = {r["version"]: r["config_hash"] for r in registry.list_versions(engine)}
+    for i in range(1, 100):
+        name = base if i == 1 else f"{base}-{i}"
+        candidate = _renamed(model, name, description)
+        if name not in taken or taken[name] == candidate.config_hash:
+            return candidate
+    raise registry.ModelRegistryError(f"no free version name after {base}-99")
+
+
+def recalibrate_challenger(engine: Engine, until: date, out_dir: Path, *, author: str = "health_model_recalibration"
+                           ) -> dict[str, Any]:
+    """Learn the challenger from the training rows (recalibrate.py's steps) and register it with its parent."""
+    from threadpoolctl import threadpool_limits
+
+    from healthscore.evaluation.recalibrate import recalibrate
+
+    champion = champion_model(engine)
+    rows = read_lead_rows(out_dir)
+    table, _ = training_table(rows, champion, source=str(out_dir / LEAD_ROWS_FILE))
+    with threadpool_limits(limits=1, user_api="blas"):
+        result = recalibrate(table, champion, base_given=True)
+    root = champion.version.split("-q")[0]
+    description = (f"Recalibrated from {champion.version} on the warehouse's outcomes up to {until.isoformat()}: "
+                   f"curves, non-negative weights and band lines learned from "
+                   f"{result.split.description['train']['rows']} point-in-time training rows")
+    model = _free_version(engine, f"{root}-q{until.strftime('%Y%m%d')}", result.model, description)
+    held = result.metrics["recalibrated"]["held_out"]["overall"]
+    changelog = (f"quarterly recalibration of {champion.version} to {until.isoformat()}: held-out AUC "
+                 f"{held.get('auc') or 0:.3f}; dropped {', '.join(result.metrics['dropped_signals']) or 'no signals'}")
+    reg = registry.register(engine, model, role="challenger", parent=champion.version, author=author,
+                            changelog=changelog, metrics={"recalibration": _compact(result.metrics)})
+    write_model_yaml(out_dir / "model.yaml", model,
+                     f"healthscore model {model.version}, recalibrated from {champion.version} by "
+                     f"health_model_recalibration\nconfig_hash {model.config_hash}")
+    write_json(out_dir / "recalibration.json", result.metrics)
+    log.info("challenger %s (#%s, parent %s): %s", model.version, reg.number, champion.version, reg.message)
+    return {"challenger": model.version, "number": reg.number, "parent": champion.version, "created": reg.created,
+            "config_hash": model.config_hash, "split": result.split.description}
+
+
+def _compact(metrics: dict[str, Any]) -> dict[str, Any]:
+    keep = ("rows", "accounts", "evaluation", "cross_validation", "weights", "lines", "dropped_signals",
+            "segments_with_own_fit", "improvement")
+    return json.loads(json.dumps({k: metrics.get(k) for k in keep}, default=str))
+
+
+# ------------------------------------------------------------------------------------------- backtest
+
+
+def _model(engine: Engine, version: str) -> ModelConfig:
+    row = registry.get_version(engine, version)
+    return model_config_from_dict(row["config"], f"model_versions[{version}]", stored=True)
+
+
+def backtest(engine: Engine, out_dir: Path, challenger_version: str, margin: float) -> dict[str, Any]:
+    """Champion and challenger score the same held-out snapshots with the daily scoring code; report both."""
+    from healthscore.evaluation.holdout import holdout_split
+    from healthscore.reports.recalibration import render_report
+
+    champion = champion_model(engine)
+    challenger = _model(engine, challenger_version)
+    rows = read_lead_rows(out_dir)
+    table, kept = training_table(rows, champion)
+    split = holdout_split(table)  # the same deterministic split the challenger was fitted on
+    held_out = kept.iloc[split.test].reset_index(drop=True)
+    scored = {"champion": (champion, cc.score_rows(champion, held_out)),
+              "challenger": (challenger, cc.score_rows(challenger, held_out))}
+    figures = cc.side_by_side(scored)
+    decision = cc.verdict(figures, margin)
+    changes = cc.changes(champion, challenger, SEGMENTS)
+    table_rows = cc.table_rows(figures)
+    pd.DataFrame(table_rows).to_csv(out_dir / "backtest_metrics.csv", index=False)
+    pd.concat([frame for _, frame in scored.values()], ignore_index=True).to_csv(out_dir / "backtest_scores.csv",
+                                                                                  index=False)
+    report = {"champion": champion.version, "challenger": challenger.version, "held_out": split.description,
+              "figures": figures, "decision": decision, "changes": changes}
+    html = render_report(report, table_rows, out_dir / "report.html")
+    write_json(out_dir / "backtest.json", report)
+    stored = registry.get_version(engine, challenger.version).get("metrics") or {}
+    registry.record_metrics(engine, challenger.version, json.loads(json.dumps(
+        {**stored, "backtest": {"against": champion.version, "decision": decision,
+                                "challenger": figures["challenger"]["overall"],
+                                "champion": figures["champion"]["overall"], "report": str(html)}}, default=str)))
+    summary = {"champion": champion.version, "challenger": challenger.version, "better": decision["better"],
+               "why": decision["why"], "report": str(html),
+               "figures": {role: {k: figures[role]["overall"].get(k) for k in cc.METRICS} for role in figures}}
+    log.info("backtest: %s", summary)
+    return summary
+
+
+def promote_challenger(engine: Engine, version: str, approver: str | None) -> dict[str, Any]:
+    result = registry.promote(engine, version, approver=approver,
+                              changelog=f"promoted by {approver or 'auto-approval'} after the quarterly backtest")
+    log.info("promoted %s (was %s), approved by %s", version, result["previous_champion"], approver)
+    return result
