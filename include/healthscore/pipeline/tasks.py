@@ -129,7 +129,6 @@ def run_accuracy(context: Mapping[str, Any]) -> dict:
         return run_month(engine, month, AccuracyPaths.under(settings.data_dir))
 
 
-<<<<<<< HEAD
 def run_executive_report(context: Mapping[str, Any]) -> dict:
     """The monthly executive report (HTML + PDF) for the same month, sent to leadership through the outbox."""
     from healthscore.pipeline.executive import run_month
@@ -137,7 +136,8 @@ def run_executive_report(context: Mapping[str, Any]) -> dict:
     month = _report_month(context)
     with task_scope() as (settings, _, engine):
         return run_month(engine, month, settings.data_dir, settings.notify_fallback_email)
-=======
+
+
 def run_recalibration(step: str, context: Mapping[str, Any], **kwargs: Any) -> dict:
     """One step of the quarterly recalibration, for the batch day before the run's data interval end.
 
@@ -161,4 +161,3 @@ def run_recalibration(step: str, context: Mapping[str, Any], **kwargs: Any) -> d
         if step == "promote":
             return rc.promote_challenger(engine, kwargs["challenger"], kwargs.get("approver"))
     raise ValueError(f"unknown recalibration step {step!r}")
->>>>>>> main
