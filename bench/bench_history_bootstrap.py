@@ -57,6 +57,8 @@ def main() -> None:
         f"plan {plan.first}..{plan.last}: {result.days_run} days, {args.accounts} accounts, seed {args.seed}",
         f"wall {wall:.0f} s, process CPU {cpu:.0f} s (the in-process sandbox included), "
         f"{result.days_run / wall * 60:.1f} days/min; 12 months at this rate: {365 * wall / max(result.days_run, 1) / 60:.1f} min",
+        "per day (wall s / CPU s): " + ", ".join(f"{d.isoformat()[5:]} {w:.1f}/{c:.1f}"
+                                                 for d, w, c in result.day_seconds),
         "seconds per task (all days):",
         *(f"  {name:20s} {sec:8.1f}  ({sec / max(result.days_run, 1):.2f} s/day)"
           for name, sec in sorted(result.task_seconds.items(), key=lambda kv: -kv[1])),

@@ -239,7 +239,7 @@ def _cmd_history_bootstrap(args: argparse.Namespace) -> int:
     """Run the daily pipeline over past months; against a sandbox it starts (--sandbox) or the connections."""
     from contextlib import nullcontext
 
-    from healthscore.pipeline.history import BootstrapPlan, bootstrap
+    from healthscore.pipeline.history import BootstrapPlan, bootstrap, log_path
 
     try:
         plan = BootstrapPlan.months_ending(args.last, args.months)
@@ -264,7 +264,9 @@ def _cmd_history_bootstrap(args: argparse.Namespace) -> int:
             print(f"sandbox: {running.url} ({args.accounts} accounts, seed {args.seed})", flush=True)
         print(f"history: {plan.first} .. {plan.last} ({len(plan.days)} days), warehouse and progress under "
               f"{settings.data_dir}", flush=True)
-        result = bootstrap(plan, stop_after=args.stop_after)
+        if not args.show_logs:
+            print(f"history: logs go to {log_path(settings)} (--show-logs keeps them on the terminal)", flush=True)
+        result = bootstrap(plan, stop_after=args.stop_after, quiet=not args.show_logs)
     rate = result.days_run / result.seconds if result.seconds else 0.0
     print(f"history: {result.days_run} days run, {result.skipped} already done, {result.seconds:.0f} s "
           f"({rate * 60:.1f} days/min)")
@@ -315,6 +317,9 @@ def build_parser() -> argparse.ArgumentParser:
     boot.add_argument("--seed", type=int, default=42)
     boot.add_argument("--accounts", type=int, default=300)
     boot.add_argument("--stop-after", type=int, default=None, help="stop after this many days (resume later)")
+    boot.add_argument("--show-logs", action="store_true",
+                      help="keep the pipeline's logs on the terminal (default: they go to "
+                           "<data dir>/logs/history-bootstrap.log and the terminal shows the progress bar)")
     boot.set_defaults(func=_cmd_history_bootstrap)
 
     override = sub.add_parser("override", help="CSM overrides of an account's score or band").add_subparsers(

@@ -253,7 +253,7 @@ def run_demo(settings: Settings, accounts: int = 300, seed: int = 42, days: int 
 def bootstrap_history(env: dict[str, str], history_days: int, airflow_days: int) -> None:
     """The days before the Airflow runs, through the history bootstrap (the DAG's own tasks, in process)."""
 
-    from healthscore.pipeline.history import BootstrapPlan, bootstrap, env_overrides
+    from healthscore.pipeline.history import BootstrapPlan, bootstrap, env_overrides, log_path
 
     # `airflow dags test` of logical date D processes batch D - 1 (its interval ends at D): the Airflow runs
     # cover the batches DEMO_LAST_DAY - airflow_days .. DEMO_LAST_DAY - 1, the history ends the day before.
@@ -262,7 +262,9 @@ def bootstrap_history(env: dict[str, str], history_days: int, airflow_days: int)
     print(f"history: bootstrapping {plan.first} .. {plan.last} ({len(plan.days)} days) with the daily DAG's tasks "
           "(`healthscore history bootstrap`; resumes if interrupted) ...", flush=True)
     with env_overrides(env):
-        result = bootstrap(plan, settings=Settings.from_env())
+        settings = Settings.from_env()
+        print(f"history: the pipeline's logs go to {log_path(settings)}", flush=True)
+        result = bootstrap(plan, settings=settings)
     print(f"history: {result.days_run} days in {result.seconds:.0f} s ({result.skipped} already done)", flush=True)
 
 

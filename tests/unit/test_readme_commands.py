@@ -46,6 +46,8 @@ COVERAGE: list[tuple[str, str, str]] = [
     # long tests (make test-long).
     (r"healthscore history bootstrap .*", "tests/integration/test_sixty_days.py", "bootstrap(plan, progress=False)"),
     (r"healthscore (recalibrate|backtest) TABLE .*", "tests/unit/test_byo.py", '"recalibrate",'),
+    (r"healthscore model (list|show|diff|promote|rollback|export)( .*)?", "tests/integration/test_recalibration.py",
+     'main(["model", "rollback"])'),
 ]
 
 

@@ -22,7 +22,7 @@ import os
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,12 @@ from healthscore.settings import Settings
 from healthscore.sources import registry
 
 PROGRESS_FILE = "bootstrap-progress.json"
+LOG_FILE = Path("logs") / "history-bootstrap.log"
+
+
+def log_path(settings: Settings) -> Path:
+    """Where a quiet bootstrap sends the pipeline's logs (``<data dir>/logs/history-bootstrap.log``)."""
+    return settings.data_dir / LOG_FILE
 
 
 def day_context(day: date) -> dict[str, Any]:
@@ -120,6 +126,44 @@ def env_overrides(overrides: Mapping[str, str]) -> Iterator[None]:
                 os.environ[key] = value
 
 
+@contextmanager
+def _logs_to_file(path: Path | None) -> Iterator[None]:
+    """With a path: the terminal's log handlers (stream handlers on stdout/stderr, as Airflow's logging
+    config installs on the root logger) are set aside and every record goes to ``path`` (appended) instead,
+    so the progress bar stays readable. Other handlers (pytest's capture, files) are left as they are."""
+    if path is None:
+        yield
+        return
+    import logging
+    import sys
+
+    import airflow  # noqa: F401 -- its logging config installs the terminal handler on import: do it before
+
+    root = logging.getLogger()
+    terminal = [h for h in root.handlers if isinstance(h, logging.StreamHandler)
+                and getattr(h, "stream", None) in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setLevel(logging.INFO)
+    level = root.level
+    for h in terminal:
+        root.removeHandler(h)
+    root.addHandler(handler)
+    if root.level > logging.INFO or root.level == logging.NOTSET:
+        root.setLevel(logging.INFO)
+    logging.captureWarnings(True)
+    try:
+        yield
+    finally:
+        logging.captureWarnings(False)
+        root.removeHandler(handler)
+        handler.close()
+        for h in terminal:
+            root.addHandler(h)
+        root.setLevel(level)
+
+
 @dataclass
 class BootstrapResult:
     plan: BootstrapPlan
@@ -127,38 +171,52 @@ class BootstrapResult:
     skipped: int
     seconds: float
     task_seconds: dict[str, float]
+    #: (batch date, wall seconds, process CPU seconds) of each day run, in order
+    day_seconds: list[tuple[date, float, float]] = field(default_factory=list)
+    #: where the logs went (quiet mode), or None when they stayed on the terminal
+    log_path: Path | None = None
 
 
 def bootstrap(plan: BootstrapPlan, *, progress: bool = True, stop_after: int | None = None,
-              settings: Settings | None = None) -> BootstrapResult:
+              settings: Settings | None = None, quiet: bool | None = None) -> BootstrapResult:
     """Run the daily pipeline for every day of ``plan`` not yet done; resumable (see module doc).
 
     ``stop_after``: run at most this many days (an interruption on purpose, for tests and trials).
+    ``quiet`` (default: when the progress bar is shown): the pipeline's logs go to ``log_path(settings)``
+    instead of the terminal, where they would drown the bar; ``quiet=False`` keeps them on the terminal.
     """
     from tqdm import tqdm
 
     settings = settings or Settings.from_env()
     progress_path = settings.data_dir / PROGRESS_FILE
+    logs = log_path(settings) if (progress if quiet is None else quiet) else None
     done = _read_progress(progress_path, plan)
     todo = [d for d in plan.days if done is None or d > done]
     timings: dict[str, float] = {}
     started = time.perf_counter()
     ran = 0
-    with env_overrides({"HEALTHSCORE_DATA_DOCS_PUBLISH": "false"}), tqdm(
+    per_day: list[tuple[date, float, float]] = []
+    with env_overrides({"HEALTHSCORE_DATA_DOCS_PUBLISH": "false"}), _logs_to_file(logs), tqdm(
             total=len(plan.days), initial=len(plan.days) - len(todo), unit="day", disable=not progress,
             desc="history", dynamic_ncols=True) as bar:
         for day in todo:
             if stop_after is not None and ran >= stop_after:
                 break
             bar.set_postfix_str(day.isoformat())
+            wall0, cpu0 = time.perf_counter(), time.process_time()
             run_day(day_context(day), timings, prepare=ran == 0)
+            per_day.append((day, time.perf_counter() - wall0, time.process_time() - cpu0))
             _write_progress(progress_path, plan, day, timings)
             ran += 1
             bar.update(1)
-    if ran:
-        from healthscore.pipeline.validate import QualityPaths
-        from healthscore.quality.gate import publish_docs
+        if ran:
+            from healthscore.pipeline.validate import QualityPaths
+            from healthscore.quality.gate import publish_docs
 
-        paths = QualityPaths.from_settings(settings)
-        publish_docs(paths.data_docs_dir, paths.data_docs_index_limit)  # once, for every day's results
-    return BootstrapResult(plan, ran, len(plan.days) - len(todo), time.perf_counter() - started, timings)
+            bar.set_postfix_str("Data Docs")
+            paths = QualityPaths.from_settings(settings)
+            docs_started = time.perf_counter()
+            publish_docs(paths.data_docs_dir, paths.data_docs_index_limit)  # once, for every day's results
+            timings["data_docs (once)"] = time.perf_counter() - docs_started
+    return BootstrapResult(plan, ran, len(plan.days) - len(todo), time.perf_counter() - started, timings, per_day,
+                           logs)

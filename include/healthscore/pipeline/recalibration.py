@@ -23,7 +23,7 @@ from healthscore.config import ModelConfig, model_config_from_dict
 from healthscore.evaluation import challenger as cc
 from healthscore.evaluation.backtest import write_json, write_model_yaml
 from healthscore.evaluation.byo import SEGMENTS
-from healthscore.evaluation.training import Window, lead_rows, training_table
+from healthscore.evaluation.training import Window, correlations, lead_rows, training_table
 from healthscore.pipeline.accuracy import read_outcomes
 from healthscore.pipeline.score import registered_models
 from healthscore.pipeline.signals import load_signal_history
@@ -131,13 +131,18 @@ def recalibrate_challenger(engine: Engine, until: date, out_dir: Path, *, author
                  f"{held.get('auc') or 0:.3f}; dropped {', '.join(result.metrics['dropped_signals']) or 'no signals'}")
     reg = registry.register(engine, model, role="challenger", parent=champion.version, author=author,
                             changelog=changelog, metrics={"recalibration": _compact(result.metrics)})
+    # One recalibrated challenger shadow-scores at a time: an earlier quarter's that was never promoted retires.
+    retired = [v["version"] for v in registry.list_versions(engine)
+               if v["role"] == "challenger" and v["author"] == author and v["version"] != model.version]
+    for version in retired:
+        registry.set_role(engine, version, "retired")
     write_model_yaml(out_dir / "model.yaml", model,
                      f"healthscore model {model.version}, recalibrated from {champion.version} by "
                      f"health_model_recalibration\nconfig_hash {model.config_hash}")
     write_json(out_dir / "recalibration.json", result.metrics)
     log.info("challenger %s (#%s, parent %s): %s", model.version, reg.number, champion.version, reg.message)
     return {"challenger": model.version, "number": reg.number, "parent": champion.version, "created": reg.created,
-            "config_hash": model.config_hash, "split": result.split.description}
+            "config_hash": model.config_hash, "split": result.split.description, "retired_challengers": retired}
 
 
 def _compact(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -170,6 +175,7 @@ def backtest(engine: Engine, out_dir: Path, challenger_version: str, margin: flo
     figures = cc.side_by_side(scored)
     decision = cc.verdict(figures, margin)
     changes = cc.changes(champion, challenger, SEGMENTS)
+    changes["correlations"] = correlations(table, split.train)  # on the training rows, as the fit saw them
     table_rows = cc.table_rows(figures)
     pd.DataFrame(table_rows).to_csv(out_dir / "backtest_metrics.csv", index=False)
     pd.concat([frame for _, frame in scored.values()], ignore_index=True).to_csv(out_dir / "backtest_scores.csv",
