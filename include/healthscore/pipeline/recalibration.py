@@ -112,7 +112,11 @@ def _free_version(engine: Engine, base: str, model: ModelConfig, description: st
 def _with_probability(model: ModelConfig, kept: pd.DataFrame, train: Any) -> ModelConfig:
     """``model`` scoring by a calibrated classifier of its dimension scores, fitted on the training rows only
     (``healthscore.evaluation.probability``; the coefficients are stored in the YAML, no pickle)."""
-    from healthscore.evaluation.probability import fit_probability_model, probability_features, with_probability_model
+    from healthscore.evaluation.probability import (
+        fit_probability_model,
+        probability_features,
+        with_probability_model,
+    )
     from healthscore.evaluation.training import OUTCOME_COLUMN, scoring_frame
 
     rows = kept.iloc[train].reset_index(drop=True)
