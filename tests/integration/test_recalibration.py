@@ -89,6 +89,12 @@ def test_the_report_and_csv_hold_the_side_by_side_figures(run: dict) -> None:
     assert set(table[table["scope"] == "segment"]["group"]) == {"smb", "mid_market", "enterprise"}
     assert set(table[table["scope"] == "horizon_days"]["group"].astype(str)) <= {"30", "60", "90"}
     assert "<svg" in page and "http" not in page.replace("http://www.w3.org/2000/svg", "")
+    report = json.loads((run["out"] / "backtest.json").read_text())
+    corr = {c["signal"]: c for c in report["changes"]["correlations"]}
+    # the history's drivers: active users and days past due carry the latent health, feature breadth is noise
+    assert not corr["active_user_pct"]["weak"] and not corr["days_past_due"]["weak"]
+    assert corr["feature_breadth"]["weak"] and abs(corr["feature_breadth"]["r"]) < 0.1
+    assert "flagged weak" in page
 
 
 def test_a_challenger_short_of_the_margin_is_not_better_and_the_report_says_nothing_is_promoted(run: dict) -> None:

@@ -23,7 +23,7 @@ from healthscore.config import ModelConfig, model_config_from_dict
 from healthscore.evaluation import challenger as cc
 from healthscore.evaluation.backtest import write_json, write_model_yaml
 from healthscore.evaluation.byo import SEGMENTS
-from healthscore.evaluation.training import Window, lead_rows, training_table
+from healthscore.evaluation.training import Window, correlations, lead_rows, training_table
 from healthscore.pipeline.accuracy import read_outcomes
 from healthscore.pipeline.score import registered_models
 from healthscore.pipeline.signals import load_signal_history
@@ -175,6 +175,7 @@ def backtest(engine: Engine, out_dir: Path, challenger_version: str, margin: flo
     figures = cc.side_by_side(scored)
     decision = cc.verdict(figures, margin)
     changes = cc.changes(champion, challenger, SEGMENTS)
+    changes["correlations"] = correlations(table, split.train)  # on the training rows, as the fit saw them
     table_rows = cc.table_rows(figures)
     pd.DataFrame(table_rows).to_csv(out_dir / "backtest_metrics.csv", index=False)
     pd.concat([frame for _, frame in scored.values()], ignore_index=True).to_csv(out_dir / "backtest_scores.csv",
