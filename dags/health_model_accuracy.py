@@ -1,7 +1,8 @@
 """health_model_accuracy: does the health score predict churn? Monthly, over the renewals resolved in the month.
 
-Thin wiring only: the logic is ``healthscore.pipeline.accuracy`` over ``healthscore.evaluation``. A run whose
-data interval ends on the 1st evaluates the month before it (set ``params.month`` = ``YYYY-MM`` for another).
+Thin wiring only: the logic is ``healthscore.pipeline.accuracy`` over ``healthscore.evaluation``, then the
+executive report of the same month (``healthscore.pipeline.executive``, which reads the accuracy just stored). A
+run whose data interval ends on the 1st reports on the month before it (``params.month`` = ``YYYY-MM`` for another).
 It waits for nothing: the daily DAG's ``record_outcomes`` and the score archive are read as they stand, and a
 rerun replaces the month's rows, report and CSVs and sends no alert twice.
 """
@@ -14,6 +15,7 @@ import pendulum
 from airflow.sdk import Asset, Param, dag, task
 
 REPORT_ASSET = Asset("healthscore://reports/accuracy")
+EXECUTIVE_ASSET = Asset("healthscore://reports/executive")
 
 
 @dag(
@@ -35,7 +37,14 @@ def health_model_accuracy():
 
         return run_accuracy(context)
 
-    evaluate_accuracy()
+    @task(outlets=[EXECUTIVE_ASSET])
+    def executive_report(**context) -> dict:
+        """Portfolio, At Risk ARR, top at-risk, renewals, saves and expansions, accuracy -> HTML + PDF, outbox."""
+        from healthscore.pipeline.tasks import run_executive_report
+
+        return run_executive_report(context)
+
+    evaluate_accuracy() >> executive_report()
 
 
 health_model_accuracy()

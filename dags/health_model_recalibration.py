@@ -30,6 +30,9 @@ REPORT_ASSET = Asset("healthscore://reports/recalibration")
         "months": Param(12, type="integer", minimum=1, description="outcomes of the last N months"),
         "margin": Param(0.01, type="number", minimum=0, description="held-out AUC gain the challenger needs"),
         "auto_approve": Param(False, type="boolean", description="promote a better challenger without a person"),
+        "method": Param("weighted_average", enum=["weighted_average", "model_probability"],
+                        description="the challenger's scoring: the glass-box weighted average, or a calibrated "
+                                    "classifier over the recalibrated dimension scores"),
     },
     tags=["healthscore"],
     doc_md=__doc__,

@@ -58,7 +58,8 @@ def test_daily_dag_parses_wires_the_pipeline_and_uses_defined_pools(tmp_path):
     # Renewal outcomes read the validated deals and subscriptions, and finish before the run's last task.
     assert tasks["record_outcomes"]["upstream"] == ["validate_hubspot", "validate_stripe"]
     assert "health_model_accuracy" in info["dags"]
-    assert info["accuracy_tasks"] == ["evaluate_accuracy"] and info["accuracy_schedule"] == "0 0 1 * *"
+    assert info["accuracy_tasks"] == ["evaluate_accuracy", "executive_report"]
+    assert info["accuracy_schedule"] == "0 0 1 * *"
     rec = info["recalibration"]
     assert info["recalibration_schedule"] == "0 0 1 */3 *"  # quarterly
     assert rec["recalibrate"]["upstream"] == ["build_training_set"] and rec["backtest"]["upstream"] == ["recalibrate"]

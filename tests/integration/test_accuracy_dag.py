@@ -2,8 +2,8 @@
 
 The warehouse is the one ``test_accuracy_month`` seeds (renewals in June 2026 and their archived scores), so
 only what Airflow adds is tested here: the DAG parses, its task runs with the run's context (the month before
-the data interval end), and the table, HTML and CSVs it writes agree. The demo (``make demo``) runs the same DAG
-over bootstrapped history.
+the data interval end), and the table, HTML and CSVs it writes agree; the executive report task follows it. The
+demo (``make demo``) runs the same DAG over bootstrapped history.
 """
 
 from __future__ import annotations
@@ -50,3 +50,8 @@ def test_monthly_dag_runs_in_airflow_and_its_report_shows_the_tables_figures(tmp
         assert f"{m['overall']['accuracy']:.3f}" in page and f"{m['overall']['auc']:.3f}" in page
     assert "<svg" in page
     assert any("below the target" in s for s in alerts) and any("PSI" in s for s in alerts)
+    # The executive report task ran after it, over the same month, and was sent once.
+    executive = tmp_path / "data" / "reports" / "executive" / "2026-06"
+    assert (executive / "executive.pdf").read_bytes().startswith(b"%PDF")
+    assert "Model accuracy (v1, 60-day lead)" in (executive / "executive.html").read_text()
+    assert alerts.count("Customer health: executive report, June 2026") == 1

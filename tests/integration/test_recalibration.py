@@ -89,6 +89,12 @@ def test_the_report_and_csv_hold_the_side_by_side_figures(run: dict) -> None:
     assert set(table[table["scope"] == "segment"]["group"]) == {"smb", "mid_market", "enterprise"}
     assert set(table[table["scope"] == "horizon_days"]["group"].astype(str)) <= {"30", "60", "90"}
     assert "<svg" in page and "http" not in page.replace("http://www.w3.org/2000/svg", "")
+    report = json.loads((run["out"] / "backtest.json").read_text())
+    corr = {c["signal"]: c for c in report["changes"]["correlations"]}
+    # the history's drivers: active users and days past due carry the latent health, feature breadth is noise
+    assert not corr["active_user_pct"]["weak"] and not corr["days_past_due"]["weak"]
+    assert corr["feature_breadth"]["weak"] and abs(corr["feature_breadth"]["r"]) < 0.1
+    assert "flagged weak" in page
 
 
 def test_a_challenger_short_of_the_margin_is_not_better_and_the_report_says_nothing_is_promoted(run: dict) -> None:
@@ -178,3 +184,20 @@ def test_a_new_yaml_version_is_registered_as_a_shadow_challenger_at_prepare(
     engine = make_engine(url)
     assert {m.version: s for m, s in registered_models(engine)} == {"v1": False, "v2": True}
     engine.dispose()
+
+
+def test_a_model_probability_challenger_is_stored_as_coefficients_and_scored_by_the_daily_code(run: dict) -> None:
+    engine = make_engine(run["url"])
+    try:
+        made = rc.recalibrate_challenger(engine, UNTIL, run["out"], method="model_probability")
+        bt = rc.backtest(engine, run["out"], made["challenger"], margin=0.01)
+        versions = {v["version"]: v for v in list_versions(engine)}
+    finally:
+        engine.dispose()
+    assert made["challenger"].endswith("p") and made["parent"] == "v1"
+    model = load_model_config(run["out"] / "model.yaml")
+    assert model.scoring.method.value == "model_probability"
+    assert model.scoring.model_probability.artifact is not None
+    assert versions[made["challenger"]]["role"] == "challenger"
+    figs = bt["figures"]["challenger"]
+    assert figs["n"] == bt["figures"]["champion"]["n"] and figs["auc"] > bt["figures"]["champion"]["auc"]

@@ -262,3 +262,123 @@ def test_the_qbr_summary_renders_to_html_and_a_pdf_a_person_can_read_without_int
             assert not re.search(rf"\b{word}", words, re.I), (word, row["account_id"])
             assert not re.search(rf"\b{word}", page, re.I), word
         assert f"{row['score']:g}" not in flat.split("Adoption")[0]  # no score in the title block
+
+
+# ------------------------------------------------------------------------------------- the monthly reports
+
+REPORT_MONTH = date(2026, 9, 1)
+
+
+@pytest.fixture(scope="module")
+def monthly(ui_server: UIServer, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The monthly DAG's two tasks on the UI world for September (its last day is 30 Sept): a few renewals
+    resolved that month (one saved after a playbook, one mid-term expansion, one churn), the accuracy month and,
+    earlier, an August accuracy row with figures; then the executive report, built twice (a rerun)."""
+    from healthscore.pipeline import executive
+    from healthscore.pipeline.accuracy import AccuracyPaths
+    from healthscore.pipeline.accuracy import run_month as run_accuracy_month
+    from healthscore.warehouse.models import AccuracyReport, PlaybookEvent, RenewalOutcome
+
+    engine = ui_server.world.engine
+    out = tmp_path_factory.mktemp("monthly")
+    with engine.connect() as conn:
+        played = sorted(set(conn.execute(sa.select(PlaybookEvent.account_id).where(
+            PlaybookEvent.status != "suppressed")).scalars()))
+        version = conn.execute(sa.select(HealthScore.model_version).where(
+            HealthScore.is_shadow.is_(False)).limit(1)).scalar()
+    quiet = [r["account_id"] for r in latest_champion_rows(ui_server) if r["account_id"] not in played]
+    assert played and len(quiet) >= 2
+    common = {"kind": "renewal", "source": "crm+billing", "agreement": "agree", "first_batch_date": date(2026, 9, 30),
+              "as_of_batch_date": date(2026, 9, 30), "crm_arr_before_cents": None, "crm_arr_after_cents": None}
+    outcomes = [{**common, "account_id": played[0], "renewal_date": date(2026, 9, 30), "outcome": "renewed"},
+                {**common, "account_id": quiet[0], "renewal_date": date(2026, 9, 15), "outcome": "expanded",
+                 "kind": "mid_term", "crm_arr_before_cents": 1_000_000, "crm_arr_after_cents": 1_500_000},
+                {**common, "account_id": quiet[1], "renewal_date": date(2026, 9, 10), "outcome": "churned"}]
+    august = {"overall": {"n": 41, "accuracy": 0.8125, "recall": 0.6875, "precision": 0.55, "auc": 0.811,
+                          "too_small": False}, "missed_targets": ["recall"], "drift": {"alerts": []}}
+    with engine.begin() as conn:
+        conn.execute(sa.insert(RenewalOutcome), outcomes)
+        conn.execute(sa.insert(AccuracyReport), [{
+            "model_version": version, "period_start": date(2026, 8, 1), "period_end": date(2026, 8, 31),
+            "horizon_days": 60, "at_risk_threshold": 50.0, "metrics": august}])
+    accuracy = run_accuracy_month(engine, REPORT_MONTH, AccuracyPaths.under(out))
+    first = executive.run_month(engine, REPORT_MONTH, out, "leadership@example.com", deliver=False)
+    second = executive.run_month(engine, REPORT_MONTH, out, "leadership@example.com", deliver=False)
+    return {"dir": out, "accuracy": accuracy, "first": first, "second": second, "outcomes": outcomes,
+            "version": version, "august": august}
+
+
+def champion_rows_on(server: UIServer, day: date) -> list[dict]:
+    h, s = HealthScore.__table__, AccountSignals.__table__
+    with server.world.engine.connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(
+            sa.select(h.c.account_id, h.c.band, h.c.override_band, h.c.score, s.c.arr_cents, s.c.renewal_date)
+            .join(s, sa.and_(s.c.account_id == h.c.account_id, s.c.as_of_date == h.c.as_of_date))
+            .where(h.c.as_of_date == day, h.c.is_shadow.is_(False)))]
+
+
+def test_the_executive_report_shows_the_warehouses_figures_in_html_and_a_readable_pdf(ui_server: UIServer,
+                                                                                     monthly: dict):
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    from healthscore.reports.executive import build, dollars
+    from healthscore.warehouse.models import NotificationOutbox
+    from tests.ui.world import HISTORY_DAYS, LAST_DAY
+
+    if not (shutil.which("pdftoppm") and shutil.which("pdftotext")):
+        subprocess.run(["apt-get", "install", "-y", "-qq", "poppler-utils"], check=True, timeout=600)
+    assert monthly["first"]["as_of"] == LAST_DAY.isoformat()
+    with ui_server.world.engine.connect() as conn:
+        report = build(conn, REPORT_MONTH)
+    before = max(LAST_DAY - timedelta(days=d) for d in HISTORY_DAYS if LAST_DAY - timedelta(days=d) < REPORT_MONTH)
+    assert report.before == before
+    now, old = champion_rows_on(ui_server, LAST_DAY), champion_rows_on(ui_server, before)
+    risky = ("At Risk", "Critical")
+    at_risk_arr = sum(r["arr_cents"] or 0 for r in now if r["band"] in risky)
+    at_risk_before = sum(r["arr_cents"] or 0 for r in old if r["band"] in risky)
+    assert (report.total_accounts, report.at_risk_arr_cents, report.at_risk_arr_cents_before) == (
+        len(now), at_risk_arr, at_risk_before)
+    for row in report.bands:
+        assert row.accounts == sum((r["band"] or "unscored") == row.band for r in now), row
+        assert row.accounts_before == sum((r["band"] or "unscored") == row.band for r in old), row
+        assert row.arr_cents == sum(r["arr_cents"] or 0 for r in now if (r["band"] or "unscored") == row.band)
+    top = sorted((r for r in now if r["band"] in risky or r["override_band"] in risky),
+                 key=lambda r: (-(r["arr_cents"] or 0), r["account_id"]))[:10]
+    assert [a["account_id"] for a in report.top_at_risk] == [r["account_id"] for r in top] and top
+    due = [r for r in now if r["renewal_date"] and LAST_DAY < r["renewal_date"] <= LAST_DAY + timedelta(days=90)]
+    assert report.renewals_total == len(due)
+    assert report.renewals_arr_cents == sum(r["arr_cents"] or 0 for r in due)
+    saved, expanded, churned = (o["account_id"] for o in monthly["outcomes"])
+    assert [s["account_id"] for s in report.saves] == [saved] and report.saves[0]["playbooks"]
+    assert [(e["account_id"], e["arr_change_cents"]) for e in report.expansions] == [(expanded, 500_000)]
+    assert [x["account_id"] for x in report.losses] == [churned]
+    assert [h["period_start"] for h in report.accuracy_history] == [date(2026, 8, 1), REPORT_MONTH]
+    assert report.accuracy["n"] == monthly["accuracy"]["headline"]["n"]
+
+    html = Path(monthly["first"]["html"]).read_text()
+    assert html.count("<svg") == 2 and not re.search(r'(?:src|href)=["\']https?:', html)
+    assert f"At Risk ARR: {dollars(at_risk_arr)}" in html
+    pdf = Path(monthly["first"]["pdf"])
+    subprocess.run(["pdftoppm", "-png", "-r", "50", str(pdf), str(pdf.parent / "page")], check=True, timeout=60)
+    pages = sorted(pdf.parent.glob("page*.png"))
+    assert pages and pages[0].stat().st_size > 10_000
+    text = " ".join(subprocess.run(["pdftotext", "-layout", str(pdf), "-"], check=True, capture_output=True,
+                                   text=True).stdout.split())
+    assert report.title in text
+    assert f"At Risk ARR: {dollars(at_risk_arr)} over {sum(r['band'] in risky for r in now)} accounts" in text
+    assert f"({'+' if at_risk_arr >= at_risk_before else '-'}${abs(at_risk_arr - at_risk_before) / 100:,.0f} " \
+           "against last month)" in text
+    for title in ("Portfolio by band", "Top 10 at-risk accounts by ARR", "Accounts approaching renewal",
+                  "Saves this month", "Expansions this month", "Model accuracy"):
+        assert title in text, title
+    for account in report.top_at_risk[:3]:
+        assert account["name"] in text and dollars(account["arr_cents"]) in text
+    assert "Saves this month: 1" in text and "expansions: 1 (+$5,000 ARR)" in text
+    assert "2026-08 41 81.2% 68.8% 55.0% 0.811 recall" in text  # the August row as the table holds it
+    with ui_server.world.engine.connect() as conn:
+        sent = conn.execute(sa.select(NotificationOutbox.recipient, NotificationOutbox.subject).where(
+            NotificationOutbox.dedupe_key.like("executive:%"))).all()
+    assert sent == [("leadership@example.com", report.title)]
+    assert monthly["first"]["sent"] and not monthly["second"]["sent"]  # a rerun sends nothing twice

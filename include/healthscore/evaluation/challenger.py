@@ -123,9 +123,11 @@ def changes(champion: ModelConfig, challenger: ModelConfig, segments: Sequence[s
         if any(b[k] != a[k] for k in ("floor", "baseline", "target", "cap")):
             moved[sid] = {"before": {k: b[k] for k in ("floor", "baseline", "target", "cap")},
                           "after": {k: a[k] for k in ("floor", "baseline", "target", "cap")}}
+    zero = sorted(sid for sid, a in after.items() if not a["weight"] and before.get(sid, {}).get("weight", 1))
     return {
         "weights": weights,
         "dropped_signals": sorted(set(before) - set(after)),
+        "zero_weight_signals": zero,
         "added_signals": sorted(set(after) - set(before)),
         "moved_curves": moved,
         "bands": {"before": [(b.name, b.min, b.max) for b in champion.bands],

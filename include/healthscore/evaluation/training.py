@@ -21,6 +21,7 @@ from healthscore.evaluation.byo import DEFAULT_SEGMENT, SEGMENTS, ByoTable, Mapp
 from healthscore.signals.carry import CONTRACT_COLUMNS
 
 OUTCOME_COLUMN = "churned"
+WEAK_CORRELATION = 0.3  # the field's rule: |r| below this with retention is a weak signal
 LEAD_COLUMNS = ("outcome_date", "horizon_days", "lead_date", "outcome", OUTCOME_COLUMN)  # outcome_date: the renewal
 
 
@@ -123,3 +124,20 @@ def scoring_frame(rows: pd.DataFrame) -> pd.DataFrame:
         if column not in frame.columns:
             frame[column] = None
     return frame
+
+
+def correlations(table: ByoTable, rows: np.ndarray | None = None) -> list[dict[str, object]]:
+    """Per signal, Pearson r of its healthy-direction value with retention (1 - churned) over ``rows``
+    (all when None; missing values left out); ``weak`` when |r| < 0.3 or it cannot be computed."""
+    frame = table.frame if rows is None else table.frame.iloc[rows]
+    retained = 1.0 - frame[table.outcome].to_numpy(dtype=float)
+    out = []
+    for sig in table.signals:
+        values = sig.direction * frame[sig.column].to_numpy(dtype=float)
+        ok = np.isfinite(values)
+        r = None
+        if ok.sum() >= 3 and np.std(values[ok]) > 0 and np.std(retained[ok]) > 0:
+            r = float(np.corrcoef(values[ok], retained[ok])[0, 1])
+        out.append({"signal": sig.signal_id, "dimension": sig.dimension, "n": int(ok.sum()), "r": r,
+                    "weak": r is None or abs(r) < WEAK_CORRELATION})
+    return out

@@ -23,7 +23,7 @@ from healthscore.config import ModelConfig, model_config_from_dict
 from healthscore.evaluation import challenger as cc
 from healthscore.evaluation.backtest import write_json, write_model_yaml
 from healthscore.evaluation.byo import SEGMENTS
-from healthscore.evaluation.training import Window, lead_rows, training_table
+from healthscore.evaluation.training import Window, correlations, lead_rows, training_table
 from healthscore.pipeline.accuracy import read_outcomes
 from healthscore.pipeline.score import registered_models
 from healthscore.pipeline.signals import load_signal_history
@@ -109,26 +109,54 @@ def _free_version(engine: Engine, base: str, model: ModelConfig, description: st
     raise registry.ModelRegistryError(f"no free version name after {base}-99")
 
 
-def recalibrate_challenger(engine: Engine, until: date, out_dir: Path, *, author: str = "health_model_recalibration"
-                           ) -> dict[str, Any]:
-    """Learn the challenger from the training rows (recalibrate.py's steps) and register it with its parent."""
+def _with_probability(model: ModelConfig, kept: pd.DataFrame, train: Any) -> ModelConfig:
+    """``model`` scoring by a calibrated classifier of its dimension scores, fitted on the training rows only
+    (``healthscore.evaluation.probability``; the coefficients are stored in the YAML, no pickle)."""
+    from healthscore.evaluation.probability import (
+        fit_probability_model,
+        probability_features,
+        with_probability_model,
+    )
+    from healthscore.evaluation.training import OUTCOME_COLUMN, scoring_frame
+
+    rows = kept.iloc[train].reset_index(drop=True)
+    frame = probability_features(scoring_frame(rows), model)
+    features = list(frame.columns)
+    frame[OUTCOME_COLUMN] = rows[OUTCOME_COLUMN].to_numpy()
+    frame["as_of_date"] = rows["as_of_date"].to_numpy()
+    frame["account_id"] = rows["account_id"].to_numpy()
+    return with_probability_model(model, fit_probability_model(frame, OUTCOME_COLUMN, features))
+
+
+def recalibrate_challenger(engine: Engine, until: date, out_dir: Path, *, author: str = "health_model_recalibration",
+                           method: str = "weighted_average") -> dict[str, Any]:
+    """Learn the challenger from the training rows (recalibrate.py's steps) and register it with its parent.
+
+    ``method`` ``model_probability``: the recalibrated curves then feed a calibrated classifier fitted on the
+    same training rows (the glass-box weighted average stays the default).
+    """
     from threadpoolctl import threadpool_limits
 
     from healthscore.evaluation.recalibrate import recalibrate
 
+    if method not in ("weighted_average", "model_probability"):
+        raise ValueError(f"method {method!r}: weighted_average or model_probability")
     champion = champion_model(engine)
     rows = read_lead_rows(out_dir)
-    table, _ = training_table(rows, champion, source=str(out_dir / LEAD_ROWS_FILE))
+    table, kept = training_table(rows, champion, source=str(out_dir / LEAD_ROWS_FILE))
     with threadpool_limits(limits=1, user_api="blas"):
         result = recalibrate(table, champion, base_given=True)
+        if method == "model_probability":
+            result.model = _with_probability(result.model, kept, result.split.train)
     root = champion.version.split("-q")[0]
     description = (f"Recalibrated from {champion.version} on the warehouse's outcomes up to {until.isoformat()}: "
                    f"curves, non-negative weights and band lines learned from "
                    f"{result.split.description['train']['rows']} point-in-time training rows")
-    model = _free_version(engine, f"{root}-q{until.strftime('%Y%m%d')}", result.model, description)
+    suffix = "p" if method == "model_probability" else ""
+    model = _free_version(engine, f"{root}-q{until.strftime('%Y%m%d')}{suffix}", result.model, description)
     held = result.metrics["recalibrated"]["held_out"]["overall"]
-    changelog = (f"quarterly recalibration of {champion.version} to {until.isoformat()}: held-out AUC "
-                 f"{held.get('auc') or 0:.3f}; dropped {', '.join(result.metrics['dropped_signals']) or 'no signals'}")
+    changelog = (f"quarterly recalibration ({method}) of {champion.version} to {until.isoformat()}: weighted "
+                 f"held-out AUC {held.get('auc') or 0:.3f}; dropped {', '.join(result.metrics['dropped_signals']) or 'no signals'}")
     reg = registry.register(engine, model, role="challenger", parent=champion.version, author=author,
                             changelog=changelog, metrics={"recalibration": _compact(result.metrics)})
     # One recalibrated challenger shadow-scores at a time: an earlier quarter's that was never promoted retires.
@@ -175,6 +203,7 @@ def backtest(engine: Engine, out_dir: Path, challenger_version: str, margin: flo
     figures = cc.side_by_side(scored)
     decision = cc.verdict(figures, margin)
     changes = cc.changes(champion, challenger, SEGMENTS)
+    changes["correlations"] = correlations(table, split.train)  # on the training rows, as the fit saw them
     table_rows = cc.table_rows(figures)
     pd.DataFrame(table_rows).to_csv(out_dir / "backtest_metrics.csv", index=False)
     pd.concat([frame for _, frame in scored.values()], ignore_index=True).to_csv(out_dir / "backtest_scores.csv",

@@ -110,19 +110,32 @@ def run_outcomes(context: Mapping[str, Any]) -> dict:
         return record_outcomes(engine, batch)
 
 
-def run_accuracy(context: Mapping[str, Any]) -> dict:
-    """The monthly accuracy report for the month before the run's data interval end (or params.month)."""
+def _report_month(context: Mapping[str, Any]):
+    """The month a monthly run reports on: the month before its data interval end, or ``params.month``."""
     from datetime import date
-
-    from healthscore.pipeline.accuracy import AccuracyPaths, run_month
 
     params = context.get("params") or {}
     if params.get("month"):
-        month = date.fromisoformat(f"{params['month']}-01" if len(str(params["month"])) == 7 else params["month"])
-    else:
-        month = (batch_from_context(context).batch_date).replace(day=1)
+        return date.fromisoformat(f"{params['month']}-01" if len(str(params["month"])) == 7 else params["month"])
+    return (batch_from_context(context).batch_date).replace(day=1)
+
+
+def run_accuracy(context: Mapping[str, Any]) -> dict:
+    """The monthly accuracy report for the month before the run's data interval end (or params.month)."""
+    from healthscore.pipeline.accuracy import AccuracyPaths, run_month
+
+    month = _report_month(context)
     with task_scope() as (settings, _, engine):
         return run_month(engine, month, AccuracyPaths.under(settings.data_dir))
+
+
+def run_executive_report(context: Mapping[str, Any]) -> dict:
+    """The monthly executive report (HTML + PDF) for the same month, sent to leadership through the outbox."""
+    from healthscore.pipeline.executive import run_month
+
+    month = _report_month(context)
+    with task_scope() as (settings, _, engine):
+        return run_month(engine, month, settings.data_dir, settings.notify_fallback_email)
 
 
 def run_recalibration(step: str, context: Mapping[str, Any], **kwargs: Any) -> dict:
@@ -140,7 +153,8 @@ def run_recalibration(step: str, context: Mapping[str, Any], **kwargs: Any) -> d
             return rc.build_training_set(engine, until, int(params.get("months") or rc.RecalibrationOptions.months),
                                          out_dir)
         if step == "recalibrate":
-            return rc.recalibrate_challenger(engine, until, out_dir)
+            return rc.recalibrate_challenger(engine, until, out_dir,
+                                             method=str(params.get("method") or "weighted_average"))
         if step == "backtest":
             margin = params.get("margin")
             return rc.backtest(engine, out_dir, kwargs["challenger"],

@@ -85,9 +85,16 @@ def render_report(report: Mapping[str, Any], table_rows: Sequence[Mapping[str, A
         for dim, (before, after) in dims.items():
             w_rows.append([seg, dim, before, after, None if before is None or after is None else after - before])
     out.append(_table(["segment", "dimension", champ, chall, "change"], w_rows, left=2))
-    out.append("<h3>Signals</h3><p>Dropped (weight 0 or absent): "
-               f"{html.escape(', '.join(changes['dropped_signals']) or 'none')}. Added: "
+    out.append("<h3>Signals</h3><p>Dropped (absent from the challenger): "
+               f"{html.escape(', '.join(changes['dropped_signals']) or 'none')}. Weight 0 in the challenger: "
+               f"{html.escape(', '.join(changes.get('zero_weight_signals', [])) or 'none')}. Added: "
                f"{html.escape(', '.join(changes['added_signals']) or 'none')}.</p>")
+    if changes.get("correlations"):
+        out.append("<p class='note'>Correlation of each signal (healthy direction) with retention on the training "
+                   "rows; |r| &lt; 0.3 is flagged weak (the field's rule).</p>")
+        out.append(_table(["signal", "dimension", "rows", "r", "weak"],
+                          [[c["signal"], c["dimension"], c["n"], c["r"], "weak" if c["weak"] else ""]
+                           for c in changes["correlations"]], left=2))
     c_rows = [[sid, *(m["before"][k] for k in ("floor", "baseline", "target", "cap")),
                *(m["after"][k] for k in ("floor", "baseline", "target", "cap"))]
               for sid, m in changes["moved_curves"].items()]
