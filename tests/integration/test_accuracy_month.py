@@ -10,7 +10,7 @@ and a missed target and a drift alert each reach the outbox (table and file), on
 from __future__ import annotations
 
 import json
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +23,13 @@ from healthscore.config import load_model_config
 from healthscore.pipeline.accuracy import AccuracyPaths, evaluate_month, run_month
 from healthscore.warehouse.engine import make_engine
 from healthscore.warehouse.migrate import upgrade
-from healthscore.warehouse.models import AccuracyReport, HealthScore, NotificationOutbox, RenewalOutcome
+from healthscore.warehouse.models import (
+    AccuracyReport,
+    HealthScore,
+    NotificationOutbox,
+    RenewalOutcome,
+    ScoreOverride,
+)
 from healthscore.warehouse.registry import register_model_version
 
 MONTH = date(2026, 6, 1)
@@ -79,6 +85,10 @@ def warehouse(tmp_path_factory: pytest.TempPathFactory) -> dict:
     url = f"sqlite:///{tmp / 'warehouse.db'}"
     seeded = seed_warehouse(url)
     engine = make_engine(url)
+    with engine.begin() as conn:  # three CSM overrides standing through every lead date (never revoked)
+        conn.execute(sa.insert(ScoreOverride), [
+            {"account_id": f"acc{i:04d}", "override_band": "Critical", "reason": "csm", "author": "csm",
+             "created_at": datetime(2026, 1, 2), "expires_on": date(2026, 12, 31)} for i in range(3)])
     paths = AccuracyPaths.under(tmp / "data")
     report = evaluate_month(engine, MONTH)
     first = run_month(engine, MONTH, paths)
@@ -151,6 +161,23 @@ def test_the_table_and_report_hold_the_same_figures(warehouse: dict) -> None:
                  "drift_dimensions", "metrics_by_segment"):
         assert (html_path.parent / f"{name}.csv").exists(), name
     assert warehouse["second"]["rows"] == warehouse["first"]["rows"] == len(warehouse["rows"])
+
+
+def test_overrides_are_scored_against_the_outcomes_in_the_table_and_the_report(warehouse: dict) -> None:
+    truth = {account: positive for account, _, positive in warehouse["truth"]}
+    result = warehouse["report"]["overrides"]
+    assert result["n"] == 3 and result["too_small"]  # three renewals: under min_group_size (20)
+    rows = {r["account_id"]: r for r in result["rows"]}
+    assert set(rows) == {"acc0000", "acc0001", "acc0002"}
+    for account, row in rows.items():
+        assert row["override_band"] == "Critical" and row["override_right"] is bool(truth[account])
+    head = next(r for r in warehouse["rows"] if r["horizon_days"] == 60)
+    stored = json.loads(head["metrics"]) if isinstance(head["metrics"], str) else head["metrics"]
+    assert stored["overrides"]["n"] == 3 and stored["overrides"]["override_right"]["too_small"]
+    page = Path(head["report_path"]).read_text()
+    assert "Were the humans right?" in page and "too small" in page
+    csv = pd.read_csv(Path(head["report_path"]).parent / "override_renewals.csv")
+    assert sorted(csv["account_id"]) == sorted(rows)
 
 
 def test_missed_targets_and_drift_reach_the_outbox_once(warehouse: dict) -> None:

@@ -366,3 +366,97 @@ def month_bounds(day: date) -> tuple[date, date]:
     first = day.replace(day=1)
     nxt = (first + timedelta(days=32)).replace(day=1)
     return first, nxt - timedelta(days=1)
+
+
+# ---- were the humans right? ------------------------------------------------------------------------------
+OVERRIDE_COLUMNS = ("id", "account_id", "override_score", "override_band", "created_at", "expires_on", "revoked_at")
+
+
+def band_of(score: float, model: ModelConfig) -> str | None:
+    """The model's band for a score, rounded half-up as the bands are (an override that gives a score only is
+    judged by its band)."""
+    rounded = int(np.floor(score + 0.5))
+    return next((b.name for b in model.bands if b.min <= rounded <= b.max), None)
+
+
+def standing_overrides(preds: pd.DataFrame, overrides: pd.DataFrame) -> pd.DataFrame:
+    """Each prediction with the override standing on its lead date, if any (the newest entered by then).
+
+    An override stands on day ``d`` when it was entered on or before ``d``, expires after ``d`` (it gives way on
+    its expiry date) and was not revoked on or before ``d``. Predictions without one are left out.
+    """
+    columns = [*preds.columns, "override_id", "override_score", "override_band"]
+    if preds.empty or overrides.empty:
+        return pd.DataFrame(columns=columns)
+    o = overrides.rename(columns={"id": "override_id"}).copy()
+    o["entered"] = _day(o["created_at"])
+    o["expires"] = _day(o["expires_on"])
+    o["revoked"] = _day(o["revoked_at"])
+    p = preds.drop(columns=["override_id", "override_score", "override_band"], errors="ignore").copy()
+    p["_lead"] = _day(p["lead_date"])
+    p["_row"] = np.arange(len(p))
+    joined = p.merge(o[["account_id", "override_id", "override_score", "override_band", "entered", "expires",
+                        "revoked"]], on="account_id", how="inner")
+    lead = joined["_lead"]
+    stands = ((joined["entered"] <= lead) & (joined["expires"].isna() | (joined["expires"] > lead))
+              & (joined["revoked"].isna() | (joined["revoked"] > lead)))
+    joined = joined[stands].sort_values(["_row", "entered", "override_id"])
+    joined = joined.drop_duplicates("_row", keep="last").sort_values("_row")
+    return joined.drop(columns=["_lead", "_row", "entered", "expires", "revoked"]).reset_index(drop=True)
+
+
+def _day(series: pd.Series) -> pd.Series:
+    out = pd.to_datetime(series, errors="coerce", utc=True)
+    return out.dt.tz_localize(None).dt.normalize()
+
+
+def _share(k: int, n: int, min_n: int) -> dict[str, Any]:
+    from healthscore.evaluation.effectiveness import wilson
+
+    if n < min_n:
+        return {"n": int(n), "k": int(k), "too_small": True}
+    lo, hi = wilson(k, n) or (None, None)
+    return {"n": int(n), "k": int(k), "rate": k / n, "ci_low": lo, "ci_high": hi, "too_small": False}
+
+
+def override_accuracy(preds: pd.DataFrame, overrides: pd.DataFrame, model: ModelConfig,
+                      horizon_days: int) -> dict[str, Any]:
+    """Were the humans right? For the renewals whose account had an override standing at the lead date: the
+    override band's prediction (at risk or not) against the computed band's, on the same renewals.
+
+    ``preds``: one model version's predictions (``predictions_at``: outcome, band = the computed band, lead_date);
+    ``overrides``: the ``score_overrides`` rows of those accounts. Shares carry their sample size and a Wilson
+    interval, or "too small" under ``min_group_size``; ``disagreed`` is where the two bands predicted differently
+    (where being right matters), ``verdict`` says who was right more often there, or that it is too small to say.
+    """
+    ev = model.evaluation
+    standing = standing_overrides(preds, overrides)
+    rows = []
+    for r in standing.itertuples(index=False):
+        band = r.override_band if isinstance(r.override_band, str) and r.override_band else (
+            band_of(float(r.override_score), model) if pd.notna(r.override_score) else None)
+        if band is None:
+            continue
+        positive = r.outcome in ev.positive_outcomes
+        human, computed = band in ev.at_risk_bands, r.band in ev.at_risk_bands
+        rows.append({"account_id": r.account_id, "renewal_date": r.renewal_date, "lead_date": r.lead_date,
+                     "outcome": r.outcome, "computed_band": r.band, "override_band": band,
+                     "override_id": int(r.override_id), "override_right": human == positive,
+                     "computed_right": computed == positive, "disagree": human != computed})
+    n, min_n = len(rows), ev.min_group_size
+    split = [r for r in rows if r["disagree"]]
+    human_k = sum(r["override_right"] for r in split)
+    computed_k = sum(r["computed_right"] for r in split)
+    if not split:
+        verdict = "no renewal where the override and the computed band disagreed"
+    elif len(split) < min_n:
+        verdict = f"too small: {len(split)} renewal(s) where they disagreed (fewer than {min_n})"
+    else:
+        verdict = ("the overrides were right more often" if human_k > computed_k else
+                   "the computed score was right more often" if computed_k > human_k else "a tie")
+    return {"horizon_days": int(horizon_days), "n": n, "too_small": n < min_n,
+            "override_right": _share(sum(r["override_right"] for r in rows), n, min_n),
+            "computed_right": _share(sum(r["computed_right"] for r in rows), n, min_n),
+            "disagreed": {"n": len(split), "override_right": _share(human_k, len(split), min_n),
+                          "computed_right": _share(computed_k, len(split), min_n)},
+            "verdict": verdict, "rows": rows}

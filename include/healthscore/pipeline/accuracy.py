@@ -29,6 +29,7 @@ from healthscore.warehouse.models import (
     HealthScore,
     PlaybookEvent,
     RenewalOutcome,
+    ScoreOverride,
 )
 from healthscore.warehouse.upsert import bulk_upsert
 
@@ -115,6 +116,17 @@ def read_plays(conn: sa.Connection, version: str, last: date) -> tuple[pd.DataFr
     return events, scores, read_outcomes(conn, first, last)
 
 
+def read_overrides(conn: sa.Connection, accounts: list[str]) -> pd.DataFrame:
+    """Every override of these accounts, revoked and expired ones included (which stood when is decided later)."""
+    o = ScoreOverride.__table__
+    columns = list(acc.OVERRIDE_COLUMNS)
+    rows = []
+    for i in range(0, len(accounts), 500):
+        rows.extend(conn.execute(sa.select(*(o.c[c] for c in columns)).where(
+            o.c.account_id.in_(accounts[i:i + 500]))).mappings().all())
+    return pd.DataFrame(rows, columns=columns)
+
+
 def accuracy_history(conn: sa.Connection, version: str, horizon: int, before: date) -> list[float | None]:
     r = AccuracyReport.__table__
     rows = conn.execute(sa.select(r.c.metrics).where(r.c.model_version == version, r.c.horizon_days == horizon,
@@ -140,6 +152,7 @@ def evaluate_month(engine: Engine, month: date, model: ModelConfig | None = None
         sig_before = signals_on(conn, before["as_of_date"].max() if len(before) else None)
         history = accuracy_history(conn, champion.version, ev.headline_horizon_days, first)
         plays = read_plays(conn, champion.version, last)
+        overrides = read_overrides(conn, accounts)
     report: dict[str, Any] = {
         "period_start": first, "period_end": last, "champion": champion.version,
         "positive_outcomes": list(ev.positive_outcomes), "at_risk_bands": list(ev.at_risk_bands),
@@ -178,6 +191,7 @@ def evaluate_month(engine: Engine, month: date, model: ModelConfig | None = None
     report["journey_velocity"] = acc.journey_velocity(now, champion)
     current_accuracy = overall.get("accuracy") if not overall.get("too_small") else None
     report["drift"] = acc.drift(now, before, sig_now, sig_before, dims, [*history, current_accuracy], ev)
+    report["overrides"] = acc.override_accuracy(champ_preds, overrides, champion, ev.headline_horizon_days)
     report["playbooks"] = effectiveness.playbook_effectiveness(
         *plays, end=last, at_risk_bands=ev.at_risk_bands, positive_outcomes=ev.positive_outcomes,
         min_group_size=ev.min_group_size)
@@ -195,7 +209,7 @@ def store_report(engine: Engine, report: dict[str, Any], report_path: Path | Non
             metrics["positive_outcomes"] = report["positive_outcomes"]
             if h == ev.headline_horizon_days and version == report["champion"]:
                 for key in ("targets", "missed_targets", "retention_by_band", "lead_time", "misses",
-                            "journey_velocity", "drift", "outcomes", "playbooks"):
+                            "journey_velocity", "drift", "outcomes", "playbooks", "overrides"):
                     metrics[key] = report[key]
             rows.append({"model_version": version, "period_start": report["period_start"],
                          "period_end": report["period_end"], "horizon_days": int(h),

@@ -111,7 +111,23 @@ def tables(report: Mapping[str, Any]) -> dict[str, pd.DataFrame]:
         "drift_dimensions": pd.DataFrame(drift_dims),
         "drift_signals": pd.DataFrame(drift_sigs),
         **playbook_tables(report.get("playbooks")),
+        **override_tables(report.get("overrides")),
     }
+
+
+def override_tables(result: Mapping[str, Any] | None) -> dict[str, pd.DataFrame]:
+    """Were the humans right? The override band's prediction against the computed band's on the same renewals
+    (all of them, and where the two disagreed), each share beside its sample size; and the renewals themselves."""
+    if not result:
+        return {"override_accuracy": pd.DataFrame(), "override_renewals": pd.DataFrame()}
+    summary = [{"renewals": "with an override standing at the lead date", "n": result["n"],
+                "override_right": _share(result["override_right"]), "computed_right": _share(result["computed_right"])},
+               {"renewals": "where the override and the computed band disagreed", "n": result["disagreed"]["n"],
+                "override_right": _share(result["disagreed"]["override_right"]),
+                "computed_right": _share(result["disagreed"]["computed_right"])}]
+    for row in summary:
+        row["verdict"] = result["verdict"] if row is summary[-1] else ""
+    return {"override_accuracy": pd.DataFrame(summary), "override_renewals": pd.DataFrame(result["rows"])}
 
 
 def _svg(fig: Any) -> str:
@@ -197,6 +213,11 @@ SECTIONS = (
      "at the first renewal within 180 days, against accounts on which the play never fired, matched on segment, "
      "band and 30-day trend (falling / flat / rising; 'matched' re-weights them to the fired plays' mix). "
      "Velocity: score points per 30 days after the crossing. Brackets: 95% intervals (Wilson for shares)."),
+    ("override_accuracy", "Were the humans right? Overrides against outcomes",
+     "Renewals whose account had a CSM override standing at the headline lead date: right = the band predicted "
+     "the outcome (an at-risk band and churned or contracted, or another band and renewed). The override's band "
+     "(or the band of its score) against the computed band on the same renewals. Brackets: Wilson 95%."),
+    ("override_renewals", "Overridden renewals", "One row per renewal judged above."),
     ("next_best_action", "Next best action",
      "Per situation (band when the play fired x segment), the play whose completed tasks recovered the most "
      "accounts; named on new tasks only where it rests on enough completed plays."),
