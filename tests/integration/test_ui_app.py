@@ -382,3 +382,43 @@ def test_the_executive_report_shows_the_warehouses_figures_in_html_and_a_readabl
             NotificationOutbox.dedupe_key.like("executive:%"))).all()
     assert sent == [("leadership@example.com", report.title)]
     assert monthly["first"]["sent"] and not monthly["second"]["sent"]  # a rerun sends nothing twice
+
+
+def test_the_model_page_shows_drift_flags_and_the_latest_recalibrations_approval_state(ui_server: UIServer,
+                                                                                      monthly: dict):
+    from healthscore.config import load_model_config
+    from healthscore.warehouse import registry
+
+    engine, viewer = ui_server.world.engine, ui_server.airflow.session("viewer")
+    page = viewer.get(f"{ui_server.base}/model", timeout=60).text
+    drift = monthly["accuracy"]["drift_alerts"]  # the September accuracy run on this world
+    assert drift and 'id="drift-alerts"' in page
+    for alert in drift:
+        assert f"<li>{alert.replace('>=', '&gt;=')}</li>" in page, alert
+    flagged = [a.split(" ")[:2] for a in drift if a.startswith(("dimension ", "signal "))]
+    assert len(re.findall(r'<tr data-drift="', page)) == len(flagged)
+    for kind, name in flagged:
+        assert f'data-drift="{kind}:{name}"' in page
+    assert re.search(r'id="score-psi" data-level="alert">\d+\.\d{3}<', page)
+    assert "No recalibration yet" in page and 'id="awaiting"' not in page
+
+    # A quarterly recalibration registered a challenger and its backtest beat the champion: awaiting approval.
+    model = load_model_config(None)
+    challenger = model.model_copy(update={"version": "v1-recal-test"})
+    registry.register(engine, challenger, role="challenger", parent=monthly["version"], author="recalibration",
+                      changelog="recalibrated on 12 months of outcomes", metrics={"recalibration": {"n": 1}})
+    registry.record_metrics(engine, challenger.version, {"recalibration": {"n": 1}, "backtest": {
+        "against": monthly["version"], "report": "/data/reports/recalibration/2026-09-30/report.html",
+        "decision": {"better": True, "why": "held-out AUC 0.812 vs 0.790 (+0.022, margin 0.010)"}}})
+    try:
+        page = viewer.get(f"{ui_server.base}/model", timeout=60).text
+        assert re.search(r'id="recalibration" data-version="v1-recal-test">.*?<b class="state">awaiting approval',
+                         page, re.S)
+        assert "held-out AUC 0.812 vs 0.790" in page and "recalibrated on 12 months of outcomes" in page
+        assert re.search(r'<table id="awaiting">.*?<tr data-version="v1-recal-test">.*?awaiting approval', page,
+                         re.S)
+        assert re.search(rf'<tr data-version="{monthly["version"]}">.*?class="state">champion<', page, re.S)
+    finally:  # the shared world scores no extra shadow model in the tests after this one
+        registry.set_role(engine, challenger.version, "retired")
+    page = viewer.get(f"{ui_server.base}/model", timeout=60).text
+    assert 'id="awaiting"' not in page and '<b class="state">retired' in page
