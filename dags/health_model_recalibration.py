@@ -15,6 +15,7 @@ from datetime import timedelta
 import pendulum
 from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import Asset, Param, dag, task
+from airflow.sdk.exceptions import AirflowSkipException
 
 REPORT_ASSET = Asset("healthscore://reports/recalibration")
 
@@ -76,17 +77,18 @@ def health_model_recalibration():
 
     @task
     def auto_approved() -> dict:
-        return {"responded_by_user": {"name": "auto-approval"}}
+        return {"chosen_options": ["Approve"], "responded_by_user": {"name": "auto-approval"}}
 
     @task(trigger_rule="none_failed_min_one_success")
     def promote_challenger(challenger: dict, **context) -> dict:
+        from healthscore.pipeline.recalibration import approver_of
         from healthscore.pipeline.tasks import run_recalibration
 
         ti = context["ti"]
-        response = ti.xcom_pull(task_ids="approve_challenger") or ti.xcom_pull(task_ids="auto_approved") or {}
-        user = response.get("responded_by_user") or {}
-        return run_recalibration("promote", context, challenger=challenger["challenger"],
-                                 approver=user.get("name") or user.get("id"))
+        approver = approver_of(ti.xcom_pull(task_ids="approve_challenger") or ti.xcom_pull(task_ids="auto_approved"))
+        if approver is None:  # not better (both approval paths skipped), or rejected: nothing is promoted
+            raise AirflowSkipException("the challenger was not approved: nothing promoted")
+        return run_recalibration("promote", context, challenger=challenger["challenger"], approver=approver)
 
     challenger = recalibrate(build_training_set())
     result = backtest(challenger)

@@ -98,6 +98,13 @@ def test_thin_evidence_claims_nothing():
     assert report["next_best_action"] == []
 
 
+def test_a_play_that_recovered_nobody_is_not_named():
+    report = _report(*_world(40, done_recovers=False))
+    (row,) = report["playbooks"]
+    assert row["recovery"]["completed"]["rate"] == 0.0  # enough evidence, and it says the play did not work
+    assert report["next_best_action"] == []
+
+
 def test_nothing_after_the_report_end_is_used():
     events, scores, outcomes = _world(40)
     # on day 40 the recovery window (60 days from day 10) has not elapsed: no recovery figure, no claim;

@@ -35,9 +35,9 @@ COVERAGE: list[tuple[str, str, str]] = [
     # the file and tests/unit/test_compose.py its shape), and the long tests take ~28 min (run on demand).
     (r"docker compose .*", ".ci/run", "docker-compose --project-directory . --env-file .env.example config -q"),
     (r"make test-long", "Makefile", "pytest -m long"),
-    # NOT RUN by CI, said so: the demo now bootstraps 64 days of history (~20-25 min on 2 cores), beyond the
-    # suite's budget; the lead decides whether CI pays for it. Its parts run in tests (test_daily_dag_full,
-    # test_accuracy_dag, test_sixty_days).
+    # NOT RUN by CI, said so: the demo bootstraps 64 days of history and runs four Airflow runs (its time is in
+    # the README's "What the demo does"), beyond the suite's budget. Its parts run in tests (test_daily_dag_full,
+    # test_accuracy_dag, test_sixty_days, test_demo_messages).
     (r"make demo", "Makefile", "$(BIN)/healthscore demo"),
     (r"\.venv/bin/python -m deploy\.native (start|status|stop).*", "tests/e2e/test_celery_topology.py",
      '"deploy.native"'),

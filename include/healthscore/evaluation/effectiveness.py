@@ -242,12 +242,13 @@ def playbook_effectiveness(events: pd.DataFrame, scores: pd.DataFrame, outcomes:
 
 def next_best_actions(ev: pd.DataFrame, at_risk_bands: Sequence[str], min_n: int) -> list[dict[str, Any]]:
     """Per situation (band when fired x segment), the completed play with the best recovery, if the evidence
-    holds (at least ``min_n`` completed plays with a known outcome); situations without one are left out."""
+    holds (at least ``min_n`` completed plays with a known outcome, and at least one recovery: a play that
+    recovered nobody is no best action); situations without one are left out."""
     known = ev[ev["completed"] & ev["recovered"].notna() & ev["band"].isin(list(at_risk_bands))]
     out = []
     for (band, segment), grp in known.groupby(["band", "segment"], sort=True):
         stats = grp.groupby("playbook")["recovered"].agg(["sum", "count"])
-        stats = stats[stats["count"] >= min_n]
+        stats = stats[(stats["count"] >= min_n) & (stats["sum"] > 0)]
         if stats.empty:
             continue
         stats = stats.assign(rate=stats["sum"] / stats["count"]).sort_values(["rate", "count"],

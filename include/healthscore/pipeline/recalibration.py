@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -222,6 +223,21 @@ def backtest(engine: Engine, out_dir: Path, challenger_version: str, margin: flo
                "figures": {role: {k: figures[role]["overall"].get(k) for k in cc.METRICS} for role in figures}}
     log.info("backtest: %s", summary)
     return summary
+
+
+APPROVE = "Approve"  # the ApprovalOperator's option; a response without it approves nothing
+
+
+def approver_of(response: Mapping[str, Any] | None) -> str | None:
+    """Who approved, from the approval task's response, or None when nothing approved the challenger.
+
+    The promote task runs under a trigger rule that also fires when both approval paths were skipped (the
+    challenger was not better), so it must not take "ran" for "approved": only a response whose chosen option
+    is Approve counts (the auto-approval answers the same way)."""
+    if not response or APPROVE not in (response.get("chosen_options") or []):
+        return None
+    user = response.get("responded_by_user") or {}
+    return str(user.get("name") or user.get("id") or "unknown approver")
 
 
 def promote_challenger(engine: Engine, version: str, approver: str | None) -> dict[str, Any]:
