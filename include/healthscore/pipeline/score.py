@@ -125,6 +125,43 @@ def _missing(value: Any) -> bool:
         return False
 
 
+SHARD_READ_CHUNK = 900  # account ids per IN list (SQLite's default bind limit is far above)
+
+
+def load_shard_signals(engine: Engine, as_of_date: date, shard: int, shards: int) -> pd.DataFrame:
+    """The day's stored signals that shard ``shard`` of ``shards`` scores, labelled with their row positions in
+    ``load_signals`` (the one-shard order, which the Parquet parts keep): only this shard's accounts are read,
+    unless a registered model ranks across accounts (``CROSS_ACCOUNT_METHODS``), whose accounts shard 0 scores."""
+    from healthscore.pipeline.signals import load_signals, signals_frame
+    from healthscore.warehouse.models import AccountSignals
+
+    whole = shards == 1 or (shard == 0 and any(m.scoring.method in CROSS_ACCOUNT_METHODS
+                                               for m, _ in registered_models(engine)))
+    if whole:
+        return load_signals(engine, as_of_date)
+    table = AccountSignals.__table__
+    with engine.connect() as conn:
+        ids = conn.execute(sa.select(table.c.account_id).where(table.c.as_of_date == as_of_date)
+                           .order_by(table.c.account_id)).scalars().all()
+        if not ids:
+            raise LookupError(f"no account_signals stored for {as_of_date}; run the signals task first")
+        positions = np.flatnonzero(shard_of(ids, shards) == shard)
+        mine = [ids[p] for p in positions]
+        rows: list = []
+        for at in range(0, len(mine), SHARD_READ_CHUNK):
+            chunk = mine[at : at + SHARD_READ_CHUNK]
+            rows.extend(conn.execute(sa.select(table).where(table.c.as_of_date == as_of_date,
+                                                            table.c.account_id.in_(chunk))
+                                     .order_by(table.c.account_id)).mappings().all())
+    if [r["account_id"] for r in rows] != mine:  # pragma: no cover - a concurrent signals rebuild
+        raise RuntimeError(f"account_signals of {as_of_date} changed while shard {shard} read them")
+    if not rows:
+        return load_signals(engine, as_of_date).iloc[:0]
+    frame = signals_frame(rows)
+    frame.index = pd.Index(positions)
+    return frame
+
+
 def score_batch(engine: Engine, signals: pd.DataFrame, batch: Batch, archive_url: str | None = None,
                 churn_model: Any = None, *, shard: int = 0, shards: int = 1) -> dict[str, int]:
     """Score with every registered model version and archive; returns rows written per version.

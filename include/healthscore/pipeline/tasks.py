@@ -90,11 +90,10 @@ def run_score_plan(context: Mapping[str, Any]) -> list[dict[str, int]]:
 
 
 def run_score(context: Mapping[str, Any], shard: int = 0, shards: int = 1) -> dict:
-    from healthscore.pipeline.score import score_batch
-    from healthscore.pipeline.signals import load_signals
+    from healthscore.pipeline.score import load_shard_signals, score_batch
 
     with task_scope(context) as (settings, batch, engine):
-        signals = load_signals(engine, batch.batch_date)
+        signals = load_shard_signals(engine, batch.batch_date, shard, shards)
         written = score_batch(engine, signals, batch, archive_url=settings.resolved_archive_url,
                               shard=shard, shards=shards)
         log.info("archive (shard %d of %d): %s rows per model version; Parquet under %s", shard, shards, written,
