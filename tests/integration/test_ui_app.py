@@ -378,6 +378,8 @@ def test_the_executive_report_shows_the_warehouses_figures_in_html_and_a_readabl
         assert account["name"] in text and dollars(account["arr_cents"]) in text
     assert "Saves this month: 1" in text and "expansions: 1 (+$5,000 ARR)" in text
     assert "2026-08 41 81.2% 68.8% 55.0% 0.811 recall" in text  # the August row as the table holds it
+    judged = report.accuracy["overrides"]
+    assert f"Were the overrides right? {judged['n']} renewal(s) this month" in text and judged["verdict"] in text
     with ui_server.world.engine.connect() as conn:
         sent = conn.execute(sa.select(NotificationOutbox.recipient, NotificationOutbox.subject).where(
             NotificationOutbox.dedupe_key.like("executive:%"))).all()
