@@ -1,5 +1,9 @@
 """customer_health_daily: extract -> validate -> signals -> score -> archive -> playbooks -> publish.
 
+Scoring is mapped over account shards (``HEALTHSCORE_SCORE_SHARDS``, 1 by default; see
+``healthscore.pipeline.score``): ``plan_score_shards`` lists them, one ``score_and_archive`` per shard, and
+``combine_shards`` writes the Parquet partitions from the shards' parts once all have succeeded.
+
 Thin wiring only: every step is a function in ``healthscore.pipeline``. Runs are strictly sequential:
 each batch resumes from the cursors the previous batch committed, scores against the history it
 archived, and sees its CRM writes. ``max_active_runs=1`` holds scheduled runs; a backfill has its own
@@ -74,12 +78,26 @@ def customer_health_daily():
 
         return run_signals(context)
 
-    @task(outlets=[SCORES_ASSET])
-    def score_and_archive(**context) -> dict:
-        """Champion and shadow challengers scored; history upserted and written as Parquet."""
+    @task
+    def plan_score_shards(**context) -> list[dict]:
+        """The account shards to score (``HEALTHSCORE_SCORE_SHARDS``): one mapped score_and_archive each."""
+        from healthscore.pipeline.tasks import run_score_plan
+
+        return run_score_plan(context)
+
+    @task
+    def score_and_archive(shard: int, shards: int, **context) -> dict:
+        """One shard's accounts: champion and shadow challengers scored; history upserted, Parquet rows written."""
         from healthscore.pipeline.tasks import run_score
 
-        return run_score(context)
+        return run_score(context, shard=shard, shards=shards)
+
+    @task(outlets=[SCORES_ASSET])
+    def combine_shards(shard_results: list[dict], **context) -> dict:
+        """After every shard: the Parquet partition per model from the shards' parts (one shard wrote it itself)."""
+        from healthscore.pipeline.tasks import run_combine_shards
+
+        return run_combine_shards(context, shard_results)
 
     @task(outlets=[OUTCOMES_ASSET])
     def record_outcomes(**context) -> dict:
@@ -104,7 +122,14 @@ def customer_health_daily():
             if ref != name:
                 extracts[ref] >> (extracts[name] if spec.streams_validation else validations[name])
     act = run_playbooks()
-    list(validations.values()) >> build_signals() >> score_and_archive() >> act
+    signals = build_signals()
+    list(validations.values()) >> signals
+    plan = plan_score_shards()
+    signals >> plan
+    scored = score_and_archive.expand_kwargs(plan)
+    combined = combine_shards(scored)
+    scored >> act  # every shard's warehouse rows are in before the playbooks read them
+    combined >> act
     # Outcomes read the validated deals and subscriptions; upstream of the last task, so the next run waits.
     [validations["hubspot"], validations["stripe"]] >> record_outcomes() >> act
     migrated >> act  # so the next run's prepare_warehouse waits for this run's last task too

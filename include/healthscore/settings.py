@@ -80,6 +80,10 @@ class Settings(BaseSettings):
         default=90, ge=1, le=3650, description="Longest a CSM override may stand: its expiry is at most this many days "
         "after the day it is entered.")
 
+    score_shards: int = Field(
+        default=1, ge=1, le=256, description="Account shards the daily scoring step is mapped over (a stable hash "
+        "of account_id mod N); the warehouse rows and the Parquet archive are the same for every N.")
+
     @classmethod
     def settings_customise_sources(
         cls,

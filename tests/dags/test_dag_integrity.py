@@ -20,8 +20,11 @@ print(json.dumps({
     "errors": {k: str(v) for k, v in bag.import_errors.items()},
     "dags": sorted(bag.dag_ids),
     "tasks": {t.task_id: {"pool": t.pool, "upstream": sorted(t.upstream_task_ids),
-                          "depends_on_past": t.depends_on_past, "wait_for_downstream": t.wait_for_downstream}
+                          "depends_on_past": t.depends_on_past, "wait_for_downstream": t.wait_for_downstream,
+                          "type": type(t).__name__, "outlets": [a.uri for a in t.outlets]}
               for t in dag.tasks},
+    "score_expand": (lambda e: {"kind": type(e).__name__, "from": sorted(op.task_id for op, _ in e.iter_references())})(
+        dag.get_task("score_and_archive")._get_specified_expand_input()),
     "max_active_runs": dag.max_active_runs,
     "accuracy_tasks": sorted(t.task_id for t in bag.dags["health_model_accuracy"].tasks),
     "accuracy_schedule": bag.dags["health_model_accuracy"].timetable.expression,
@@ -53,8 +56,17 @@ def test_daily_dag_parses_wires_the_pipeline_and_uses_defined_pools(tmp_path):
                                                           else ["extract_hubspot", "prepare_warehouse"])
         assert f"extract_{source}" in tasks[f"validate_{source}"]["upstream"]
         assert f"validate_{source}" in tasks["build_signals"]["upstream"]
-    assert tasks["score_and_archive"]["upstream"] == ["build_signals"]
-    assert tasks["run_playbooks"]["upstream"] == ["prepare_warehouse", "record_outcomes", "score_and_archive"]
+    # Scoring is mapped over the account shards plan_score_shards lists (HEALTHSCORE_SCORE_SHARDS, read at
+    # run time); combine_shards writes the Parquet partitions once every shard is done, then the playbooks run.
+    assert tasks["plan_score_shards"]["upstream"] == ["build_signals"]
+    assert tasks["score_and_archive"]["upstream"] == ["plan_score_shards"]
+    assert tasks["score_and_archive"]["type"].endswith("MappedOperator")
+    assert info["score_expand"] == {"kind": "ListOfDictsExpandInput", "from": ["plan_score_shards"]}
+    assert tasks["combine_shards"]["upstream"] == ["score_and_archive"]
+    assert tasks["combine_shards"]["outlets"] == ["healthscore://warehouse/health_scores"]
+    assert not tasks["combine_shards"]["type"].endswith("MappedOperator")
+    assert tasks["run_playbooks"]["upstream"] == ["combine_shards", "prepare_warehouse", "record_outcomes",
+                                                  "score_and_archive"]
     # Renewal outcomes read the validated deals and subscriptions, and finish before the run's last task.
     assert tasks["record_outcomes"]["upstream"] == ["validate_hubspot", "validate_stripe"]
     assert "health_model_accuracy" in info["dags"]

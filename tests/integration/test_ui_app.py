@@ -282,11 +282,12 @@ def monthly(ui_server: UIServer, tmp_path_factory: pytest.TempPathFactory) -> di
     engine = ui_server.world.engine
     out = tmp_path_factory.mktemp("monthly")
     with engine.connect() as conn:
-        played = sorted(set(conn.execute(sa.select(PlaybookEvent.account_id).where(
-            PlaybookEvent.status != "suppressed")).scalars()))
+        played = sorted(set(conn.execute(sa.select(PlaybookEvent.account_id).where(  # fired by 30 Sept
+            PlaybookEvent.status != "suppressed", PlaybookEvent.crossing_date <= date(2026, 9, 30))).scalars()))
+        anyday = set(conn.execute(sa.select(PlaybookEvent.account_id)).scalars())
         version = conn.execute(sa.select(HealthScore.model_version).where(
             HealthScore.is_shadow.is_(False)).limit(1)).scalar()
-    quiet = [r["account_id"] for r in latest_champion_rows(ui_server) if r["account_id"] not in played]
+    quiet = [r["account_id"] for r in latest_champion_rows(ui_server) if r["account_id"] not in anyday]
     assert played and len(quiet) >= 2
     common = {"kind": "renewal", "source": "crm+billing", "agreement": "agree", "first_batch_date": date(2026, 9, 30),
               "as_of_batch_date": date(2026, 9, 30), "crm_arr_before_cents": None, "crm_arr_after_cents": None}
@@ -377,8 +378,75 @@ def test_the_executive_report_shows_the_warehouses_figures_in_html_and_a_readabl
         assert account["name"] in text and dollars(account["arr_cents"]) in text
     assert "Saves this month: 1" in text and "expansions: 1 (+$5,000 ARR)" in text
     assert "2026-08 41 81.2% 68.8% 55.0% 0.811 recall" in text  # the August row as the table holds it
+    judged = report.accuracy["overrides"]
+    assert f"Were the overrides right? {judged['n']} renewal(s) this month" in text and judged["verdict"] in text
     with ui_server.world.engine.connect() as conn:
         sent = conn.execute(sa.select(NotificationOutbox.recipient, NotificationOutbox.subject).where(
             NotificationOutbox.dedupe_key.like("executive:%"))).all()
     assert sent == [("leadership@example.com", report.title)]
     assert monthly["first"]["sent"] and not monthly["second"]["sent"]  # a rerun sends nothing twice
+
+
+def test_the_model_page_shows_drift_flags_and_the_latest_recalibrations_approval_state(ui_server: UIServer,
+                                                                                      monthly: dict):
+    from healthscore.config import load_model_config
+    from healthscore.warehouse import registry
+
+    engine, viewer = ui_server.world.engine, ui_server.airflow.session("viewer")
+    page = viewer.get(f"{ui_server.base}/model", timeout=60).text
+    drift = monthly["accuracy"]["drift_alerts"]  # the September accuracy run on this world
+    assert drift and 'id="drift-alerts"' in page
+    for alert in drift:
+        assert f"<li>{alert.replace('>=', '&gt;=')}</li>" in page, alert
+    flagged = [a.split(" ")[:2] for a in drift if a.startswith(("dimension ", "signal "))]
+    assert len(re.findall(r'<tr data-drift="', page)) == len(flagged)
+    for kind, name in flagged:
+        assert f'data-drift="{kind}:{name}"' in page
+    assert re.search(r'id="score-psi" data-level="alert">\d+\.\d{3}<', page)
+    assert "No recalibration yet" in page and 'id="awaiting"' not in page
+
+    # A quarterly recalibration registered a challenger and its backtest beat the champion: awaiting approval.
+    model = load_model_config(None)
+    challenger = model.model_copy(update={"version": "v1-recal-test"})
+    registry.register(engine, challenger, role="challenger", parent=monthly["version"], author="recalibration",
+                      changelog="recalibrated on 12 months of outcomes", metrics={"recalibration": {"n": 1}})
+    registry.record_metrics(engine, challenger.version, {"recalibration": {"n": 1}, "backtest": {
+        "against": monthly["version"], "report": "/data/reports/recalibration/2026-09-30/report.html",
+        "decision": {"better": True, "why": "held-out AUC 0.812 vs 0.790 (+0.022, margin 0.010)"}}})
+    try:
+        page = viewer.get(f"{ui_server.base}/model", timeout=60).text
+        assert re.search(r'id="recalibration" data-version="v1-recal-test">.*?<b class="state">awaiting approval',
+                         page, re.S)
+        assert "held-out AUC 0.812 vs 0.790" in page and "recalibrated on 12 months of outcomes" in page
+        assert re.search(r'<table id="awaiting">.*?<tr data-version="v1-recal-test">.*?awaiting approval', page,
+                         re.S)
+        assert re.search(rf'<tr data-version="{monthly["version"]}">.*?class="state">champion<', page, re.S)
+    finally:  # the shared world scores no extra shadow model in the tests after this one
+        registry.set_role(engine, challenger.version, "retired")
+    page = viewer.get(f"{ui_server.base}/model", timeout=60).text
+    assert 'id="awaiting"' not in page and '<b class="state">retired' in page
+
+
+def test_the_playbooks_page_shows_fired_completed_and_recovered_per_playbook(ui_server: UIServer, monthly: dict):
+    from healthscore.warehouse.models import AccuracyReport, PlaybookEvent
+
+    e = PlaybookEvent.__table__
+    with ui_server.world.engine.connect() as conn:
+        fired = dict(conn.execute(sa.select(e.c.playbook, sa.func.count()).group_by(e.c.playbook)).all())
+        completed = dict(conn.execute(sa.select(e.c.playbook, sa.func.count()).where(
+            e.c.task_status == "COMPLETED").group_by(e.c.playbook)).all())
+        reports = conn.execute(sa.select(AccuracyReport.period_end, AccuracyReport.metrics).order_by(
+            AccuracyReport.period_end.desc(), AccuracyReport.id.desc())).all()
+    period, metrics = next((p, m) for p, m in reports if "playbooks" in m)
+    measured = {row["playbook"]: row["recovery"]["all"] for row in metrics["playbooks"]["playbooks"]}
+    assert fired and measured, "the UI world fires playbooks and its September accuracy run measures them"
+    page = ui_server.airflow.session("viewer").get(f"{ui_server.base}/playbooks", timeout=60).text
+    assert f"from the accuracy report ending {period}" in page
+    for playbook, n in fired.items():
+        row = re.search(rf'<tr data-playbook="{playbook}">(.*?)</tr>', page, re.S).group(1)
+        assert f'<td class="n fired">{n}</td>' in row
+        assert f'<td class="n completed">{completed.get(playbook, 0)}</td>' in row
+        rec = measured.get(playbook)
+        shown = ("-" if not rec else f"too few ({rec['n']})" if rec.get("too_small")
+                 else f"{rec['k']} of {rec['n']} ({100 * rec['rate']:.0f}%)")
+        assert f'<td class="n recovered">{shown}</td>' in row, (playbook, rec, row)

@@ -79,15 +79,40 @@ def run_signals(context: Mapping[str, Any]) -> dict:
         return {"accounts": len(frame), "blocked_dimensions": blocked}
 
 
-def run_score(context: Mapping[str, Any]) -> dict:
-    from healthscore.pipeline.score import score_batch
-    from healthscore.pipeline.signals import load_signals
+def run_score_plan(context: Mapping[str, Any]) -> list[dict[str, int]]:
+    """The score_and_archive shards of the batch: ``{"shard": i, "shards": N}`` for i < N
+    (``HEALTHSCORE_SCORE_SHARDS``), decided once so every shard and the combine step agree on N."""
+    from healthscore.settings import Settings
+
+    shards = Settings.from_env().score_shards
+    log.info("scoring in %d account shard(s)", shards)
+    return [{"shard": i, "shards": shards} for i in range(shards)]
+
+
+def run_score(context: Mapping[str, Any], shard: int = 0, shards: int = 1) -> dict:
+    from healthscore.pipeline.score import load_shard_signals, score_batch
 
     with task_scope(context) as (settings, batch, engine):
-        signals = load_signals(engine, batch.batch_date)
-        written = score_batch(engine, signals, batch, archive_url=settings.resolved_archive_url)
-        log.info("archive: %s rows per model version; Parquet under %s", written, settings.resolved_archive_url)
+        signals = load_shard_signals(engine, batch.batch_date, shard, shards)
+        written = score_batch(engine, signals, batch, archive_url=settings.resolved_archive_url,
+                              shard=shard, shards=shards)
+        log.info("archive (shard %d of %d): %s rows per model version; Parquet under %s", shard, shards, written,
+                 settings.resolved_archive_url)
         return written
+
+
+def run_combine_shards(context: Mapping[str, Any], shard_results: list[dict]) -> dict:
+    """After every shard: the Parquet partitions from the shards' part files (nothing to do with one shard)."""
+    from healthscore.pipeline.score import combine_parquet_parts
+
+    results = list(shard_results)
+    expected: dict[str, int] = {}
+    for written in results:
+        for version, rows in written.items():
+            expected[version] = expected.get(version, 0) + int(rows)
+    with task_scope(context) as (settings, batch, engine):
+        files = combine_parquet_parts(engine, batch, settings.resolved_archive_url, len(results), expected)
+    return {"shards": len(results), "rows": expected, "parquet": files}
 
 
 def run_act(conn_id: str, context: Mapping[str, Any]) -> dict:

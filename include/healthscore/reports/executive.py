@@ -281,7 +281,8 @@ def _accuracy(conn: sa.Connection, report: ExecutiveReport, model: ModelConfig, 
         entry = {"period_start": start, "period_end": end, "model_version": report.champion, "horizon_days": horizon,
                  **{k: overall.get(k) for k in ("n", "accuracy", "recall", "precision", "auc", "too_small")},
                  "missed_targets": list(m.get("missed_targets") or []),
-                 "drift_alerts": list((m.get("drift") or {}).get("alerts") or [])}
+                 "drift_alerts": list((m.get("drift") or {}).get("alerts") or []),
+                 "overrides": m.get("overrides")}
         report.accuracy_history.append(entry)
     if report.accuracy_history and report.accuracy_history[-1]["period_start"] == report.month:
         report.accuracy = report.accuracy_history[-1]
@@ -403,6 +404,11 @@ def _caption(report: ExecutiveReport, key: str) -> str:
         return f"The first {len(report.renewals)} of {report.renewals_total}, by renewal date."
     if key == "bands" and report.before is None:
         return "No scores from last month to compare with."
+    if key == "accuracy" and report.accuracy and report.accuracy.get("overrides"):
+        o = report.accuracy["overrides"]
+        return (f"Were the overrides right? {o['n']} renewal(s) this month had a CSM override standing at the "
+                f"{o['horizon_days']}-day lead date; {o['disagreed']['n']} where it disagreed with the score: "
+                f"{o['verdict']}.")
     if key == "saves":
         return (f"Renewed or expanded this month after a playbook fired in the {SAVE_LOOKBACK_DAYS} days before; "
                 f"{len(report.losses)} renewal(s) churned or contracted.")

@@ -416,6 +416,18 @@ class Playbooks:
     by_playbook: list[dict[str, Any]]
     statuses: list[str]
     recent: list[dict[str, Any]]
+    effectiveness_period: date | None = None  # end of the accuracy report the recovery figures come from
+
+
+def _latest_effectiveness(conn: sa.Connection) -> tuple[date | None, dict[str, dict[str, Any]]]:
+    """Per playbook, the newest monthly accuracy report's effectiveness row (recovery, churn, velocity)."""
+    A = AccuracyReport.__table__
+    for row in conn.execute(sa.select(A.c.period_end, A.c.metrics).order_by(A.c.period_end.desc(), A.c.id.desc())
+                            .limit(50)):
+        plays = (_json(row.metrics) or {}).get("playbooks")
+        if isinstance(plays, dict) and plays.get("playbooks") is not None:
+            return row.period_end, {p["playbook"]: p for p in plays["playbooks"]}
+    return None, {}
 
 
 def playbooks(conn: sa.Connection, recent: int = 50) -> Playbooks:
@@ -431,12 +443,22 @@ def playbooks(conn: sa.Connection, recent: int = 50) -> Playbooks:
         entry[row.status] = int(row.n)
         entry["fired"] += int(row.n)
         entry["last"] = max(filter(None, (entry["last"], row.last)), default=None)
+    # Completed as the CRM last said (the act step reads back the tasks it created).
+    for row in conn.execute(sa.select(E.c.playbook, sa.func.count().label("n"))
+                            .where(E.c.task_status == "COMPLETED").group_by(E.c.playbook)):
+        if row.playbook in counts:
+            counts[row.playbook]["completed"] = int(row.n)
+    period, measured = _latest_effectiveness(conn)
+    for entry in counts.values():
+        entry.setdefault("completed", 0)
+        recovery = ((measured.get(entry["playbook"]) or {}).get("recovery") or {}).get("all")
+        entry["recovery"] = recovery  # None: no report measured this playbook yet
     rows = conn.execute(sa.select(E.c.account_id, E.c.playbook, E.c.crossing_date, E.c.severity, E.c.status,
-                                  E.c.crm_task_id, E.c.owner_id)
+                                  E.c.task_status, E.c.crm_task_id, E.c.owner_id)
                         .order_by(E.c.crossing_date.desc(), E.c.id.desc()).limit(recent)).all()
     names = account_names(conn, [r.account_id for r in rows], ctx.latest)
     return Playbooks(ctx, sorted(counts.values(), key=lambda e: e["playbook"]), list(PLAYBOOK_STATUSES),
-                     [{**dict(r._mapping), "name": names.get(r.account_id, r.account_id)} for r in rows])
+                     [{**dict(r._mapping), "name": names.get(r.account_id, r.account_id)} for r in rows], period)
 
 
 # ----------------------------------------------------------------------------------------- data quality
@@ -490,14 +512,51 @@ class Models:
     versions: list[dict[str, Any]]
     accuracy: list[dict[str, Any]]
     scored_accounts: int
+    drift: dict[str, Any] | None = None  # the latest accuracy report's drift results (PSI), with its period
+    recalibration: dict[str, Any] | None = None  # the newest recalibrated version and its approval state
+    awaiting: list[dict[str, Any]] = field(default_factory=list)  # challengers/candidates not decided yet
+
+
+def approval_state(version: dict[str, Any]) -> str:
+    """Where a registered version stands, from the registry alone (role, backtest decision, approval)."""
+    role, backtest = version["role"], (version.get("metrics") or {}).get("backtest")
+    if role == "champion":
+        return f"approved by {version['approved_by']}" if version.get("approved_by") else "champion"
+    if role == "retired":
+        return "retired (superseded or rejected)" if version.get("demoted_at") is None else "retired (was champion)"
+    if backtest is None:
+        return "backtest pending"
+    decision = backtest.get("decision") or {}
+    if decision.get("better"):
+        return "awaiting approval (backtest: better than the champion)"
+    return "not promoted: the backtest did not beat the champion"
+
+
+def _drift(accuracy: list[dict[str, Any]], version: str | None) -> dict[str, Any] | None:
+    head = next((a for a in accuracy if a["model_version"] == version and "drift" in a["metrics"]), None)
+    if head is None:
+        return None
+    drift = head["metrics"]["drift"] or {}
+    flagged = [{"kind": "dimension", "name": k, "psi": v.get("psi")}
+               for k, v in sorted((drift.get("dimensions") or {}).items()) if v.get("alert")]
+    flagged += [{"kind": "signal", "name": k, "psi": v.get("psi")}
+                for k, v in sorted((drift.get("signals") or {}).items()) if v.get("alert")]
+    return {"period_start": head["period_start"], "period_end": head["period_end"], "model_version": version,
+            "score_psi": drift.get("score_psi") or {}, "flagged": flagged, "alerts": list(drift.get("alerts") or []),
+            "accuracy_decline": drift.get("accuracy_decline") or {}}
 
 
 def models(conn: sa.Connection) -> Models:
     ctx = context(conn)
     versions = [dict(r._mapping) for r in conn.execute(
-        sa.select(ModelVersion.version, ModelVersion.role, ModelVersion.config_hash, ModelVersion.created_at,
-                  ModelVersion.promoted_at, ModelVersion.approved_by, ModelVersion.parent_version,
-                  ModelVersion.metrics, ModelVersion.notes).order_by(ModelVersion.created_at.desc()))]
+        sa.select(ModelVersion.version, ModelVersion.number, ModelVersion.role, ModelVersion.config_hash,
+                  ModelVersion.created_at, ModelVersion.promoted_at, ModelVersion.demoted_at,
+                  ModelVersion.approved_by, ModelVersion.parent_version, ModelVersion.author,
+                  ModelVersion.changelog, ModelVersion.metrics, ModelVersion.notes)
+        .order_by(ModelVersion.created_at.desc(), ModelVersion.number.desc()))]
+    for v in versions:
+        v["metrics"] = _json(v["metrics"]) or {}
+        v["state"] = approval_state(v)
     A = AccuracyReport.__table__
     accuracy = [dict(r._mapping) for r in conn.execute(
         sa.select(A).order_by(A.c.period_end.desc(), A.c.horizon_days).limit(50))]
@@ -507,4 +566,10 @@ def models(conn: sa.Connection) -> Models:
     if ctx.latest and ctx.version:
         scored = conn.execute(sa.select(sa.func.count()).select_from(H).where(
             *_champion_rows(ctx.version, ctx.latest), H.c.score.is_not(None))).scalar() or 0
-    return Models(ctx, versions, accuracy, int(scored))
+    recalibrated = next((v for v in versions if "recalibration" in v["metrics"]), None)
+    if recalibrated is not None:
+        backtest = recalibrated["metrics"].get("backtest") or {}
+        recalibrated = {**recalibrated, "decision": backtest.get("decision") or {}, "report": backtest.get("report"),
+                        "against": backtest.get("against")}
+    awaiting = [v for v in versions if v["role"] in ("challenger", "candidate")]
+    return Models(ctx, versions, accuracy, int(scored), _drift(accuracy, ctx.version), recalibrated, awaiting)
