@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import time
@@ -17,31 +16,26 @@ from healthscore.warehouse.models import (
     BatchReconciliation,
     ExtractRun,
     QualityResult,
-    Quarantine,
     landing_table,
 )
-from healthscore_sandbox import credentials as cred
-from healthscore_sandbox.runner import SandboxOptions, ThreadedSandbox, build_state
+from healthscore_sandbox.runner import ThreadedSandbox
 from tests.integration.airflow_harness import landing_snapshot, pipeline_env
+from tests.integration.extract_fixtures import ADMIN, LOGICAL_DATE, extract_sandbox, fault_switch
 
 pytestmark = [pytest.mark.airflow, pytest.mark.slow]
 
-LOGICAL_DATE = "2026-09-20"  # the batch is 2026-09-19, data as of 2026-09-20T00:00Z
 AS_OF = datetime(2026, 9, 20, tzinfo=UTC)
-ADMIN = {"Authorization": f"Bearer {cred.ADMIN_TOKEN}"}
 
 
 @pytest.fixture(scope="module")
 def sandbox() -> Iterator[ThreadedSandbox]:
-    with ThreadedSandbox(build_state(SandboxOptions(seed=4, accounts=120, rate_limit_scale=1000))) as server:
+    with extract_sandbox() as server:
         yield server
 
 
 @pytest.fixture
 def faults(sandbox):
-    def set_faults(**config):
-        requests.post(f"{sandbox.url}/_sandbox/faults", headers=ADMIN, json=config, timeout=5).raise_for_status()
-
+    set_faults = fault_switch(sandbox)
     yield set_faults
     set_faults()
 
@@ -163,46 +157,3 @@ def test_killed_extraction_reruns_without_gap_or_duplicate(airflow_home, sandbox
     result = airflow_home.dags_test(LOGICAL_DATE, env)
     assert result.state == "success", result.output[-4000:]
     assert landing_snapshot(url) == clean_run["snapshot"]
-
-
-def test_bad_records_are_quarantined_by_their_expectation_and_critical_failures_block_and_notify(
-        airflow_home, sandbox, faults, tmp_path):
-    faults(seed=2, bad_record_rate=0.3)
-    url = f"sqlite:///{tmp_path / 'warehouse.db'}"
-    env = pipeline_env(sandbox.url, url, tmp_path / "data")
-    result = airflow_home.dags_test(LOGICAL_DATE, env)
-    assert result.state == "success", result.output[-4000:]
-    engine = sa.create_engine(url)
-    with engine.connect() as conn:
-        quarantined = conn.execute(sa.select(Quarantine.object, Quarantine.expectation, Quarantine.reason,
-                                             Quarantine.payload)).all()
-        recs = conn.execute(sa.select(BatchReconciliation)).mappings().all()
-        blocked = conn.execute(sa.select(QualityResult.source).where(
-            QualityResult.expectation == "gate_max_quarantine_share", QualityResult.success.is_(False))).scalars().all()
-    engine.dispose()
-    reasons = {}
-    for obj, expectation, reason, payload in quarantined:
-        reasons.setdefault(obj, []).append(f"{expectation}: {reason}")
-        assert payload, "a quarantined record keeps its payload"
-    text = {obj: "\n".join(r) for obj, r in reasons.items()}
-    # Each injected kind is caught by the expectation meant for it.
-    assert "priority" in text["tickets"] and "status" in text["tickets"] and "organization_id" in text["tickets"]
-    assert "amount_due" in text["invoices"] and "customer_id" in text["invoices"]
-    assert "quantity" in text["subscriptions"] and "status" in text["subscriptions"]
-    assert "licensed_seats" in text["companies"] and "name" in text["companies"]
-    assert "company_id" in text["events"] and "distinct_id" in text["events"]
-    for r in recs:
-        assert r["landed"] == r["accepted"] + r["quarantined"] + r["out_of_scope"]
-        assert r["quarantined"] > 0 or r["object"] in ("owners", "usage_daily")
-    assert set(blocked) >= {"zendesk", "stripe"}
-    alerts = _alerts(tmp_path / "data")
-    assert any(a["critical_failed"] and a["blocked_dimensions"] for a in alerts)
-    assert all(cred.STRIPE_SECRET_KEY not in json.dumps(a) for a in alerts)
-
-    failing = airflow_home.dags_test(LOGICAL_DATE, {**env, "HEALTHSCORE_QUALITY_FAIL_ON_CRITICAL": "true"})
-    assert failing.state == "failed"
-    assert "QualityGateError" in failing.output
-
-
-def _alerts(data_dir) -> list[dict]:
-    return [json.loads(line) for path in data_dir.rglob("*.jsonl") for line in path.read_text().splitlines() if line]

@@ -425,3 +425,28 @@ def test_the_model_page_shows_drift_flags_and_the_latest_recalibrations_approval
         registry.set_role(engine, challenger.version, "retired")
     page = viewer.get(f"{ui_server.base}/model", timeout=60).text
     assert 'id="awaiting"' not in page and '<b class="state">retired' in page
+
+
+def test_the_playbooks_page_shows_fired_completed_and_recovered_per_playbook(ui_server: UIServer, monthly: dict):
+    from healthscore.warehouse.models import AccuracyReport, PlaybookEvent
+
+    e = PlaybookEvent.__table__
+    with ui_server.world.engine.connect() as conn:
+        fired = dict(conn.execute(sa.select(e.c.playbook, sa.func.count()).group_by(e.c.playbook)).all())
+        completed = dict(conn.execute(sa.select(e.c.playbook, sa.func.count()).where(
+            e.c.task_status == "COMPLETED").group_by(e.c.playbook)).all())
+        reports = conn.execute(sa.select(AccuracyReport.period_end, AccuracyReport.metrics).order_by(
+            AccuracyReport.period_end.desc(), AccuracyReport.id.desc())).all()
+    period, metrics = next((p, m) for p, m in reports if "playbooks" in m)
+    measured = {row["playbook"]: row["recovery"]["all"] for row in metrics["playbooks"]["playbooks"]}
+    assert fired and measured, "the UI world fires playbooks and its September accuracy run measures them"
+    page = ui_server.airflow.session("viewer").get(f"{ui_server.base}/playbooks", timeout=60).text
+    assert f"from the accuracy report ending {period}" in page
+    for playbook, n in fired.items():
+        row = re.search(rf'<tr data-playbook="{playbook}">(.*?)</tr>', page, re.S).group(1)
+        assert f'<td class="n fired">{n}</td>' in row
+        assert f'<td class="n completed">{completed.get(playbook, 0)}</td>' in row
+        rec = measured.get(playbook)
+        shown = ("-" if not rec else f"too few ({rec['n']})" if rec.get("too_small")
+                 else f"{rec['k']} of {rec['n']} ({100 * rec['rate']:.0f}%)")
+        assert f'<td class="n recovered">{shown}</td>' in row, (playbook, rec, row)

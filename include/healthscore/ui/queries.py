@@ -416,6 +416,18 @@ class Playbooks:
     by_playbook: list[dict[str, Any]]
     statuses: list[str]
     recent: list[dict[str, Any]]
+    effectiveness_period: date | None = None  # end of the accuracy report the recovery figures come from
+
+
+def _latest_effectiveness(conn: sa.Connection) -> tuple[date | None, dict[str, dict[str, Any]]]:
+    """Per playbook, the newest monthly accuracy report's effectiveness row (recovery, churn, velocity)."""
+    A = AccuracyReport.__table__
+    for row in conn.execute(sa.select(A.c.period_end, A.c.metrics).order_by(A.c.period_end.desc(), A.c.id.desc())
+                            .limit(50)):
+        plays = (_json(row.metrics) or {}).get("playbooks")
+        if isinstance(plays, dict) and plays.get("playbooks") is not None:
+            return row.period_end, {p["playbook"]: p for p in plays["playbooks"]}
+    return None, {}
 
 
 def playbooks(conn: sa.Connection, recent: int = 50) -> Playbooks:
@@ -431,12 +443,22 @@ def playbooks(conn: sa.Connection, recent: int = 50) -> Playbooks:
         entry[row.status] = int(row.n)
         entry["fired"] += int(row.n)
         entry["last"] = max(filter(None, (entry["last"], row.last)), default=None)
+    # Completed as the CRM last said (the act step reads back the tasks it created).
+    for row in conn.execute(sa.select(E.c.playbook, sa.func.count().label("n"))
+                            .where(E.c.task_status == "COMPLETED").group_by(E.c.playbook)):
+        if row.playbook in counts:
+            counts[row.playbook]["completed"] = int(row.n)
+    period, measured = _latest_effectiveness(conn)
+    for entry in counts.values():
+        entry.setdefault("completed", 0)
+        recovery = ((measured.get(entry["playbook"]) or {}).get("recovery") or {}).get("all")
+        entry["recovery"] = recovery  # None: no report measured this playbook yet
     rows = conn.execute(sa.select(E.c.account_id, E.c.playbook, E.c.crossing_date, E.c.severity, E.c.status,
-                                  E.c.crm_task_id, E.c.owner_id)
+                                  E.c.task_status, E.c.crm_task_id, E.c.owner_id)
                         .order_by(E.c.crossing_date.desc(), E.c.id.desc()).limit(recent)).all()
     names = account_names(conn, [r.account_id for r in rows], ctx.latest)
     return Playbooks(ctx, sorted(counts.values(), key=lambda e: e["playbook"]), list(PLAYBOOK_STATUSES),
-                     [{**dict(r._mapping), "name": names.get(r.account_id, r.account_id)} for r in rows])
+                     [{**dict(r._mapping), "name": names.get(r.account_id, r.account_id)} for r in rows], period)
 
 
 # ----------------------------------------------------------------------------------------- data quality
