@@ -182,3 +182,19 @@ def test_recipients_are_the_owners_emails_with_a_fallback(engine, caplog):
     with caplog.at_level(logging.WARNING, logger="healthscore.notify.delivery"):
         assert resolve_recipients([{"id": "2", "email": ""}], None) == {}
     assert "no fallback is configured" in caplog.text
+
+
+def test_an_email_carries_its_attachments_and_other_channels_only_name_them(engine, smtp, tmp_path):
+    inbox, _, _ = smtp
+    pdf = tmp_path / "executive.pdf"
+    pdf.write_bytes(b"%PDF-1.4 the month's executive report")
+    writer = OutboxWriter(engine, tmp_path / "outbox.jsonl")
+    writer.write(OutboxMessage("email", "leadership@example.test", "[healthscore] September", f"PDF: {pdf}",
+                               "executive:2026-09:v1", "executive_report", attachments=(str(pdf),)))
+    assert deliver_outbox(engine).delivered == ["executive:2026-09:v1"]
+    [(_, message)] = inbox.messages
+    [part] = list(message.iter_attachments())
+    assert part.get_filename() == "executive.pdf" and part.get_content() == pdf.read_bytes()
+    assert f"PDF: {pdf}" in message.get_body(("html",)).get_content()
+    line = json.loads((tmp_path / "outbox.jsonl").read_text())
+    assert line["attachments"] == [str(pdf)]  # the outbox file records what was attached

@@ -54,6 +54,14 @@ class OutboxRow:
     recipient: str
     subject: str | None
     body: str
+    attachments: Any = None  # the outbox column: {"paths": [...]} or None
+
+    @property
+    def files(self) -> list[str]:
+        value = self.attachments
+        if isinstance(value, str):
+            value = json.loads(value)
+        return list((value or {}).get("paths") or [])
 
 
 Sender = Callable[[OutboxRow], str]  # hands one message over; returns the address it went to
@@ -122,7 +130,7 @@ def smtp_sender(conn_id: str = SMTP_CONN_ID) -> Sender:
         body = f"<pre style=\"font-family: sans-serif; white-space: pre-wrap\">{html.escape(row.body)}</pre>"
         with SmtpHook(smtp_conn_id=conn_id) as hook:
             hook.send_email_smtp(to=row.recipient, subject=row.subject or "[healthscore]", html_content=body,
-                                 mime_subtype="alternative",
+                                 mime_subtype="mixed" if row.files else "alternative", files=row.files or None,
                                  custom_headers={"Message-ID": message_id(row.dedupe_key),
                                                  "X-Healthscore-Dedupe-Key": row.dedupe_key})
         return row.recipient
@@ -175,7 +183,7 @@ def configured_senders() -> dict[str, tuple[str, Sender]]:
 def pending_messages(engine: Engine, channels: list[str]) -> list[OutboxRow]:
     """Outbox messages of these channels not delivered yet, oldest first."""
     query = (sa.select(_OUTBOX.c.dedupe_key, _OUTBOX.c.channel, _OUTBOX.c.recipient, _OUTBOX.c.subject,
-                       _OUTBOX.c.body)
+                       _OUTBOX.c.body, _OUTBOX.c.attachments)
              .outerjoin(_DELIVERIES, _DELIVERIES.c.dedupe_key == _OUTBOX.c.dedupe_key)
              .where(_OUTBOX.c.channel.in_(channels), _DELIVERIES.c.delivered_at.is_(None))
              .order_by(_OUTBOX.c.id))

@@ -70,6 +70,7 @@ class OutboxMessage:
     dedupe_key: str
     kind: str = "notification"
     fields: Mapping[str, Any] = field(default_factory=dict)
+    attachments: tuple[str, ...] = ()  # file paths an email carries; other channels name them in the body
 
     def __post_init__(self) -> None:
         if self.channel not in CHANNELS:
@@ -132,6 +133,7 @@ class OutboxWriter:
             "subject": message.subject,
             "body": message.body,
             "dedupe_key": message.dedupe_key,
+            **({"attachments": list(message.attachments)} if message.attachments else {}),
         }
         self.path.parent.mkdir(parents=True, exist_ok=True)
         line = json.dumps(entry, sort_keys=True, default=str) + "\n"
@@ -149,6 +151,7 @@ class OutboxWriter:
             message.dedupe_key,
             message.kind,
             message.fields,
+            tuple(str(p) for p in message.attachments),
         )
         if self.engine is None:
             with _write_lock:
@@ -162,6 +165,7 @@ class OutboxWriter:
             "subject": message.subject,
             "body": message.body,
             "dedupe_key": message.dedupe_key,
+            "attachments": {"paths": list(message.attachments)} if message.attachments else None,
         }
         with self.engine.begin() as conn:
             inserted = _insert_once(conn, row)
@@ -205,6 +209,7 @@ class OutboxNotifier(BaseNotifier):
         outbox_path: str | Path | None = None,
         engine: Engine | None = None,
         kind: str = "notification",
+        attachments: tuple[str, ...] = (),
     ) -> None:
         super().__init__()
         if channel not in CHANNELS:
@@ -215,11 +220,13 @@ class OutboxNotifier(BaseNotifier):
         self.channel = channel
         self.dedupe_key = dedupe_key
         self.kind = kind
+        self.attachments = tuple(str(p) for p in attachments)
         self.writer = OutboxWriter(engine, outbox_path)
 
     def message(self) -> OutboxMessage:
         key = self.dedupe_key or content_key(self.channel, self.recipient, self.subject, self.body)
-        return OutboxMessage(self.channel, self.recipient, self.subject, self.body, key, self.kind)
+        return OutboxMessage(self.channel, self.recipient, self.subject, self.body, key, self.kind,
+                             attachments=self.attachments)
 
     def send(self) -> bool:
         """Write the message; False if it had been written before."""

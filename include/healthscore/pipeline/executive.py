@@ -42,7 +42,7 @@ def run_month(engine: Engine, month: date, data_dir: Path, recipient: str | None
     key = f"executive:{report.month:%Y-%m}:{report.champion}"
     sent = OutboxNotifier(recipient=recipient or DEFAULT_RECIPIENT, channel="email", engine=engine,
                           outbox_path=outbox_path(data_dir, "executive_reports"), subject=report.title, body=body,
-                          dedupe_key=key, kind="executive_report").send()
+                          dedupe_key=key, kind="executive_report", attachments=(str(pdf),)).send()
     delivered = deliver_outbox(engine).delivered if deliver else []
     summary = {"month": report.month.isoformat(), "as_of": report.as_of.isoformat() if report.as_of else None,
                "html": str(html), "pdf": str(pdf), "sent": bool(sent), "delivered": key in delivered,

@@ -85,12 +85,14 @@ def load_history(engine: Engine, model_version: str, before: date, days: int) ->
     return frame
 
 
-def _history(engine: Engine, model: ModelConfig, signals: pd.DataFrame, batch: Batch) -> pd.DataFrame:
+def _history(engine: Engine, model: ModelConfig, signals: pd.DataFrame, batch: Batch,
+             only_accounts: bool = False) -> pd.DataFrame:
     """What scoring reads from the archive: the rows it needs (bounded, ``score_history``) when every
-    account is scored as of the batch date, as the daily pipeline does; else the whole window."""
+    account is scored as of the batch date, as the daily pipeline does; else the whole window.
+    ``only_accounts``: a shard's part of the day: the date windows of its accounts only."""
     if (pd.to_datetime(signals["as_of_date"]).dt.date == batch.batch_date).all():
         return load_needed_history(engine, model, model.version, batch.batch_date,
-                                   [str(a) for a in signals["account_id"]])
+                                   [str(a) for a in signals["account_id"]], only_accounts=only_accounts)
     return load_history(engine, model.version, batch.batch_date, model.momentum.history_days)
 
 
@@ -182,7 +184,8 @@ def score_batch(engine: Engine, signals: pd.DataFrame, batch: Batch, archive_url
         if mine.empty:
             written[model.version] = 0
             continue
-        history = _history(engine, model, mine, batch)
+        history = _history(engine, model, mine, batch,
+                           only_accounts=shards > 1 and model.scoring.method not in CROSS_ACCOUNT_METHODS)
         scores = score_accounts(mine, model, history=history, overrides=overrides, churn_model=churn_model,
                                 model_version=model.version)
         rows = _archive_rows(scores, batch, is_shadow)

@@ -147,12 +147,21 @@ def _run_row(account: str, day: date, stage: str | None, model_version: str) -> 
 
 
 def load_needed_history(engine: Engine, model: ModelConfig, model_version: str, before: date,
-                        accounts: Sequence[str]) -> pd.DataFrame:
+                        accounts: Sequence[str], only_accounts: bool = False) -> pd.DataFrame:
     """The archive rows ``score_accounts`` reads for accounts scored as of ``before`` (see the module
-    docstring): equal output to ``load_history(..., model.momentum.history_days)``, bounded reads."""
+    docstring): equal output to ``load_history(..., model.momentum.history_days)``, bounded reads.
+
+    ``only_accounts``: read the date windows of ``accounts`` only (in ``ACCOUNT_CHUNK`` lists), not of every
+    account: for a scoring shard, a part of the day's accounts (the rest would be dropped by the scoring)."""
+    wanted = sorted(set(accounts))
     with engine.connect() as conn:
-        dated = [dict(r) for r in conn.execute(dated_query(model, model_version, before)).mappings()]
-        runs = stage_run_rows(conn, model, model_version, before, sorted(set(accounts)))
+        query = dated_query(model, model_version, before)
+        if only_accounts:
+            dated = [dict(r) for at in range(0, len(wanted), ACCOUNT_CHUNK) for r in conn.execute(
+                query.where(_T.c.account_id.in_(wanted[at : at + ACCOUNT_CHUNK]))).mappings()]
+        else:
+            dated = [dict(r) for r in conn.execute(query).mappings()]
+        runs = stage_run_rows(conn, model, model_version, before, wanted)
     seen = {(r["account_id"], r["as_of_date"]) for r in dated}
     extra: dict[tuple[str, date], dict[str, Any]] = {}
     for row in runs:

@@ -458,6 +458,8 @@ class NotificationOutbox(Base):
     created_at: Mapped[dt.datetime] = mapped_column(server_default=NOW)
     sent_at: Mapped[dt.datetime | None] = mapped_column(index=True)
     dedupe_key: Mapped[str] = mapped_column(unique=True)
+    # Files sent with the message where the channel can carry them (email): {"paths": [...]}.
+    attachments: Mapped[JSONDict | None]
 
 
 class NotificationDelivery(Base):
