@@ -390,3 +390,26 @@ def test_the_installed_command_prints_no_traceback(tmp_path) -> None:
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and proc.stderr.strip().count("\n") == 0
     assert "'payment_ok'" in proc.stderr and "not numeric" in proc.stderr
+
+
+def test_a_signal_missing_from_the_earlier_dates_does_not_break_recalibration(tmp_path, capsys) -> None:
+    # A source connected later: "nps" has no value at all before the last date, so the earliest time folds'
+    # training parts hold none of it (this raised IndexError from the distribution-curve fallback).
+    frame = make_table("usage", accounts=400, dates=4, seed=9, segments=False)
+    dates = sorted(frame["as_of_date"].unique())
+    frame.loc[frame["as_of_date"] != dates[-1], "nps"] = np.nan
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    (tmp_path / "m.json").write_text(json.dumps(MAPPING))
+    out = tmp_path / "out"
+    assert main(["recalibrate", str(tmp_path / "t.csv"), "--mapping", str(tmp_path / "m.json"),
+                 "--outcome", OUTCOME, "--out", str(out)]) == 0, capsys.readouterr().err
+    load_model_config(out / "model.yaml")  # a complete, valid model
+    assert json.loads((out / "metrics.json").read_text())["recalibrated"]["held_out"]["overall"]["n"] > 0
+
+
+def test_a_column_without_any_value_gets_a_placeholder_curve() -> None:
+    from healthscore.evaluation.backtest import binary_curve, distribution_curve
+
+    empty = np.array([np.nan, np.nan])
+    assert distribution_curve(empty, 1, False) == binary_curve(1)
+    assert distribution_curve(empty, -1, False) == binary_curve(-1)

@@ -87,6 +87,8 @@ def distribution_curve(values: np.ndarray, direction: int, binary: bool) -> Curv
     if binary:
         return binary_curve(direction)
     u = direction * values[np.isfinite(values)]
+    if u.size == 0:  # no value at all (a signal absent from a fold's rows): a placeholder on [0, 1] that no row uses
+        return binary_curve(direction)
     f, b, t = np.quantile(u, [0.05, 0.5, 0.95])
     top = float(u.max())
     if t <= b:  # a column mostly at one value: 100 starts at the next value seen
