@@ -181,7 +181,7 @@ def pipeline_env(base_url: str, warehouse_url: str, data_dir: Path, timeout: flo
 
 
 def run_demo(settings: Settings, accounts: int = 300, seed: int = 42, days: int = 3,
-             history_days: int = DEMO_HISTORY_DAYS) -> int:
+             history_days: int = DEMO_HISTORY_DAYS, sandbox_port: int | None = None) -> int:
     from healthscore.config import load_model_config
     from healthscore.local_airflow import LocalAirflow
     from healthscore.pipeline.signals import COMPUTED_SIGNALS
@@ -210,7 +210,7 @@ def run_demo(settings: Settings, accounts: int = 300, seed: int = 42, days: int 
         (logs / "airflow-migrate.log").write_text(str(exc))
         raise DemoError(f"{str(exc).splitlines()[0]} {last_error(str(exc))} "
                         f"(log: {logs / 'airflow-migrate.log'})") from exc
-    with sandbox_process(free_port(), accounts, seed) as base:
+    with sandbox_process(sandbox_port or free_port(), accounts, seed) as base:
         print(f"sandbox: {base} ({accounts} accounts, seed {seed})", flush=True)
         env = pipeline_env(base, url, data_dir)
         if history_days > 0:
