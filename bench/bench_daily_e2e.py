@@ -157,6 +157,14 @@ def _landed(engine: sa.Engine, batch_date: date) -> dict[str, int]:
     return {f"{s}.{o}": int(n) for s, o, n in rows}
 
 
+def _object_seconds(engine: sa.Engine, batch_date: date) -> dict[str, float]:
+    """Wall seconds of each object's extraction (pull, stage and land), from extract_runs."""
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(ExtractRun.source, ExtractRun.object, ExtractRun.started_at,
+                                      ExtractRun.finished_at).where(ExtractRun.batch_date == batch_date)).all()
+    return {f"{s}.{o}": round((end - start).total_seconds(), 1) for s, o, start, end in rows if start and end}
+
+
 class Stopped(Exception):
     """SIGTERM: the run stops where it is and keeps what it measured (marked partial)."""
 
@@ -166,7 +174,7 @@ def _on_term(signum, frame) -> None:  # noqa: ANN001
 
 
 def run(accounts: int, steady_days: int, warehouse_url: str | None, seed: int, port: int | None = None,
-        workdir: Path | None = None) -> dict:
+        workdir: Path | None = None, mixpanel_backfill_days: int | None = None) -> dict:
     started_at = datetime.now(UTC)
     load_start = _load()
     days: list[dict] = []
@@ -190,7 +198,9 @@ def run(accounts: int, steady_days: int, warehouse_url: str | None, seed: int, p
                 sandbox_cpu_start = _tree_cpu(sandbox) if sandbox else None
                 print(f"sandbox ready in {world_s:.0f} s ({accounts:,} accounts; sandbox CPU {sandbox_cpu_start} s)",
                       flush=True)
-                env = pipeline_env(base, url, tmp / "data")
+                extra = ({} if mixpanel_backfill_days is None
+                         else {"HEALTHSCORE_MIXPANEL_BACKFILL_DAYS": str(mixpanel_backfill_days)})
+                env = pipeline_env(base, url, tmp / "data", **extra)
                 for n in range(1 + steady_days):
                     logical = FIRST_DAY + timedelta(days=n)
                     kind = "backfill" if n == 0 else "steady"
@@ -225,7 +235,9 @@ def run(accounts: int, steady_days: int, warehouse_url: str | None, seed: int, p
                         partial = (f"stopped ({exc or 'interrupt'}) during the {kind} day {logical} after "
                                    f"{time.monotonic() - day_started:.0f} s; log {tmp / f'day-{logical}.log'}")
                         day.update(_day_figures(seen["tasks"], peaks, cpus, None, None, None, None))
-                        day.update({"state": "stopped", "total_s": round(time.monotonic() - day_started, 1)})
+                        day.update({"state": "stopped", "total_s": round(time.monotonic() - day_started, 1),
+                                    "landed": _landed(engine, logical - timedelta(days=1)),
+                                    "extract_object_s": _object_seconds(engine, logical - timedelta(days=1))})
                         days.append(day)
                         break
                     children = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -236,7 +248,9 @@ def run(accounts: int, steady_days: int, warehouse_url: str | None, seed: int, p
                                 "airflow_cpu_s": round(children.ru_utime + children.ru_stime
                                                        - children_before.ru_utime - children_before.ru_stime, 1),
                                 "load_end": _load(),
-                                "landed": _landed(engine, logical) or _landed(engine, logical - timedelta(days=1))})
+                                "landed": _landed(engine, logical) or _landed(engine, logical - timedelta(days=1)),
+                                "extract_object_s": (_object_seconds(engine, logical)
+                                                     or _object_seconds(engine, logical - timedelta(days=1)))})
                     days.append(day)
                     print(json.dumps(day, indent=1), flush=True)
                     if result.state != "success":
@@ -254,6 +268,7 @@ def run(accounts: int, steady_days: int, warehouse_url: str | None, seed: int, p
            "load_start": load_start, "load_end": _load(), "nice": os.nice(0),
            "shared_machine": "shared with other helpers' builds and tests during the run (see load averages)",
            "warehouse": "sqlite" if warehouse_url is None else sa.engine.make_url(warehouse_url).get_backend_name(),
+           "mixpanel_backfill_days": mixpanel_backfill_days or "default (HEALTHSCORE_MIXPANEL_BACKFILL_DAYS, 35)",
            "sandbox_start_s": None if world_s is None else round(world_s, 1),
            "sandbox_start_cpu_s": None if sandbox_cpu_start is None else round(sandbox_cpu_start, 1),
            "days": days, "derived": derive(days)}
@@ -312,11 +327,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=None, help="the sandbox's port (default: a free one)")
     parser.add_argument("--workdir", type=Path, default=None,
                         help="keep the warehouse, Airflow home and day logs here (default: a temp dir, removed)")
+    parser.add_argument("--mixpanel-backfill-days", type=int, default=None,
+                        help="days of events the first batch pulls (default 35); the steady day re-pulls 3 anyway")
     parser.add_argument("--no-save", action="store_true", help="print only; leave bench/results alone")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _on_term)
     print(f"load average at start: {_load()}  cpus: {os.cpu_count()}", flush=True)
-    result = run(args.accounts, args.steady_days, args.warehouse_url, args.seed, args.port, args.workdir)
+    result = run(args.accounts, args.steady_days, args.warehouse_url, args.seed, args.port, args.workdir,
+                 args.mixpanel_backfill_days)
     print(json.dumps({k: result.get(k) for k in ("accounts", "load_start", "load_end", "derived", "partial")},
                      indent=1))
     if not args.no_save:

@@ -40,6 +40,8 @@ def table(runs: list[dict]) -> str:
                                                               "mixpanel"))
             peak = max((v["peak_rss_mib"] for v in day["tasks"].values()), default=0)
             state = "" if day.get("state", "success") == "success" else f" ({day['state']})"
+            if day["kind"] == "backfill" and isinstance(run.get("mixpanel_backfill_days"), int):
+                state += f" (Mixpanel backfill {run['mixpanel_backfill_days']} days, not 35)"
             cpu = (f"{day['airflow_cpu_s']:.0f} + {day.get('sandbox_cpu_s', 0):.0f} s" if "airflow_cpu_s" in day
                    else "-")
             lines.append(
