@@ -41,7 +41,7 @@ import requests  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
 
 from healthscore.config import load_model_config  # noqa: E402
-from healthscore.demo import last_error, pipeline_env, run_day, sandbox_process  # noqa: E402
+from healthscore.demo import pipeline_env, run_day, sandbox_process  # noqa: E402
 from healthscore.local_airflow import LocalAirflow  # noqa: E402
 from healthscore.warehouse import make_engine, upgrade  # noqa: E402
 from healthscore.warehouse.models import ExtractRun  # noqa: E402
@@ -254,10 +254,7 @@ def run(accounts: int, steady_days: int, warehouse_url: str | None, seed: int, p
                     days.append(day)
                     print(json.dumps(day, indent=1), flush=True)
                     if result.state != "success":
-                        failed = result.failed_tasks()
-                        error = last_error(result.log_path.read_text(errors="replace"), failed[0] if failed else None)
-                        partial = (f"the {kind} day {logical} ended {result.state}"
-                                   f"{f' in task {failed[0]}' if failed else ''}: {error} (log: {result.log_path})")
+                        partial = f"the {kind} day {logical} ended {result.state} {result.failure()}"
                         print(f"bench_daily_e2e: {partial}", flush=True)
                         break
         except Stopped as exc:  # while the world was being built

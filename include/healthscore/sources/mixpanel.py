@@ -51,7 +51,7 @@ class MixpanelSource(Source):
                   "project_id": self.connection.extra.get("project_id")}
         response = self.client.request("GET", "/api/2.0/export", params=params, stream=True)
         with response:
-            for number, line in enumerate(response.iter_lines(), start=1):
+            for number, line in enumerate(response.iter_lines(chunk_size=1 << 16), start=1):  # 512 B by default
                 if not line:
                     continue
                 try:
