@@ -144,6 +144,8 @@ def main() -> None:
     parser.add_argument("--redis", default="127.0.0.1:6379")
     parser.add_argument("--redis-db", default="7")
     parser.add_argument("--run-dir", type=Path, default=None)
+    parser.add_argument("--order", default="1,2", help="worker counts in run order (2,1: 2 workers first, so the "
+                        "first run after the setup's writes is not always the 1-worker one)")
     args = parser.parse_args()
 
     load_start = os.getloadavg()
@@ -154,7 +156,8 @@ def main() -> None:
     admin_url = sa.engine.make_url(ADMIN_URL)
     postgres = f"{admin_url.host}:{admin_url.port or 5432}"
     warehouse = f"hs_bench_celery_wh_{tag}"
-    airflow_dbs = [f"hs_bench_celery_af{n}_{tag}" for n in (1, 2)]
+    order = [int(n) for n in args.order.split(",")]
+    airflow_dbs = [f"hs_bench_celery_af{n}_{tag}" for n in order]
     variables = {
         "POSTGRES_USER": admin_url.username or "postgres", "WAREHOUSE_DB_USER": admin_url.username or "postgres",
         "WAREHOUSE_DB_NAME": warehouse, "REDIS_DB": args.redis_db,
@@ -178,7 +181,7 @@ def main() -> None:
         collect([spawn(env, "score", BEFORE, 0, 1)])  # the history the measured day reads, in the run's archive
         setup = time.perf_counter() - t0
         print(f"setup {setup:.0f} s", flush=True)
-        for workers, airflow_db in zip((1, 2), airflow_dbs, strict=True):
+        for workers, airflow_db in zip(order, airflow_dbs, strict=True):
             clear_day(url, data_dir / "archive", DAY)
             result = measure(run_dir, {**variables, "AIRFLOW_DB_NAME": airflow_db}, postgres, args.redis, workers, tag)
             print(json.dumps(result), flush=True)
@@ -191,7 +194,7 @@ def main() -> None:
     load_end = os.getloadavg()
     report = [
         f"bench_celery_scaleout: {args.accounts} accounts, {args.shards} shards, native Celery topology "
-        f"(deploy.native, Redis db {args.redis_db}, PostgreSQL), 1 worker then 2 workers, concurrency 1 each; "
+        f"(deploy.native, Redis db {args.redis_db}, PostgreSQL), workers {args.order} in that order, concurrency 1 each; "
         f"commit {commit}, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
         f"machine: {platform.node()} {platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}; "
         f"SHARED machine, load average {load_start[0]:.1f} at start, {load_end[0]:.1f} at end",
@@ -207,7 +210,7 @@ def main() -> None:
                           f"{s['duration_s']} s task wall, {s['cpu_s']} s CPU, peak RSS {s['peak_rss_mb']} MB "
                           f"(RSS {s['start_rss_mb']} MB at task start)")
     if len(results) == 2:
-        one, two = results
+        one, two = sorted(results, key=lambda r: r["workers"])
         report.append(f"2 workers vs 1: mapped step {one['mapped_wall_s'] / two['mapped_wall_s']:.2f}x, with combine "
                       f"{one['with_combine_s'] / two['with_combine_s']:.2f}x (wall; >1 means 2 workers were faster)")
     text = "\n".join(report) + "\n"
