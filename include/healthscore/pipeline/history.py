@@ -128,7 +128,7 @@ def _worker_main(conn: Any, logs: Path | None) -> None:
             wall0, cpu0 = time.perf_counter(), time.process_time()
             try:
                 if message[0] == "task":
-                    run_task(message[1], message[2])
+                    _run_with_retries(message[1], message[2])
                 elif message[0] == "docs":
                     _publish_docs_pages(index=message[1])
                 answer: tuple = ("ok", time.perf_counter() - wall0, time.process_time() - cpu0)
@@ -140,6 +140,28 @@ def _worker_main(conn: Any, logs: Path | None) -> None:
                 conn.send(answer)
             except (BrokenPipeError, EOFError):
                 return
+
+
+#: As the DAG's default_args: a task is retried twice (every task is idempotent per batch).
+TASK_RETRIES = 2
+
+
+def _run_with_retries(name: str, context: Mapping[str, Any]) -> None:
+    """A task in a worker; retried (as Airflow would) only when SQLite reports a lock held by a task running beside
+    it past the busy timeout: the one failure that running tasks side by side adds."""
+    from sqlalchemy.exc import OperationalError
+
+    for attempt in range(TASK_RETRIES + 1):
+        try:
+            run_task(name, context)
+            return
+        except OperationalError as exc:
+            if "database is locked" not in str(exc) or attempt == TASK_RETRIES:
+                raise
+            import logging
+
+            logging.getLogger(__name__).warning("%s: %s; retrying (%d of %d)", name, exc.orig, attempt + 1,
+                                                TASK_RETRIES)
 
 
 def _publish_docs_pages(*, index: bool) -> None:
