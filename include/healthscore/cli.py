@@ -226,7 +226,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         return 2
     try:
         return run_demo(Settings.from_env(), accounts=args.accounts, seed=args.seed,
-                        history_days=DEMO_HISTORY_DAYS if args.history_days is None else args.history_days)
+                        history_days=DEMO_HISTORY_DAYS if args.history_days is None else args.history_days,
+                        sandbox_port=args.sandbox_port)
     except DemoError as exc:
         print(f"healthscore demo: {exc}", file=sys.stderr)
         return 1
@@ -393,6 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=42)
     demo.add_argument("--history-days", type=int, default=None,
                       help="days of history bootstrapped before the Airflow runs (default 64: the 30-day lead; 130: all leads; 0: none)")
+    demo.add_argument("--sandbox-port", type=int, default=None, help="the sandbox's port (default: a free one)")
     demo.set_defaults(func=_cmd_demo)
     return parser
 
