@@ -17,6 +17,14 @@ seed and portfolio, this prints:
    HistGradientBoostingClassifier fitted on the same training rows and signal columns, scored on the same
    held-out rows (goals: recalibrated AUC >= the regression's, within 0.02 of boosting's).
 
+3. #13's goals, held out by time: the same code path run as of a cutoff (``build_training_set`` and
+   ``recalibrate_challenger`` with ``until`` = the cutoff: only renewals up to it), then every renewal after the
+   cutoff scored at each lead by the daily scoring code, the default model beside the challenger, the logistic
+   regression and boosting fitted on the rows the challenger was fitted on, and the oracle. The goals' verdicts
+   use paired bootstrap intervals of the model/oracle ratios (met or missed only when the interval is on one side).
+   Section 2's split (the one inside ``recalibrate``: 30% of the accounts, on the last 30% of the dates) leaves
+   too few renewals of a 300-account year to measure anything.
+
 Every figure has its sample size and a 95% interval (AUC: Hanley-McNeil; recall: Wilson on the positives at
 the chosen threshold, which ignores the threshold's own noise, so it is optimistic). A sample whose interval
 is wider than +-0.05 (the size of the goals' tolerances) is called small, and a goal met or missed on it is
@@ -24,6 +32,8 @@ noise-level. The positive class is the model YAML's (churned or contracted). The
 outcomes is the warehouse's (what the extractors landed), for the model and the oracle alike. Asserts nothing.
 
     nice -n 10 .venv/bin/python bench/bench_model_vs_oracle.py data/warehouse.db --accounts 300 --seed 42
+    # and the CI fixture of tests/integration/test_recalibration_sandbox_year.py:
+    ... --write-rows tests/fixtures/sandbox_year_lead_rows.parquet
 """
 
 from __future__ import annotations
@@ -242,6 +252,148 @@ def recalibrated_vs_oracle(warehouse: Path, world: Any, until: date, months: int
             "weights": challenger.weights_for("mid_market")}
 
 
+# ------------------------------------------------------------------- 3. #13 held out by time (the goals)
+
+
+def ratio_interval(y: np.ndarray, model_risk: np.ndarray, oracle_risk: np.ndarray, *, draws: int = 2000,
+                   seed: int = 0) -> dict[str, tuple[float, float] | None]:
+    """95% percentile-bootstrap intervals of the model/oracle ratios of AUC and of recall at specificity 0.85,
+    resampling renewals (rows) with both models paired on each draw: what the goals compare, with its noise."""
+    from healthscore.evaluation import metrics
+
+    rng = np.random.default_rng(seed)
+    n = y.size
+    auc_r, rec_r = [], []
+    for _ in range(draws):
+        i = rng.integers(0, n, n)
+        yy = y[i]
+        if yy.min() == yy.max():
+            continue
+        a_m, a_o = metrics.roc_auc(yy, model_risk[i]), metrics.roc_auc(yy, oracle_risk[i])
+        if a_m is not None and a_o:
+            auc_r.append(a_m / a_o)
+        r_m = metrics.recall_at_specificity(yy, model_risk[i], SPECIFICITY).recall
+        r_o = metrics.recall_at_specificity(yy, oracle_risk[i], SPECIFICITY).recall
+        if r_m is not None and r_o:
+            rec_r.append(r_m / r_o)
+
+    def pct(values: list[float]) -> tuple[float, float] | None:
+        return (float(np.quantile(values, 0.025)), float(np.quantile(values, 0.975))) if len(values) > 50 else None
+
+    return {"auc_ratio": pct(auc_r), "recall_ratio": pct(rec_r)}
+
+
+def by_time(warehouse: Path, world: Any, until: date, cutoff: date | None, months: int) -> dict[str, Any]:
+    """The goals' measurement: the quarterly DAG's code path run as of ``cutoff`` (``build_training_set`` and
+    ``recalibrate_challenger`` with ``until=cutoff``: renewals up to the cutoff, their snapshots at each lead),
+    then every renewal after the cutoff up to ``until`` (their lead rows as ``build_training_set`` reads them)
+    scored by the daily scoring code (``challenger.score_rows``) with the default model and the challenger;
+    a logistic regression and HistGradientBoosting fitted on the rows the challenger was fitted on."""
+    from threadpoolctl import threadpool_limits
+
+    from healthscore.evaluation import challenger as cc
+    from healthscore.evaluation.holdout import holdout_split
+    from healthscore.evaluation.metrics import risk_from_health
+    from healthscore.evaluation.training import training_table
+    from healthscore.pipeline import recalibration as rc
+    from healthscore.warehouse.engine import make_engine
+
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = Path(tmp) / "warehouse.db"
+        shutil.copyfile(warehouse, copy)  # the registry gets a challenger: never in the measured warehouse
+        engine = make_engine(f"sqlite:///{copy}")
+        every_dir, fit_dir = Path(tmp) / "every", Path(tmp) / "fit"
+        rc.build_training_set(engine, until, months, every_dir)
+        cutoff = cutoff or time_cutoff(rc.read_lead_rows(every_dir))
+        started = time.perf_counter()
+        training = rc.build_training_set(engine, cutoff, months, fit_dir)
+        made = rc.recalibrate_challenger(engine, cutoff, fit_dir)
+        fit_seconds = time.perf_counter() - started
+        champion = rc.champion_model(engine)
+        challenger = rc._model(engine, made["challenger"])  # noqa: SLF001 - as backtest loads it
+        every, fit_rows = rc.read_lead_rows(every_dir), rc.read_lead_rows(fit_dir)
+        engine.dispose()
+    fit_table, _ = training_table(fit_rows, champion)
+    fit_split = holdout_split(fit_table)  # the rows recalibrate_challenger fitted on: its split's training part
+    later = every[every["outcome_date"] > cutoff]
+    later_table, later_kept = training_table(later, champion)
+    scored = {"champion": cc.score_rows(champion, later_kept), "challenger": cc.score_rows(challenger, later_kept)}
+    side = cc.side_by_side({"champion": (champion, scored["champion"]), "challenger": (challenger, scored["challenger"])})
+    columns = [s.column for s in fit_table.signals]
+    x_fit = fit_table.frame[columns].to_numpy(dtype=float)
+    x_later = later_table.frame.reindex(columns=columns).to_numpy(dtype=float)
+    keep_cols = np.isfinite(x_fit[fit_split.train]).any(axis=0)
+    with threadpool_limits(limits=1):
+        lr_p, hgb_p = _fit_classifiers(x_fit[:, keep_cols], fit_table.y, fit_table.accounts, fit_split.train,
+                                       x_later[:, keep_cols])
+    frame = later_kept[["account_id", "outcome_date", "horizon_days", "outcome"]].copy()
+    frame["account_id"] = frame["account_id"].astype(str)
+    frame["champion"] = risk_from_health(scored["champion"]["score"].to_numpy(dtype=float))
+    frame["challenger"] = risk_from_health(scored["challenger"]["score"].to_numpy(dtype=float))
+    frame["logistic"], frame["boosting"] = lr_p, hgb_p
+    positives = list(champion.evaluation.positive_outcomes)
+    by_horizon = {}
+    for h in HORIZONS:
+        part = frame[frame["horizon_days"] == h].rename(columns={"outcome_date": "renewal_date"})
+        merged = part.merge(oracle_frame(world, h), on=["account_id", "renewal_date"], how="inner")
+        merged = merged[np.isfinite(merged["challenger"]) & np.isfinite(merged["champion"])]
+        y = merged["outcome"].isin(positives).to_numpy(dtype=np.int8)
+        models = {name: figures(y, merged[name].to_numpy(dtype=float))
+                  for name in ("challenger", "champion", "logistic", "boosting", "oracle_risk")}
+        oracle = merged["oracle_risk"].to_numpy(dtype=float)
+        ratios = {name: ratio_interval(y, merged[name].to_numpy(dtype=float), oracle)
+                  for name in ("challenger", "champion")} if h == GOAL_HORIZON and y.size else {}
+        f1 = {role: side[role]["by_horizon"].get(h, {}).get("f1") for role in side}
+        by_horizon[h] = {"rows": len(part), "models": models, "ratios": ratios, "f1": f1}
+    return {"cutoff": cutoff, "training": training, "challenger": made["challenger"], "champion": champion.version,
+            "fit_split": fit_split.description, "fit_seconds": fit_seconds, "later_renewals":
+            int(later[["account_id", "outcome_date"]].drop_duplicates().shape[0]), "by_horizon": by_horizon,
+            "overall_f1": {role: side[role]["overall"].get("f1") for role in side},
+            "overall_auc": {role: side[role]["overall"].get("auc") for role in side},
+            "weights": challenger.weights_for("mid_market")}
+
+
+def write_rows(warehouse: Path, until: date, months: int, path: Path) -> None:
+    """Every renewal's lead rows as the quarterly DAG's ``build_training_set`` reads them (a copy's registry)."""
+    from healthscore.pipeline import recalibration as rc
+    from healthscore.warehouse.engine import make_engine
+
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = Path(tmp) / "warehouse.db"
+        shutil.copyfile(warehouse, copy)
+        engine = make_engine(f"sqlite:///{copy}")
+        rc.build_training_set(engine, until, months, Path(tmp) / "rows")
+        engine.dispose()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(Path(tmp) / "rows" / rc.LEAD_ROWS_FILE, path)
+
+
+def time_cutoff(rows: pd.DataFrame, later_share: float = 0.4) -> date:
+    """The renewal date that leaves ``later_share`` of the renewals with a 60-day lead row after it."""
+    dates = sorted(rows.loc[rows["horizon_days"] == GOAL_HORIZON, "outcome_date"])
+    return dates[max(int(len(dates) * (1 - later_share)) - 1, 0)]
+
+
+def _fit_classifiers(x: np.ndarray, y: np.ndarray, accounts: np.ndarray, train: np.ndarray,
+                     x_test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """As ``_classifiers``, on given matrices: fitted on ``x[train]``, churn probabilities of ``x_test``."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegressionCV
+    from sklearn.model_selection import GroupKFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    lr = make_pipeline(
+        SimpleImputer(strategy="median", add_indicator=True), StandardScaler(),
+        LogisticRegressionCV(Cs=[0.01, 0.1, 1.0, 10.0], cv=list(GroupKFold(3).split(x[train], groups=accounts[train])),
+                             scoring="roc_auc", class_weight="balanced", max_iter=5000))
+    lr.fit(x[train], y[train])
+    hgb = HistGradientBoostingClassifier(random_state=0)
+    hgb.fit(x[train], y[train])
+    return lr.predict_proba(x_test)[:, 1], hgb.predict_proba(x_test)[:, 1]
+
+
 # ------------------------------------------------------------------------------------------- output
 
 
@@ -254,8 +406,73 @@ def _row(label: str, f: dict[str, Any], oracle: dict[str, Any] | None) -> str:
             f"{'  small' if f['small'] else ''}")
 
 
+def _ratio_ci(ci: tuple[float, float] | None) -> str:
+    return "[   -   ]" if ci is None else f"[{ci[0]:.2f},{ci[1]:.2f}]"
+
+
+def verdict(ci: tuple[float, float] | None, target: float) -> str:
+    """met / missed only when the whole 95% interval of the ratio is on one side of the goal's factor."""
+    if ci is None:
+        return "n/a"
+    if ci[0] >= target:
+        return "MET (the interval is above the goal)"
+    if ci[1] < target:
+        return "MISSED (the interval is below the goal)"
+    return "not distinguishable (the interval spans the goal)"
+
+
+def time_report(t: dict[str, Any]) -> list[str]:
+    if "error" in t:
+        return ["", f"## #13 goals, held out by time: the recalibration FAILED: {t['error']}"]
+    s = t["fit_split"]
+    lines = [
+        "",
+        f"## #13 goals, held out by time: the quarterly DAG's code path as of {t['cutoff']} (challenger "
+        f"{t['challenger']} from {t['champion']}, {t['fit_seconds']:.0f} s), scored on the {t['later_renewals']} "
+        f"renewals after it",
+        f"  training set as of the cutoff: {t['training']['outcomes']} renewals, {t['training']['rows']} lead rows "
+        f"{t['training']['by_horizon']}, {t['training']['churned']} positive; recalibrate's own split fits on "
+        f"{s['train']['rows']} rows / {s['train']['accounts']} accounts / {s['train']['churned']} positive "
+        f"(and checks on {s['test']['rows']} rows)",
+        f"  challenger weights (mid_market): {t['weights']}",
+        "  logistic and boosting: fitted on the same rows the challenger was fitted on; every model scores the same "
+        "later renewals' lead rows",
+        f"  F1 at each model's own At Risk line, all later lead rows: default {_num(t['overall_f1']['champion'])}, "
+        f"recalibrated {_num(t['overall_f1']['challenger'])}; AUC default {_num(t['overall_auc']['champion'])}, "
+        f"recalibrated {_num(t['overall_auc']['challenger'])}",
+    ]
+    for h in HORIZONS:
+        block = t["by_horizon"][h]
+        o = block["models"]["oracle_risk"]
+        tag = "  <- the goals' lead" if h == GOAL_HORIZON else ""
+        lines.append(f" later renewals, lead {h} d ({block['rows']} lead rows; F1 default "
+                     f"{_num(block['f1'].get('champion'))}, recalibrated {_num(block['f1'].get('challenger'))}){tag}")
+        lines.append(f"  {'':<26}{'n':>5}{'pos':>5}")
+        for name, label in (("challenger", "recalibrated (challenger)"), ("champion", "default model"),
+                            ("logistic", "logistic regression"), ("boosting", "hist gradient boosting")):
+            lines.append(_row(label, block["models"][name], o))
+        lines.append(_row("oracle", o, None))
+    g = t["by_horizon"][GOAL_HORIZON]
+    m, r = g["models"], g["ratios"]
+    c, o = m["challenger"], m["oracle_risk"]
+    lines += ["", f"## goals at {GOAL_HORIZON} d, held out by time (n={c['n']}, {c['positives']} positive; ratio "
+              "intervals: paired percentile bootstrap over renewals, 2000 draws)"]
+    for name, label in (("challenger", "recalibrated"), ("champion", "default")):
+        rr = r.get(name, {})
+        f = m[name]
+        lines.append(f"  {label:<13} AUC/oracle {_num(ratio(f['auc'], o['auc']), 2)} {_ratio_ci(rr.get('auc_ratio'))} "
+                     f"vs 0.95: {verdict(rr.get('auc_ratio'), 0.95)}")
+        lines.append(f"  {label:<13} recall/oracle {_num(ratio(f['recall'], o['recall']), 2)} "
+                     f"{_ratio_ci(rr.get('recall_ratio'))} vs 0.90: {verdict(rr.get('recall_ratio'), 0.90)}")
+    lr, hgb = m["logistic"], m["boosting"]
+    lines.append(f"  glass box AUC {_num(c['auc'])} vs logistic {_num(lr['auc'])} and boosting {_num(hgb['auc'])} "
+                 f"(each +-{(c['auc_ci'][1] - c['auc_ci'][0]) / 2 if c['auc_ci'] else 0:.2f}): differences this small "
+                 "are within the noise of this sample")
+    return lines
+
+
 def report(args: argparse.Namespace, archived: list, recal: dict[str, Any], load0: tuple, seconds: float,
-           cpu: float) -> str:
+           cpu: float, timed: dict[str, Any] | None = None) -> str:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                             text=True).stdout.strip()
     load1 = os.getloadavg()
@@ -277,13 +494,16 @@ def report(args: argparse.Namespace, archived: list, recal: dict[str, Any], load
                      f"window before the lead date)")
         lines.append(_row("default model", model, oracle))
         lines.append(_row("oracle", oracle, None))
+    if timed is not None:
+        lines += time_report(timed)
     if "error" in recal:
         lines += ["", f"## #13: the quarterly recalibration FAILED on this warehouse: {recal['error']}"]
         return "\n".join(lines) + "\n"
     s = recal["split"]
     lines += [
         "",
-        f"## #13: the quarterly recalibration (challenger {recal['challenger']} from {recal['champion']}; "
+        f"## #13 (as before, not the goals' split): the quarterly recalibration as of the last day (challenger "
+        f"{recal['challenger']} from {recal['champion']}; "
         f"build_training_set + recalibrate_challenger on a copy, {recal['fit_seconds']:.0f} s)",
         f"  training set: {recal['training']['outcomes']} renewals, {recal['training']['rows']} lead rows "
         f"{recal['training']['by_horizon']}, {recal['training']['churned']} positive",
@@ -333,6 +553,12 @@ def main() -> int:
     parser.add_argument("--until", type=date.fromisoformat, default=date(2026, 9, 30),
                         help="the recalibration's batch date (the bootstrap's last day)")
     parser.add_argument("--months", type=int, default=12, help="the quarterly DAG's outcome window")
+    parser.add_argument("--write-rows", type=Path, default=None,
+                        help="also write every renewal's lead rows (build_training_set to --until) to this Parquet "
+                             "file: tests/fixtures/sandbox_year_lead_rows.parquet is made so")
+    parser.add_argument("--cutoff", type=date.fromisoformat, default=None,
+                        help="held out by time: recalibrate as of this date, score the renewals after it "
+                             "(default: the renewal date that leaves 40%% of the renewals with a 60-day lead row after it)")
     args = parser.parse_args()
     from healthscore.pipeline import recalibration as rc
     from healthscore.warehouse.engine import make_engine
@@ -347,7 +573,13 @@ def main() -> int:
         recal = recalibrated_vs_oracle(args.warehouse.resolve(), world, args.until, args.months)
     except Exception as exc:  # noqa: BLE001 - the #12 figures still print; the failure is the #13 result
         recal = {"error": f"{type(exc).__name__}: {exc}"}
-    text = report(args, archived, recal, load0, time.perf_counter() - wall0, time.process_time() - cpu0)
+    if args.write_rows is not None:
+        write_rows(args.warehouse.resolve(), args.until, args.months, args.write_rows)
+    try:
+        timed = by_time(args.warehouse.resolve(), world, args.until, args.cutoff, args.months)
+    except Exception as exc:  # noqa: BLE001 - printed as the result
+        timed = {"error": f"{type(exc).__name__}: {exc}"}
+    text = report(args, archived, recal, load0, time.perf_counter() - wall0, time.process_time() - cpu0, timed)
     print(text, end="")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     old = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else ""

@@ -26,25 +26,33 @@ def table(runs: list[dict]) -> str:
     for run in runs:
         newest[run["accounts"]] = run  # later entries win
     lines = [
-        "| accounts | day | total | slowest tasks | peak RSS (max task) | requests HubSpot / search / Zendesk / "
-        "Stripe / Mixpanel | HubSpot at real limits | commit, date, load avg |",
-        "| ---: | --- | ---: | --- | ---: | --- | ---: | --- |",
+        "| accounts | day | total | CPU (Airflow + sandbox) | slowest tasks | peak RSS (max task) | requests HubSpot / "
+        "search / Zendesk / Stripe / Mixpanel | HubSpot at real limits | commit, date, load avg |",
+        "| ---: | --- | ---: | ---: | --- | ---: | --- | ---: | --- |",
     ]
     for accounts in sorted(newest):
         run = newest[accounts]
+        if run.get("partial"):
+            lines.append(f"| {accounts:,} | **partial run** | | | {run['partial']} | | | | |")
         for day in run["days"]:
-            req = day["requests"]
+            req = day.get("requests", {})
             counts = " / ".join(str(req.get(k, 0)) for k in ("hubspot", "hubspot_search", "zendesk", "stripe",
                                                               "mixpanel"))
             peak = max((v["peak_rss_mib"] for v in day["tasks"].values()), default=0)
+            state = "" if day.get("state", "success") == "success" else f" ({day['state']})"
+            if day["kind"] == "backfill" and isinstance(run.get("mixpanel_backfill_days"), int):
+                state += f" (Mixpanel backfill {run['mixpanel_backfill_days']} days, not 35)"
+            cpu = (f"{day['airflow_cpu_s']:.0f} + {day.get('sandbox_cpu_s', 0):.0f} s" if "airflow_cpu_s" in day
+                   else "-")
             lines.append(
-                f"| {accounts:,} | {day['kind']} {day['logical_date']} | {day['total_s']:.0f} s | {_top_tasks(day)} "
+                f"| {accounts:,} | {day['kind']} {day['logical_date']}{state} | {day['total_s']:.0f} s | {cpu} "
+                f"| {_top_tasks(day)} "
                 f"| {peak:,} MiB | {counts} | {day.get('hubspot_min_seconds_at_real_limits', 0):.0f} s "
                 f"| {run['commit']}, {run['date'][:10]}, {'/'.join(str(x) for x in run['load_start'])} |")
         derived = run.get("derived") or {}
         if derived:
             lines.append(
-                f"| {accounts:,} | steady / backfill | | extraction time x{derived.get('steady_vs_backfill_extraction_seconds')}"
+                f"| {accounts:,} | steady / backfill | | | extraction time x{derived.get('steady_vs_backfill_extraction_seconds')}"
                 f", requests x{derived.get('steady_vs_backfill_extraction_requests')}; CRM records changed "
                 f"{100 * (derived.get('steady_crm_records_changed_share') or 0):.1f}% | | | | |")
     return "\n".join(lines)

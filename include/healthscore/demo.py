@@ -54,10 +54,25 @@ class DayResult:
     seconds: float
     log_path: Path
     tasks: list[tuple[str, str | None, float | None]]
+    returncode: int | None = None
 
     def failed_tasks(self) -> list[str]:
-        """Tasks that failed (``up_for_retry``: failed with retries left when the test run gave up)."""
-        return [t for t, state, _ in self.tasks if state in ("failed", "up_for_retry")]
+        """Tasks that failed (``up_for_retry``: failed with retries left when the test run gave up), else the
+        tasks still running when the run's process died (killed: it had no time to mark them failed)."""
+        failed = [t for t, state, _ in self.tasks if state in ("failed", "up_for_retry")]
+        return failed or [t for t, state, _ in self.tasks if state == "running"]
+
+    def failure(self) -> str:
+        """One line: which task, what error (a kill by signal says so: SIGKILL is most often the OOM killer)."""
+        failed = self.failed_tasks()
+        task = failed[0] if failed else None
+        if self.returncode is not None and self.returncode < 0:
+            name = signal.Signals(-self.returncode).name
+            error = (f"the run's process was killed by {name}"
+                     + (" (most often the kernel's out-of-memory killer: see dmesg)" if name == "SIGKILL" else ""))
+        else:
+            error = last_error(self.log_path.read_text(errors="replace"), task)
+        return f"{f'in task {task}' if task else '(no task named)'}: {error} (log: {self.log_path})"
 
 
 def last_error(output: str, task_id: str | None = None) -> str:
@@ -111,7 +126,7 @@ def run_day(airflow: LocalAirflow, logical: date, env: dict[str, str], log_path:
     from healthscore.local_airflow import DagRunResult
 
     state = DagRunResult(proc.returncode, output).state or ("failed" if proc.returncode else None)
-    return DayResult(logical, state, time.monotonic() - started, log_path, tasks)
+    return DayResult(logical, state, time.monotonic() - started, log_path, tasks, proc.returncode)
 
 
 @contextmanager
@@ -181,7 +196,7 @@ def pipeline_env(base_url: str, warehouse_url: str, data_dir: Path, timeout: flo
 
 
 def run_demo(settings: Settings, accounts: int = 300, seed: int = 42, days: int = 3,
-             history_days: int = DEMO_HISTORY_DAYS) -> int:
+             history_days: int = DEMO_HISTORY_DAYS, sandbox_port: int | None = None) -> int:
     from healthscore.config import load_model_config
     from healthscore.local_airflow import LocalAirflow
     from healthscore.pipeline.signals import COMPUTED_SIGNALS
@@ -210,7 +225,7 @@ def run_demo(settings: Settings, accounts: int = 300, seed: int = 42, days: int 
         (logs / "airflow-migrate.log").write_text(str(exc))
         raise DemoError(f"{str(exc).splitlines()[0]} {last_error(str(exc))} "
                         f"(log: {logs / 'airflow-migrate.log'})") from exc
-    with sandbox_process(free_port(), accounts, seed) as base:
+    with sandbox_process(sandbox_port or free_port(), accounts, seed) as base:
         print(f"sandbox: {base} ({accounts} accounts, seed {seed})", flush=True)
         env = pipeline_env(base, url, data_dir)
         if history_days > 0:
@@ -224,11 +239,7 @@ def run_demo(settings: Settings, accounts: int = 300, seed: int = 42, days: int 
                              out=lambda line: print(line, flush=True))
             print(f"customer_health_daily {logical}: {result.state} in {result.seconds:.0f} s", flush=True)
             if result.state != "success":
-                failed = result.failed_tasks()
-                task = failed[0] if failed else None
-                error = last_error(result.log_path.read_text(errors="replace"), task)
-                raise DemoError(f"customer_health_daily {logical} failed"
-                                f"{f' in task {task}' if task else ''}: {error} (log: {result.log_path})")
+                raise DemoError(f"customer_health_daily {logical} failed {result.failure()}")
         print(f"{days} days in {time.monotonic() - total:.0f} s", flush=True)
         month = DEMO_LAST_DAY.replace(day=1)
         logical = DEMO_LAST_DAY + timedelta(days=1)
@@ -238,11 +249,7 @@ def run_demo(settings: Settings, accounts: int = 300, seed: int = 42, days: int 
                          dag_id="health_model_accuracy")
         print(f"health_model_accuracy {month:%Y-%m}: {result.state} in {result.seconds:.0f} s", flush=True)
         if result.state != "success":
-            failed = result.failed_tasks()
-            task = failed[0] if failed else None
-            error = last_error(result.log_path.read_text(errors="replace"), task)
-            raise DemoError(f"health_model_accuracy {month:%Y-%m} failed"
-                            f"{f' in task {task}' if task else ''}: {error} (log: {result.log_path})")
+            raise DemoError(f"health_model_accuracy {month:%Y-%m} failed {result.failure()}")
         print_summary(engine, data_dir)
         print_csm_view(engine, base, data_dir)
     print_accuracy(engine, data_dir)

@@ -37,3 +37,37 @@ def test_figures_call_a_small_sample_small_and_a_large_one_not() -> None:
     assert f["recall_ci"][0] < f["recall"] < f["recall_ci"][1]
     assert not f["small"]
     assert bench.figures(np.array([0, 0, 0]), np.array([0.1, 0.2, 0.3]))["small"]  # one class: undefined
+
+
+def test_goal_verdicts_need_the_whole_ratio_interval_on_one_side() -> None:
+    assert bench.verdict((0.96, 1.10), 0.95).startswith("MET")
+    assert bench.verdict((0.70, 0.94), 0.95).startswith("MISSED")
+    assert bench.verdict((0.80, 1.02), 0.95).startswith("not distinguishable")
+    assert bench.verdict(None, 0.95) == "n/a"
+
+
+def test_ratio_interval_covers_the_ratio_and_narrows_with_the_sample() -> None:
+    rng = np.random.default_rng(3)
+    widths = []
+    for n in (80, 2000):
+        y = (rng.random(n) < 0.3).astype(int)
+        oracle = y + rng.normal(0, 0.6, n)
+        model = y + rng.normal(0, 1.2, n)
+        r = bench.ratio_interval(y, model, oracle, draws=300)
+        point = bench.figures(y, model)["auc"] / bench.figures(y, oracle)["auc"]
+        lo, hi = r["auc_ratio"]
+        assert lo < point < hi and hi < 1.0 + 0.05 * (n == 80)  # the oracle is the better ranker
+        assert r["recall_ratio"][0] < r["recall_ratio"][1]
+        widths.append(hi - lo)
+    assert widths[1] < widths[0] / 2
+
+
+def test_time_cutoff_leaves_the_later_share_of_60_day_renewals_after_it() -> None:
+    from datetime import date, timedelta
+
+    import pandas as pd
+
+    days = [date(2026, 1, 1) + timedelta(days=i) for i in range(10)]
+    rows = pd.DataFrame({"outcome_date": days * 2, "horizon_days": [60] * 10 + [30] * 10})
+    cut = bench.time_cutoff(rows, later_share=0.4)
+    assert cut == days[5] and sum(d > cut for d in days) == 4  # the 30-day rows do not count

@@ -16,6 +16,10 @@ from healthscore.evaluation.holdout import MIN_CLASS_ROWS
 # Knot candidates: these quantiles of the rows and of the distinct values (the finer grid measured
 # 0.002-0.003 AUC better than 15 levels on bench_byo's tables).
 CURVE_QUANTILES = np.r_[0, 0.02, np.arange(0.05, 0.951, 0.05), 0.98, 1.0]
+# Baselines placed between a floor and a target candidate, as these fractions of the way (0.5: a straight
+# ramp from floor to target, the shape a linear model gives a signal, which the candidates alone often miss:
+# an integer count has no candidate half-way between two of its values).
+BASELINE_FRACTIONS = (0.25, 0.5, 0.75)
 MIN_RAMP_SHARE = 0.03  # each ramp of a curve (floor..baseline, baseline..target) holds >= 3% of the rows
 MIN_PARTIAL_CHI2 = 16.0  # explained weighted sum of squares a backfitted curve needs (~chi-square, 3 knots)
 
@@ -118,6 +122,14 @@ def fit_curve(
     if not valid.any():
         return CurveFit(fallback, "too few distinct values to place the knots", False)
     f_arr, b_arr, t_arr = f_all[valid], b_all[valid], t_all[valid]
+    fj, tj = np.meshgrid(fs, cand, indexing="ij")
+    pair = tj > fj
+    fj, tj = fj[pair], tj[pair]
+    if fj.size:
+        frac = np.asarray(BASELINE_FRACTIONS)[:, None]
+        f_arr = np.r_[f_arr, np.tile(fj, frac.size)]
+        b_arr = np.r_[b_arr, (fj + frac * (tj - fj)).ravel()]
+        t_arr = np.r_[t_arr, np.tile(tj, frac.size)]
     # Each ramp of the curve must hold a share of the rows: a knot pair around a few rows fits noise.
     sorted_u = np.sort(u)
 

@@ -12,7 +12,6 @@ Guarantees, per source object:
 
 from __future__ import annotations
 
-import json
 import logging
 import tempfile
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ from datetime import date, datetime, timedelta
 from hashlib import sha256
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
@@ -71,19 +71,24 @@ def previous_cursor(conn: sa.Connection, source: str, obj: str, batch_date: date
 class _Staging:
     """Landing rows spooled to a temp file so memory stays flat however big the first load is."""
 
+    # msgspec: the rows are strings (the payload, already JSON, among them) and None; json.dumps escaping
+    # each payload again and json.loads reading it back were a third of a large extraction's CPU.
+    _encode = msgspec.json.Encoder().encode
+    _decode = msgspec.json.Decoder().decode
+
     def __init__(self) -> None:
-        self.file = tempfile.TemporaryFile(mode="w+", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        self.file = tempfile.TemporaryFile(mode="w+b")  # noqa: SIM115 - closed in close()
         self.count = 0
 
     def add(self, row: dict) -> None:
-        self.file.write(json.dumps(row, default=str) + "\n")
+        self.file.write(self._encode(row) + b"\n")
         self.count += 1
 
     def chunks(self, size: int) -> Iterator[list[dict]]:
         self.file.seek(0)
         chunk: list[dict] = []
         for line in self.file:
-            row = json.loads(line)
+            row = self._decode(line)
             chunk.append(row)
             if len(chunk) >= size:
                 yield chunk

@@ -92,13 +92,33 @@ def run_score_plan(context: Mapping[str, Any]) -> list[dict[str, int]]:
 def run_score(context: Mapping[str, Any], shard: int = 0, shards: int = 1) -> dict:
     from healthscore.pipeline.score import load_shard_signals, score_batch
 
+    cpu0, rss0, _ = _process_usage()
     with task_scope(context) as (settings, batch, engine):
         signals = load_shard_signals(engine, batch.batch_date, shard, shards)
         written = score_batch(engine, signals, batch, archive_url=settings.resolved_archive_url,
                               shard=shard, shards=shards)
         log.info("archive (shard %d of %d): %s rows per model version; Parquet under %s", shard, shards, written,
                  settings.resolved_archive_url)
+        cpu1, _, peak = _process_usage()
+        # What a shard costs its worker (sizing: bench/bench_celery_scaleout.py reads this line from the task log).
+        log.info("shard usage: shard=%d shards=%d accounts=%d cpu_s=%.2f peak_rss_mb=%.0f start_rss_mb=%.0f",
+                 shard, shards, len(signals), cpu1 - cpu0, peak, rss0)
         return written
+
+
+def _process_usage() -> tuple[float, float, float]:
+    """(CPU seconds, RSS MB, peak RSS MB) of this process. The peak is /proc's VmHWM (ru_maxrss where there is
+    no /proc): ru_maxrss carries a forking parent's peak over exec."""
+    import resource
+    from pathlib import Path
+
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = ru.ru_utime + ru.ru_stime
+    try:
+        status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
+        return cpu, int(status["VmRSS"].split()[0]) / 1024, int(status["VmHWM"].split()[0]) / 1024
+    except (OSError, KeyError, ValueError):
+        return cpu, float("nan"), ru.ru_maxrss / 1024
 
 
 def run_combine_shards(context: Mapping[str, Any], shard_results: list[dict]) -> dict:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
+import msgspec
 import requests
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 
@@ -24,6 +25,7 @@ from healthscore.sources import registry
 log = logging.getLogger(__name__)
 
 SANDBOX_CLOCK_HEADER = "X-Sandbox-Now"
+_JSON = msgspec.json.Decoder()
 
 
 class SourceError(RuntimeError):
@@ -214,7 +216,9 @@ class HttpClient:
         def once() -> dict:
             response = self._send(method, url, **kwargs)
             try:
-                return response.json()
+                # msgspec decodes the same Python values several times faster than json (a 100k-account
+                # backfill reads ~20k HubSpot pages); an empty or cut body raises DecodeError, a ValueError.
+                return _JSON.decode(response.content)
             except ValueError as exc:
                 raise RetryableError(f"{method} {url.split('?')[0]}: malformed JSON body ({exc})") from exc
 

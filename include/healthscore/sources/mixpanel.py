@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Iterator
 from datetime import date
 from typing import ClassVar, TypeVar
 
+import msgspec
 from requests.auth import HTTPBasicAuth
 
 from healthscore.sources.base import (
@@ -21,6 +21,7 @@ from healthscore.sources.base import (
 
 log = logging.getLogger(__name__)
 CHUNK = 20_000
+_decode = msgspec.json.Decoder().decode  # ~3x json.loads; a 100k-account day is ~1M export lines
 Acc = TypeVar("Acc")
 
 
@@ -50,12 +51,12 @@ class MixpanelSource(Source):
                   "project_id": self.connection.extra.get("project_id")}
         response = self.client.request("GET", "/api/2.0/export", params=params, stream=True)
         with response:
-            for number, line in enumerate(response.iter_lines(), start=1):
+            for number, line in enumerate(response.iter_lines(chunk_size=1 << 16), start=1):  # 512 B by default
                 if not line:
                     continue
                 try:
-                    yield json.loads(line)
-                except ValueError as exc:
+                    yield _decode(line)
+                except ValueError as exc:  # msgspec.DecodeError is one
                     raise RetryableError(f"{day} export line {number} is not JSON (stream cut?)") from exc
 
     def fold_day(self, day: date, start: Callable[[], Acc], step: Callable[[Acc, dict], None]) -> Acc:

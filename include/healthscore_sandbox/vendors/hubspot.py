@@ -126,6 +126,10 @@ def _serialize(frame: pd.DataFrame, obj: str, properties: list[str], association
     created = iso_millis(frame["created_ts"])
     updated = iso_millis(frame["updated_ts"])
     records = frame[cols].to_dict("records") if cols else [{} for _ in range(len(frame))]
+    # Columns as lists once: a DataFrame lookup per record (frame["id"].iat[i]) was a third of a 100k list's time.
+    ids = frame["id"].tolist()
+    with_companies = "companies" in associations and "company_id" in frame.columns and obj != "companies"
+    companies = frame["company_id"].tolist() if with_companies else []
     out = []
     for i, props in enumerate(records):
         for name in missing:
@@ -134,7 +138,7 @@ def _serialize(frame: pd.DataFrame, obj: str, properties: list[str], association
             if value is not None and not isinstance(value, str):
                 props[name] = None if pd.isna(value) else str(value)
         record: dict[str, Any] = {
-            "id": frame["id"].iat[i],
+            "id": ids[i],
             "properties": props,
             "createdAt": created[i],
             "updatedAt": updated[i],
@@ -142,9 +146,9 @@ def _serialize(frame: pd.DataFrame, obj: str, properties: list[str], association
         }
         if archived:
             record["archivedAt"] = updated[i]
-        if "companies" in associations and "company_id" in frame.columns and obj != "companies":
+        if with_companies:
             record["associations"] = {
-                "companies": {"results": [{"id": frame["company_id"].iat[i], "type": f"{obj[:-1]}_to_company"}]}
+                "companies": {"results": [{"id": companies[i], "type": f"{obj[:-1]}_to_company"}]}
             }
         out.append(record)
     return out
