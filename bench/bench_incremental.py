@@ -125,8 +125,8 @@ def run(accounts: int, seed: int) -> str:
         "",
         f"target next day <= {TARGET:.0%} of the full sync: CPU {ratio_cpu:.1%}, requests {ratio_req:.1%} -> "
         + ("met" if max(ratio_cpu, ratio_req) <= TARGET else "NOT met"),
-        "Snapshot objects (owners, subscriptions) and windowed re-reads (invoices' trailing window, Mixpanel's "
-        "trailing days) are read whatever changed, by design: their share above is what that costs.",
+        "Snapshot objects (owners) and windowed re-reads (Stripe invoices' day of events before the cursor, "
+        "Mixpanel's trailing days) are read whatever changed, by design: their share above is what that costs.",
     ]
     return "\n".join(lines) + "\n"
 
@@ -141,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     text = run(args.accounts, args.seed)
     print(text, end="")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(text)
+    earlier = RESULTS.read_text() if RESULTS.exists() else ""
+    RESULTS.write_text(text + ("\n" + earlier if earlier else ""))  # newest run first, the earlier ones kept
     return 0
 
 

@@ -267,7 +267,7 @@ def _cmd_history_bootstrap(args: argparse.Namespace) -> int:
               f"{settings.data_dir}", flush=True)
         if not args.show_logs:
             print(f"history: logs go to {log_path(settings)} (--show-logs keeps them on the terminal)", flush=True)
-        result = bootstrap(plan, stop_after=args.stop_after, quiet=not args.show_logs)
+        result = bootstrap(plan, stop_after=args.stop_after, quiet=not args.show_logs, workers=args.workers)
     rate = result.days_run / result.seconds if result.seconds else 0.0
     print(f"history: {result.days_run} days run, {result.skipped} already done, {result.seconds:.0f} s "
           f"({rate * 60:.1f} days/min)")
@@ -318,6 +318,9 @@ def build_parser() -> argparse.ArgumentParser:
     boot.add_argument("--seed", type=int, default=42)
     boot.add_argument("--accounts", type=int, default=300)
     boot.add_argument("--stop-after", type=int, default=None, help="stop after this many days (resume later)")
+    boot.add_argument("--workers", type=int, default=None,
+                      help="processes running a day's independent tasks side by side, as the DAG allows "
+                           "(default: one per core, at most 4; 1: one task after another in this process)")
     boot.add_argument("--show-logs", action="store_true",
                       help="keep the pipeline's logs on the terminal (default: they go to "
                            "<data dir>/logs/history-bootstrap.log and the terminal shows the progress bar)")

@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 
 from healthscore_sandbox.faults import HOSTILE_NAMES, FaultInjector
+from healthscore_sandbox.stripe_states import StripeEvents, StripeStates
 from healthscore_sandbox.world import World
-from healthscore_sandbox.world_billing import PAYMENT_ATTEMPT_OFFSETS
 
 DAY = 86_400
 UNKNOWN_COMPANY_ID = "9999999999"
@@ -105,6 +105,7 @@ class VendorViews:
         self._company_ids = accounts["hubspot_company_id"].astype(str)
         self._org_ids = accounts["zendesk_organization_id"].astype("int64")
         self._customer_ids = accounts["stripe_customer_id"].astype(str)
+        self._stripe: StripeStates | None = None
 
     def view(self, obj: str, now: int) -> pd.DataFrame:
         """What the vendor lists at ``now`` (HubSpot: without the archived records)."""
@@ -393,110 +394,26 @@ class VendorViews:
         """Stripe lists newest first."""
         return frame.sort_values(["created_ts", "id"], ascending=False).reset_index(drop=True)
 
-    def _build_customers(self, now: int) -> pd.DataFrame:
-        accounts = self.world.accounts
-        visible = accounts[accounts["created_ts"] <= now]
-        unpaid = self._past_due_accounts(now)
-        frame = pd.DataFrame(
-            {
-                "id": _strings(visible["stripe_customer_id"]),
-                "created_ts": visible["created_ts"].to_numpy(dtype="int64"),
-                "name": _strings(visible["name"]),
-                "email": ("billing@" + visible["domain"].astype(str)).to_numpy(dtype=object),
-                "hubspot_company_id": _strings(visible["hubspot_company_id"]),
-                "delinquent": visible.index.isin(unpaid),
-            }
-        )
-        kinds = self._corrupt("customers", frame, "id")
-        frame.loc[kinds.isin(["null", "out_of_range"]).to_numpy(), "email"] = None
-        frame.loc[kinds == "unknown_fk", "hubspot_company_id"] = UNKNOWN_COMPANY_ID
-        return self._stripe_order(frame)
+    @property
+    def stripe(self) -> StripeStates:
+        """Stripe objects at per-record instants (lists and events share it); built on first use."""
+        if self._stripe is None:
+            self._stripe = StripeStates(self)
+        return self._stripe
 
-    def _past_due_accounts(self, now: int) -> np.ndarray:
-        inv = self.world.invoices
-        overdue = (inv["created_ts"] <= now) & (inv["due_ts"] < now) & ((inv["paid_ts"] < 0) | (inv["paid_ts"] > now))
-        return inv.loc[overdue, "account_idx"].unique()
+    def _build_customers(self, now: int) -> pd.DataFrame:
+        visible = np.flatnonzero(self.world.accounts["created_ts"].to_numpy() <= now)
+        return self._stripe_order(self.stripe.customers(visible, now))
 
     def _build_subscriptions(self, now: int) -> pd.DataFrame:
-        accounts = self.world.accounts
-        visible = accounts[accounts["created_ts"] <= now]
-        idx = visible.index
-        contract = self.current_contracts(now).reindex(idx)
-        churned = self.churned_at(now).reindex(idx)
-        past_due = idx.isin(self._past_due_accounts(now))
-        seats = contract["seats"].fillna(visible["seats"]).astype("int64").to_numpy()
-        mrr = contract["mrr_cents"].fillna(0).astype("int64").to_numpy()
-        status = np.where(churned.notna(), "canceled", np.where(past_due, "past_due", "active"))
-        term_start = contract["term_start_ts"].fillna(visible["created_ts"]).astype("int64").to_numpy()
-        # Monthly billing periods inside the annual term.
-        months = np.maximum(0, (now - term_start) // (30 * DAY))
-        period_start = np.minimum(term_start + months * 30 * DAY, now)
-        frame = pd.DataFrame(
-            {
-                "id": ("sub_" + visible["stripe_customer_id"].astype(str).str[4:]).to_numpy(dtype=object),
-                "created_ts": visible["created_ts"].to_numpy(dtype="int64"),
-                "customer": _strings(visible["stripe_customer_id"]),
-                "status": status.astype(object),
-                "quantity": seats,
-                "unit_amount": np.where(seats > 0, mrr // np.maximum(seats, 1), 0),
-                "plan": _strings(visible["plan"]),
-                "current_period_start": period_start,
-                "current_period_end": period_start + 30 * DAY,
-                "term_end_ts": contract["term_end_ts"].fillna(-1).astype("int64").to_numpy(),
-                "canceled_at": churned.fillna(-1).astype("int64").to_numpy(),
-                "hubspot_company_id": _strings(visible["hubspot_company_id"]),
-            }
-        )
-        kinds = self._corrupt("subscriptions", frame, "id")
-        frame.loc[kinds == "null", "status"] = None
-        frame.loc[kinds == "out_of_range", "quantity"] = -3
-        frame.loc[kinds == "unknown_fk", "customer"] = UNKNOWN_CUSTOMER_ID
-        return self._stripe_order(frame)
+        visible = np.flatnonzero(self.world.accounts["created_ts"].to_numpy() <= now)
+        return self._stripe_order(self.stripe.subscriptions(visible, now))
 
     def _build_invoices(self, now: int) -> pd.DataFrame:
-        inv = self.world.invoices
-        visible = inv[inv["created_ts"] <= now]
-        paid_ts = visible["paid_ts"].to_numpy(dtype="int64")
-        paid = (paid_ts >= 0) & (paid_ts <= now)
-        due = visible["due_ts"].to_numpy(dtype="int64")
-        written_off = due + 90 * DAY + 1  # marked uncollectible 90 days past due, unless paid first
-        uncollectible = ~paid & (written_off <= now)
-        status = np.where(paid, "paid", np.where(uncollectible, "uncollectible", "open"))
-        marked = np.where((written_off <= now) & (~paid | (paid_ts >= written_off)), written_off, -1)
-        amount = visible["amount_due_cents"].to_numpy(dtype="int64")
-        # Fields that change over the invoice's life, as they stood at `now` (never the final value):
-        # the world keeps each invoice's final attempt count; attempts happen on a fixed schedule.
-        created = visible["created_ts"].to_numpy(dtype="int64")
-        final_attempts = visible["attempt_count"].to_numpy(dtype="int64")
-        automatic = (visible["collection_method"].astype(str) == "charge_automatically").to_numpy()
-        made = (created[:, None] + PAYMENT_ATTEMPT_OFFSETS[None, :]) <= now
-        scheduled = np.arange(len(PAYMENT_ATTEMPT_OFFSETS))[None, :] < final_attempts[:, None]
-        attempts = np.where(automatic, (made & scheduled).sum(axis=1), paid.astype("int64"))
-        retry = automatic & ~paid & ~uncollectible & (attempts < len(PAYMENT_ATTEMPT_OFFSETS))
-        next_attempt = np.where(retry, created + PAYMENT_ATTEMPT_OFFSETS[np.minimum(attempts, 3)], -1)
-        sub_ids = "sub_" + visible["stripe_customer_id"].astype(str).str[4:]
-        frame = pd.DataFrame(
-            {
-                "id": _strings(visible["invoice_id"]),
-                "created_ts": visible["created_ts"].to_numpy(dtype="int64"),
-                "customer": _strings(visible["stripe_customer_id"]),
-                "subscription": sub_ids.to_numpy(dtype=object),
-                "status": status.astype(object),
-                "amount_due": amount,
-                "amount_paid": np.where(paid, amount, 0),
-                "due_date": due,
-                "period_start": visible["created_ts"].to_numpy(dtype="int64"),
-                "period_end": visible["period_end_ts"].to_numpy(dtype="int64"),
-                "paid_at": np.where(paid, paid_ts, -1),
-                "marked_uncollectible_at": marked,
-                "attempt_count": attempts.astype("int64"),
-                "next_payment_attempt": next_attempt.astype("int64"),
-                "collection_method": _strings(visible["collection_method"]),
-                "number": _strings(visible["invoice_id"].astype(str).str[3:11].str.upper() + "-0001"),
-            }
-        )
-        kinds = self._corrupt("invoices", frame, "id")
-        frame.loc[kinds == "null", "status"] = None
-        frame.loc[kinds == "out_of_range", "amount_due"] = -100
-        frame.loc[kinds == "unknown_fk", "customer"] = UNKNOWN_CUSTOMER_ID
-        return self._stripe_order(frame)
+        visible = np.flatnonzero(self.world.invoices["created_ts"].to_numpy() <= now)
+        return self._stripe_order(self.stripe.invoices(visible, now))
+
+    def stripe_events(self, now: int) -> StripeEvents:
+        """The events Stripe lists at ``now`` (its 30-day retention), newest first; cached like a view."""
+        return self.cache.get(("stripe_events", now, *self._fault_key()),  # type: ignore[return-value]
+                              lambda: self.stripe.events(now))

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from healthscore.local_airflow import DAGS_FOLDER, POOLS_FILE
+from healthscore.pipeline.history import day_graph
 
 PARSE = """
 import json, sys
@@ -86,3 +87,21 @@ def test_daily_dag_parses_wires_the_pipeline_and_uses_defined_pools(tmp_path):
     used = {t["pool"] for t in tasks.values()} - {"default_pool"}
     assert used and used <= set(pools)
     assert info["heavy_modules"] == [], "DAG files must not import heavy libraries at parse time"
+    # The history bootstrap runs a day's tasks as soon as their upstream tasks are done: the same wiring
+    # (ancestors compared; the shard plan and combine steps, not run by the bootstrap, are passed through).
+    graph = day_graph()
+    assert set(graph) == set(tasks) - {"plan_score_shards", "combine_shards"}
+    for name in graph:
+        assert _ancestors(graph, name) == _ancestors({t: v["upstream"] for t, v in tasks.items()}, name) - {
+            "plan_score_shards", "combine_shards"}, name
+
+
+def _ancestors(upstream: dict, name: str) -> set[str]:
+    seen: set[str] = set()
+    stack = list(upstream[name])
+    while stack:
+        task = stack.pop()
+        if task not in seen:
+            seen.add(task)
+            stack.extend(upstream[task])
+    return seen

@@ -155,6 +155,39 @@ def stripe_missing_anchor(base: str) -> list[str]:
     return [] if caught.value.code == "resource_missing" else [f"code {caught.value.code!r}"]
 
 
+def stripe_events(base: str) -> list[str]:
+    """Events parse as ``stripe.Event`` with their object as its SDK class, newest first, paged by the SDK
+    (``type`` wildcard and ``types[]``), and one is retrieved by id."""
+    client = _stripe(base)
+    problems: list[str] = []
+    classes = {"invoice": stripe.Invoice, "subscription": stripe.Subscription, "customer": stripe.Customer}
+    every = list(client.v1.events.list({"limit": 100}).auto_paging_iter())
+    if not every:
+        return ["no event listed"]
+    created = [e.created for e in every]
+    if created != sorted(created, reverse=True) or len({e.id for e in every}) != len(every):
+        problems.append("events are not newest first with distinct ids")
+    for event in every[:: max(1, len(every) // 50)]:
+        problems += missing(event, stripe.Event)
+        cls = classes[event.data.object.object]
+        if not isinstance(event.data.object, cls):
+            problems.append(f"{event.id}: data.object is {type(event.data.object).__name__}, not {cls.__name__}")
+        problems += missing(event.data.object, cls)
+        if event.type.endswith(".updated") and not getattr(event.data, "previous_attributes", None):
+            problems.append(f"{event.id}: an update without previous_attributes")
+    invoices = list(client.v1.events.list({"type": "invoice.*", "limit": 25}).auto_paging_iter())
+    if not invoices or {e.type.split(".")[0] for e in invoices} != {"invoice"}:
+        problems.append(f"type=invoice.*: {sorted({e.type for e in invoices})}")
+    chosen = ["customer.subscription.created", "customer.subscription.updated"]
+    subscriptions = list(client.v1.events.list({"types": chosen, "limit": 100}).auto_paging_iter())
+    if sorted({e.type for e in subscriptions}) != sorted(t for t in chosen if any(e.type == t for e in every)):
+        problems.append(f"types[]: {sorted({e.type for e in subscriptions})}")
+    one = client.v1.events.retrieve(every[-1].id)
+    if one.id != every[-1].id or one.type != every[-1].type:
+        problems.append("retrieve returned another event")
+    return problems
+
+
 # ---- HubSpot -----------------------------------------------------------------------------------------
 def hubspot_companies_page(base: str) -> list[str]:
     page = _hubspot(base).crm.companies.basic_api.get_page(limit=100, properties=["name", "arr"])
@@ -246,7 +279,7 @@ def hubspot_auth_error(base: str) -> list[str]:
 
 CHECKS: dict[str, Callable[[str], list[str]]] = {f.__name__: f for f in (
     stripe_customers, stripe_subscriptions, stripe_invoices, stripe_invoice_history, stripe_paging,
-    stripe_created_filter, stripe_auth_error, stripe_invalid_request, stripe_missing_anchor,
+    stripe_created_filter, stripe_auth_error, stripe_invalid_request, stripe_missing_anchor, stripe_events,
     hubspot_companies_page, hubspot_companies_paging, hubspot_search_companies, hubspot_search_deals,
     hubspot_contacts, hubspot_meetings, hubspot_owners, hubspot_create_task, hubspot_update_company,
     hubspot_create_property, hubspot_properties, hubspot_auth_error,

@@ -244,3 +244,61 @@ def test_sqlite_seeks_each_records_newest_version_instead_of_scanning(sqlite_url
         engine.dispose()
     landing = [step for step in plan if "raw_hubspot_companies" in step or "newer" in step]
     assert landing and all(step.startswith("SEARCH") and "record_id=?" in step for step in landing), plan
+
+
+@pytest.mark.postgres
+def test_signal_reads_stay_flat_as_batches_re_land_the_same_records(postgres_url: str) -> None:
+    """What build_signals reads (tests/integration/test_history_reads.py covers score and act): a windowed
+    read of records last stamped before its ``since``, Mixpanel's covered days and rows and the NPS answers,
+    counted at 8 and at 48 landed batches of the same records."""
+    upgrade(postgres_url)
+    engine = make_engine(postgres_url)
+    u = MixpanelUsageDaily.__table__
+    companies = [f"c{i}" for i in range(40)]
+    measured: dict[int, dict[str, int]] = {}
+    try:
+        with engine.begin() as conn:
+            for n in range(48):
+                day = D0 + timedelta(days=n)
+                # Meetings stamped long before as-of, re-landed every batch (the bench's worst case).
+                rows = landing_rows(D0 - timedelta(days=200), range(200))
+                pointintime.land_batch(conn, "hubspot", "meetings", day, [[dict(r, batch_date=day) for r in rows]])
+                conn.execute(sa.insert(u), [  # each batch re-lands its day and the two before; an NPS answer a week
+                    {"company_id": c, "event_date": day - timedelta(days=k), "batch_date": day, "active_users": 3,
+                     "nps_responses": int((n - k) % 7 == 0 and i % 4 == 0), "nps_latest": 9.0}
+                    for k in range(3) for i, c in enumerate(companies)])
+                if n + 1 in (8, 48):
+                    conn.exec_driver_sql("ANALYZE")
+                    conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
+                    pit = PointInTime(day, midnight(day + timedelta(days=1)))
+                    since = pit.as_of - timedelta(days=90)
+                    before = len(conn.execute(sa.select(u.c.event_date).distinct()
+                                              .where(u.c.batch_date <= day)).all())
+                    stats = conn.exec_driver_sql(
+                        "SELECT coalesce(sum(seq_tup_read + idx_tup_fetch), 0) FROM pg_stat_xact_user_tables "
+                        "WHERE relname = 'raw_mixpanel_usage_daily'").scalar()
+                    usage = pointintime.usage_rows(conn, pit, day - timedelta(days=6), ("active_users",))
+                    nps = pointintime.usage_rows(conn, pit, day - timedelta(days=364), ("nps_latest",), only_nps=True)
+                    after = conn.exec_driver_sql(
+                        "SELECT coalesce(sum(seq_tup_read + idx_tup_fetch), 0) FROM pg_stat_xact_user_tables "
+                        "WHERE relname = 'raw_mixpanel_usage_daily'").scalar()
+                    measured[n + 1] = {
+                        "since": rows_read(conn, pointintime.newest_query(
+                            conn, "hubspot", "meetings", day, as_of=pit.as_of, since=since, accepted_only=True)),
+                        "usage_heap": int(after - stats), "usage": len(usage), "nps": len(nps),
+                        "covered": len(usage.attrs["covered_days"]), "days": before,
+                    }
+                    assert pointintime.versions(conn, "hubspot", "meetings", pit, since) == []
+                    conn.exec_driver_sql("RESET enable_seqscan")
+    finally:
+        engine.dispose()
+    few, many = measured[8], measured[48]
+    assert many["since"] <= few["since"] * 1.05 + 5 and many["since"] <= 3 * 200, measured
+    assert few["usage"] == many["usage"] == 7 * len(companies), measured
+    assert few["covered"] == many["covered"] == 7
+    # The NPS read takes the year's answers through the partial index: at 48 batches 50 days hold answers.
+    assert 0 < many["nps"] <= 10 * 8 and many["nps"] < many["days"] * len(companies) / 4, measured
+    # Heap rows fetched for the week of usage and the year of answers: the rows returned (no older batch of
+    # a day is read) plus the per-day seeks, not the 3 batches x companies x days landed.
+    for m in (few, many):
+        assert m["usage_heap"] <= m["usage"] + m["nps"] + 2 * 365 + 10, measured

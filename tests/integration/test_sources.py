@@ -117,6 +117,94 @@ def test_incremental_cursors_resume_where_the_last_pull_ended(sandbox):
     assert changed and all(datetime.fromisoformat(c["properties"]["hs_lastmodifieddate"]) >= since for c in changed)
 
 
+def _stripe_read(conn: SourceConnection, obj: str, as_of: datetime, cursor: str | None) -> tuple[list[dict], str]:
+    with StripeSource(conn, as_of=as_of) as stripe:
+        pages = list(stripe.pages(obj, cursor))
+        paths = stripe.client.stats.requests
+    records = [r for p in pages for r in p.records]
+    assert paths > 0 and len({r["id"] for r in records}) == len(records), f"{obj}: an object landed twice"
+    return records, pages[-1].cursor
+
+
+@pytest.mark.parametrize("bad_record_rate", [0.0, 0.05])
+def test_stripe_events_after_a_full_list_land_what_a_full_list_shows(sandbox, bad_record_rate):
+    """A full list, then eight daily reads of the events since each cursor (newest version per object):
+    the objects held then equal a full list of the last day, field for field."""
+    conn = connections(sandbox.url)["stripe"]
+    set_faults(sandbox.url, bad_record_rate=bad_record_rate, seed=7)
+    try:
+        days = [datetime(2026, 9, d, tzinfo=UTC) for d in range(20, 29)]
+        for obj in ("customers", "subscriptions", "invoices"):
+            records, cursor = _stripe_read(conn, obj, days[0], None)
+            held = {r["id"]: r for r in records}
+            changed = 0
+            for day in days[1:]:
+                records, following = _stripe_read(conn, obj, day, cursor)
+                assert following.startswith("events:") and int(following[7:]) >= int(cursor[7:])
+                held.update({r["id"]: r for r in records})
+                changed += len(records)
+                cursor = following
+            full, _ = _stripe_read(conn, obj, days[-1], None)
+            assert held == {r["id"]: r for r in full}, obj
+            assert 0 < changed < len(full) * len(days), obj  # the days read what changed, not everything
+    finally:
+        set_faults(sandbox.url)
+
+
+def test_stripe_reads_in_full_when_events_cannot_resume(sandbox):
+    """A cursor older than Stripe's 30-day event retention, or one the list reader wrote (a plain epoch),
+    is answered with the full list; a recent one with events."""
+    conn = connections(sandbox.url)["stripe"]
+    full, _ = _stripe_read(conn, "invoices", NOW, None)
+    stale = f"events:{int(NOW.timestamp()) - 31 * 86_400}"
+    legacy = str(int(NOW.timestamp()) - 86_400)
+    for cursor in (stale, legacy):
+        records, following = _stripe_read(conn, "invoices", NOW, cursor)
+        assert {r["id"] for r in records} == {r["id"] for r in full}
+        assert following == f"events:{int(NOW.timestamp()) - 300}"
+    recent = f"events:{int(NOW.timestamp()) - 86_400}"
+    assert 0 < len(_stripe_read(conn, "invoices", NOW, recent)[0]) < len(full)
+
+
+def test_stripe_events_honour_pagination_filters_and_the_clock(sandbox):
+    headers = {"Authorization": f"Bearer {cred.STRIPE_SECRET_KEY}", "X-Sandbox-Now": NOW.isoformat()}
+    now = int(NOW.timestamp())
+
+    def get(**params) -> requests.Response:
+        return requests.get(f"{sandbox.url}/v1/events", params=params, headers=headers, timeout=10)
+
+    every, params = [], {"limit": 100}
+    while True:
+        body = get(**params).json()
+        every += body["data"]
+        if not body["has_more"]:
+            break
+        params["starting_after"] = body["data"][-1]["id"]
+    created = [e["created"] for e in every]
+    assert created == sorted(created, reverse=True) and now - 30 * 86_400 < min(created) and max(created) <= now
+    assert len({e["id"] for e in every}) == len(every)
+    invoices = get(type="invoice.*", limit=100, **{"created[gte]": now - 86_400}).json()["data"]
+    assert invoices and all(e["type"].startswith("invoice.") and e["created"] >= now - 86_400 for e in invoices)
+    chosen = get(**{"types[]": ["customer.subscription.created", "customer.subscription.deleted"], "limit": 100})
+    assert all(e["type"] in ("customer.subscription.created", "customer.subscription.deleted")
+               for e in chosen.json()["data"])
+    updated = next(e for e in every if e["type"] == "customer.subscription.updated")
+    assert updated["data"]["previous_attributes"] and all(
+        updated["data"]["previous_attributes"][k] != updated["data"]["object"][k]
+        for k in updated["data"]["previous_attributes"])
+    # The same events whatever "now" asks, as long as Stripe still keeps them.
+    later = {**headers, "X-Sandbox-Now": datetime.fromtimestamp(now + 86_400, UTC).isoformat()}
+    page = requests.get(f"{sandbox.url}/v1/events", params={"limit": 100, "created[lte]": now}, headers=later,
+                        timeout=10).json()["data"]
+    assert [e["id"] for e in page] == [e["id"] for e in every[:100]]
+    assert page == every[:100]
+    for bad in ({"limit": 101}, {"starting_after": "evt_nosuchevent"},
+                {"type": "invoice.*", "types[]": ["invoice.paid"]}):
+        answer = get(**bad)
+        assert answer.status_code in (400, 404) and "error" in answer.json()
+    assert requests.get(f"{sandbox.url}/v1/events", timeout=10).status_code == 401
+
+
 def test_hubspot_search_restarts_its_window_before_the_10k_cap():
     state = build_state(SandboxOptions(seed=5, accounts=10_600, rate_limit_scale=1000))
     with ThreadedSandbox(state) as server:

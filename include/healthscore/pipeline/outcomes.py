@@ -58,7 +58,9 @@ def record_outcomes(engine: Engine, batch: Batch) -> dict:
     pit = PointInTime(batch.batch_date, batch.as_of)
     s = BillingSubscriptionState.__table__
     o = RenewalOutcome.__table__
-    with engine.begin() as conn:
+    # Read, then write: on SQLite take the write lock at BEGIN (IMMEDIATE), so a writer running beside this task
+    # (build_signals, in Airflow or the bootstrap's workers) makes it wait instead of failing "database is locked".
+    with engine.connect().execution_options(sqlite_begin="IMMEDIATE") as conn, conn.begin():
         subs = flatten("stripe", "subscriptions", read_versions(conn, "stripe", "subscriptions", pit))
         current = subscription_states(subs)
         conn.execute(sa.delete(s).where(s.c.batch_date == batch.batch_date))

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
 SITE_NAME = "healthscore"
 DATASOURCE = "healthscore"
+NO_PAGE = "healthscore.no-page"  # a suite name no suite has
 RESULT_FORMAT: dict[str, Any] = {
     "result_format": "COMPLETE",
     "unexpected_index_column_names": ["record_id"],
@@ -178,8 +179,9 @@ class GxRunner:
         page = next((Path(unquote(urlparse(u["site_url"]).path)) for u in urls if u.get("site_url")), None)
         return validation, page
 
-    def publish(self) -> None:
-        """Build the pages of the validations run since the last publish, and the index, once."""
+    def publish(self, index: bool = True) -> None:
+        """Build the pages of the validations run since the last publish, and the index (unless ``index=False``:
+        then ``publish_index`` builds it once, e.g. after other processes built their pages too)."""
         from great_expectations.data_context.data_context.context_factory import project_manager
 
         with self._lock:
@@ -187,8 +189,19 @@ class GxRunner:
                 return
             project_manager.set_project(self.context)
             identifiers = list(dict.fromkeys(self._unpublished))
-            self.context.build_data_docs(site_names=[SITE_NAME], resource_identifiers=identifiers, build_index=True)
+            self.context.build_data_docs(site_names=[SITE_NAME], resource_identifiers=identifiers, build_index=index)
             self._unpublished = []
+
+    def publish_index(self) -> None:
+        """Build only the index, of the pages the site holds (from every process that wrote there)."""
+        from great_expectations.data_context.data_context.context_factory import project_manager
+        from great_expectations.data_context.types.resource_identifiers import ExpectationSuiteIdentifier
+
+        with self._lock:
+            project_manager.set_project(self.context)
+            # GX builds every page when given no identifiers: one that names no page builds none of them.
+            self.context.build_data_docs(site_names=[SITE_NAME], build_index=True,
+                                         resource_identifiers=[ExpectationSuiteIdentifier(name=NO_PAGE)])
 
 
 def runner(data_docs_dir: Path, index_limit: int) -> GxRunner:

@@ -239,12 +239,17 @@ register(SourceSpec(
 register(SourceSpec(
     name="stripe", client="healthscore.sources.stripe:StripeSource", conn_id="billing_stripe", pool="stripe_api",
     objects=(
-        ObjectSpec("customers", "incremental", "newest created seen (epoch s)", updated_field="created"),
-        ObjectSpec("subscriptions", "snapshot", "newest created seen (kept, not used to resume)",
+        # Stripe lists filter on creation only: after a first full list, each batch reads what changed from
+        # the Events API (the object each event carries, newest version); older than its 30-day retention:
+        # listed in full again (``sources.stripe``).
+        ObjectSpec("customers", "incremental", "events:<epoch s>; customer.created/updated events from it",
                    updated_field="created"),
-        # Invoices change after creation (paid, uncollectible): net-30 terms plus dunning fit in 120 days.
-        ObjectSpec("invoices", "windowed", "newest created seen (epoch s); re-read from 120 days before it",
-                   updated_field="created", window_days=120),
+        ObjectSpec("subscriptions", "incremental", "events:<epoch s>; customer.subscription.* events from it",
+                   updated_field="created"),
+        # A day of invoice events before the cursor as well: the batch then holds every invoice created in
+        # the 48 h the freshness check looks at, as the old 120-day re-read of creation dates did.
+        ObjectSpec("invoices", "windowed", "events:<epoch s>; invoice.* events from 1 day before it",
+                   updated_field="created", window_days=1),
     ),
     dimensions=("financial", "value"),
     signals=("arr", "days_past_due", "payment_status_ok"),

@@ -19,8 +19,10 @@ Cost does not grow with the number of landed batches. ``landing_records`` holds 
 (its first batch), maintained by ``land_batch`` in the landing transaction. An incremental read walks that
 index and, per record, seeks its newest qualifying version backwards on the landing table's primary key
 (record_id, batch_date): rows read are proportional to the records, not to records x batches. A snapshot
-read seeks the newest snapshot's batch and reads that batch only. Usage reads one window of event days
-through the (event_date, batch_date) index. Quarantine is checked per version read, through its unique
+read seeks the newest snapshot's batch and reads that batch only; a read with ``since`` filters the
+version found, so a record last stamped before it costs one seek, not one row per batch that re-landed it.
+Usage seeks each calendar day's newest batch on the (event_date, batch_date) index and reads only that
+batch's rows of the day; NPS answers are read through a partial index of the rows that have one. Quarantine is checked per version read, through its unique
 index. ``tests/integration/test_point_in_time.py`` counts the rows PostgreSQL reads to hold this.
 """
 
@@ -115,8 +117,10 @@ def _insert(conn: sa.Connection) -> Any:
 def versions(conn: sa.Connection, source: str, obj: str, pit: PointInTime,
              since: datetime | None = None) -> list[dict]:
     """Vendor records as of ``pit``: each record's newest version (snapshots: the newest snapshot)
-    stamped at or before as-of (and at or after ``since`` when given), not quarantined in its batch,
-    and not a tombstone (``"archived": true``: deleted in the vendor by then), in record id order."""
+    stamped at or before as-of, not quarantined in its batch, and not a tombstone (``"archived": true``:
+    deleted in the vendor by then), in record id order. ``since``: only records whose version so found is
+    stamped at or after it (one last stamped earlier is left out, not looked for in older batches: a
+    record's stamps do not go back in time from batch to batch)."""
     rows = _newest(conn, source, obj, pit.batch_date, as_of=pit.as_of, since=since, accepted_only=True)
     records = (json.loads(payload) for _, _, payload in rows)
     return [r for r in records if r.get("archived") is not True]
@@ -149,20 +153,21 @@ def newest_query(conn: sa.Connection, source: str, obj: str, batch_date: date, *
     table = landing_table(source, obj)
     ids = None if only is None else sorted({str(i) for i in only})
 
-    def stamped(t: sa.Table) -> list[Any]:
-        cond = []
-        if as_of is not None:
-            cond.append(sa.or_(t.c.source_updated_at.is_(None), t.c.source_updated_at <= as_of))
-        if since is not None:
-            cond.append(sa.or_(t.c.source_updated_at.is_(None), t.c.source_updated_at >= since))
-        return cond
+    def stamped(t: Any) -> list[Any]:
+        """Seek condition: stamped at or before as-of."""
+        return [] if as_of is None else [sa.or_(t.c.source_updated_at.is_(None), t.c.source_updated_at <= as_of)]
+
+    def recent(t: Any) -> list[Any]:
+        """Filter on the version found: stamped at or after ``since``. Outside the seek, so a record last
+        stamped before ``since`` costs one version, not a walk down every batch that re-landed it."""
+        return [] if since is None else [sa.or_(t.c.source_updated_at.is_(None), t.c.source_updated_at >= since)]
 
     if is_snapshot(source, obj):
         newest = latest_batch(conn, table, batch_date)
         if newest is None:
             return None
         query = sa.select(table.c.record_id, table.c.batch_date, table.c.payload).where(
-            table.c.batch_date == newest, *stamped(table))
+            table.c.batch_date == newest, *stamped(table), *recent(table))
         if ids is not None:
             query = query.where(table.c.record_id.in_(ids))
         picked = table
@@ -170,7 +175,7 @@ def newest_query(conn: sa.Connection, source: str, obj: str, batch_date: date, *
         # One backward primary-key seek per indexed record (LATERAL ... ORDER BY batch_date DESC LIMIT 1),
         # and the quarantine probe inside it as a scalar subquery: one index probe per record, where an
         # EXISTS may be turned into a hash of the object's whole quarantine history.
-        columns = [table.c.record_id, table.c.batch_date, table.c.payload]
+        columns = [table.c.record_id, table.c.batch_date, table.c.payload, table.c.source_updated_at]
         if accepted_only:
             columns.append(_quarantined(source, obj, table.c.record_id, table.c.batch_date).limit(1)
                            .scalar_subquery().label("held"))
@@ -180,7 +185,8 @@ def newest_query(conn: sa.Connection, source: str, obj: str, batch_date: date, *
                    .order_by(table.c.batch_date.desc()).limit(1).lateral("version"))
         query = (sa.select(version.c.record_id, version.c.batch_date, version.c.payload)
                  .select_from(_INDEX.join(version, sa.true()))
-                 .where(_INDEX.c.source == source, _INDEX.c.object == obj, _INDEX.c.first_batch <= batch_date))
+                 .where(_INDEX.c.source == source, _INDEX.c.object == obj, _INDEX.c.first_batch <= batch_date,
+                        *recent(version)))
         if accepted_only:
             query = query.where(version.c.held.is_(None))
         if ids is not None:
@@ -198,7 +204,8 @@ def newest_query(conn: sa.Connection, source: str, obj: str, batch_date: date, *
                 .subquery("pick"))
         query = (sa.select(table.c.record_id, table.c.batch_date, table.c.payload)
                  .select_from(pick.join(table, sa.and_(table.c.record_id == pick.c.record_id,
-                                                       table.c.batch_date == pick.c.newest))))
+                                                       table.c.batch_date == pick.c.newest)))
+                 .where(*recent(table)))
         picked = table
     if accepted_only:
         query = query.where(~_quarantined(source, obj, picked.c.record_id, picked.c.batch_date).exists())
@@ -248,20 +255,22 @@ def usage_rows(conn: sa.Connection, pit: PointInTime, first_day: date, columns: 
     Per event day the newest batch at or before the batch date is the truth (each batch re-lands a
     trailing window); rows quarantined in that batch are dropped. ``attrs["covered_days"]``: the event
     days some batch landed (an account without a row on a covered day had no activity that day).
+    ``only_nps``: the rows with an NPS answer only (read through the partial index on them).
+
+    Reads one index entry per calendar day (``covered_usage_days``) and then only the rows of each day's
+    newest batch: the older batches that re-landed a day are never read.
     """
     u = _USAGE
-    last_day = pit.last_event_day
-    newest = (sa.select(u.c.event_date, sa.func.max(u.c.batch_date).label("newest"))
-              .where(u.c.event_date >= first_day, u.c.event_date <= last_day, u.c.batch_date <= pit.batch_date)
-              .group_by(u.c.event_date).subquery())
-    covered = conn.execute(sa.select(newest.c.event_date, newest.c.newest).order_by(newest.c.event_date)).all()
-    query = (sa.select(u.c.company_id, u.c.event_date, u.c.batch_date, *(u.c[c] for c in columns))
-             .join(newest, sa.and_(u.c.event_date == newest.c.event_date, u.c.batch_date == newest.c.newest))
-             .order_by(u.c.event_date, u.c.company_id))
-    if only_nps:
-        query = query.where(u.c.nps_responses > 0)
-    frame = pd.DataFrame(conn.execute(query).all(), columns=["company_id", "event_date", "batch_date", *columns])
+    covered = covered_usage_days(conn, pit, first_day)
     covered_days = [day for day, _ in covered]
+    frame = pd.DataFrame(columns=["company_id", "event_date", "batch_date", *columns])
+    if covered:
+        query = (sa.select(u.c.company_id, u.c.event_date, u.c.batch_date, *(u.c[c] for c in columns))
+                 .where(sa.tuple_(u.c.event_date, u.c.batch_date).in_(covered))
+                 .order_by(u.c.event_date, u.c.company_id))
+        if only_nps:
+            query = query.where(NPS_ANSWERED)
+        frame = pd.DataFrame(conn.execute(query).all(), columns=["company_id", "event_date", "batch_date", *columns])
     frame.attrs["covered_days"] = covered_days
     if frame.empty:
         return frame
@@ -275,3 +284,32 @@ def usage_rows(conn: sa.Connection, pit: PointInTime, first_day: date, columns: 
         frame = frame[[k not in bad for k in keys]].reset_index(drop=True)
         frame.attrs["covered_days"] = covered_days
     return frame
+
+
+#: The rows with an NPS answer, written as the partial index ``ix_raw_mixpanel_usage_daily_nps`` is (a literal
+#: 0, not a parameter, so that PostgreSQL and SQLite can match the query to the index).
+NPS_ANSWERED = _USAGE.c.nps_responses > sa.literal_column("0")
+
+
+def covered_usage_days(conn: sa.Connection, pit: PointInTime, first_day: date) -> list[tuple[date, date]]:
+    """(event day, its newest batch at or before the batch date) for each covered day in [first_day,
+    last_event_day], oldest first: one backward seek on the (event_date, batch_date) index per calendar day,
+    however many batches re-landed the day."""
+    u = _USAGE
+    last_day = pit.last_event_day
+    if last_day < first_day:
+        return []
+    start = sa.literal(first_day, sa.Date)
+    calendar = sa.select(start.label("day")).cte("calendar", recursive=True)
+    step = (sa.func.date(calendar.c.day, "+1 day", type_=sa.Date) if conn.dialect.name == "sqlite"
+            else sa.cast(calendar.c.day + sa.literal_column("1"), sa.Date))
+    calendar = calendar.union_all(sa.select(step).where(calendar.c.day < sa.literal(last_day, sa.Date)))
+    newest = (sa.select(sa.func.max(u.c.batch_date)).where(u.c.event_date == calendar.c.day,
+                                                            u.c.batch_date <= pit.batch_date)
+              .scalar_subquery())
+    rows = conn.execute(sa.select(calendar.c.day, newest.label("newest")).order_by(calendar.c.day)).all()
+    return [(_as_date(day), _as_date(batch)) for day, batch in rows if batch is not None]
+
+
+def _as_date(value: Any) -> date:
+    return value if isinstance(value, date) else date.fromisoformat(str(value))

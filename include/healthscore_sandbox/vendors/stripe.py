@@ -1,4 +1,10 @@
-"""Stripe: customers, subscriptions and invoices lists (newest first, starting_after, created[...])."""
+"""Stripe: customers, subscriptions, invoices and events lists (newest first, starting_after, created[...]).
+
+``/v1/events`` lists what changed, as Stripe's Events API does: events of the last 30 days up to "now", newest
+first, filtered by ``type`` (a ``*`` wildcard allowed: ``invoice.*``) or ``types[]`` (up to 20 exact names),
+each carrying the object as it stood at the event (``data.object``) and, for updates, the values its changed
+fields had before (``data.previous_attributes``). Built by ``healthscore_sandbox.stripe_states``.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +25,10 @@ CREATED_OPS = {"gt": np.greater, "gte": np.greater_equal, "lt": np.less, "lte": 
 SUBSCRIPTION_STATUSES = {"active", "past_due", "canceled", "unpaid", "trialing", "incomplete",
                          "incomplete_expired", "paused", "all", "ended"}
 INVOICE_STATUSES = {"draft", "open", "paid", "uncollectible", "void"}
+API_VERSION = "2025-10-29.clover"
+MAX_EVENT_TYPES = 20
+RENDER = {"customers": lambda r: _customer(r), "subscriptions": lambda r: _subscription(r),
+          "invoices": lambda r: _invoice(r)}
 
 
 def _int_param(request: Request, name: str) -> int | None:
@@ -223,3 +233,65 @@ def invoices(status: str | None = None, customer: str | None = None, subscriptio
     if subscription:
         frame = frame[frame["subscription"] == subscription]
     return _list(call, "invoices", "invoice", frame, _invoice)
+
+
+def _previous(now: dict, before: dict) -> dict:
+    """The fields of ``before`` whose values differ in ``now`` (nested objects: their changed fields)."""
+    out: dict[str, Any] = {}
+    for key, old in before.items():
+        new = now.get(key)
+        if old == new:
+            continue
+        if isinstance(old, dict) and isinstance(new, dict):
+            out[key] = _previous(new, old)
+        else:
+            out[key] = old
+    return out
+
+
+def _event(events, r: dict) -> dict:
+    state, before = events.state_records(r["kind"], int(r["state"]))
+    render = RENDER[r["kind"]]
+    obj = render(state)
+    data: dict[str, Any] = {"object": obj}
+    if before is not None and r["type"].endswith(".updated"):
+        data["previous_attributes"] = _previous(obj, render(before))
+    return {"id": r["id"], "object": "event", "api_version": API_VERSION, "context": None,
+            "created": int(r["created_ts"]), "data": data, "livemode": False, "pending_webhooks": 0,
+            "request": {"id": None, "idempotency_key": None}, "type": r["type"]}
+
+
+def _type_filter(call: Call, frame):
+    params = call.request.query_params
+    one = params.get("type")
+    many = [v for k, v in params.multi_items() if k == "types" or (k.startswith("types[") and k.endswith("]"))]
+    if one is not None and many:
+        raise VendorError(stripe_error(400, "invalid_request_error",
+                                       "You may only specify one of these parameters: type, types.", param="type"))
+    if len(many) > MAX_EVENT_TYPES:
+        raise VendorError(stripe_error(400, "invalid_request_error",
+                                       f"You may pass at most {MAX_EVENT_TYPES} types.", param="types"))
+    types = frame["type"]
+    if one is not None:
+        if one.endswith("*"):
+            return frame[types.str.startswith(one[:-1]).to_numpy(dtype=bool)]
+        return frame[(types == one).to_numpy(dtype=bool)]
+    if many:
+        return frame[types.isin(many).to_numpy(dtype=bool)]
+    return frame
+
+
+@router.get("/v1/events")
+def events(call: Call = API_CALL) -> Response:
+    listed = call.state.views.stripe_events(call.now)
+    return _list(call, "events", "event", _type_filter(call, listed.frame), lambda r: _event(listed, r))
+
+
+@router.get("/v1/events/{event_id}")
+def event(event_id: str, call: Call = API_CALL) -> Response:
+    listed = call.state.views.stripe_events(call.now)
+    found = listed.frame[(listed.frame["id"] == event_id).to_numpy(dtype=bool)]
+    if found.empty:
+        raise VendorError(stripe_error(404, "invalid_request_error", f"No such event: '{event_id}'",
+                                       code="resource_missing", param="id"))
+    return call.respond(_event(listed, found.to_dict("records")[0]))
