@@ -201,13 +201,38 @@ def _classifiers(table: Any, train: np.ndarray, test: np.ndarray) -> tuple[np.nd
     return lr.predict_proba(x[test])[:, 1], hgb.predict_proba(x[test])[:, 1]
 
 
+MODELS = ("challenger", "champion", "logistic", "boosting", "oracle_risk")
+
+
+def _risk_frame(kept: pd.DataFrame, scored: dict[str, pd.DataFrame], lr_p: np.ndarray,
+                hgb_p: np.ndarray) -> pd.DataFrame:
+    """One row per scored lead row: each model's churn risk beside the outcome."""
+    from healthscore.evaluation.metrics import risk_from_health
+
+    frame = kept[["account_id", "outcome_date", "horizon_days", "outcome"]].copy()
+    frame["account_id"] = frame["account_id"].astype(str)
+    frame["champion"] = risk_from_health(scored["champion"]["score"].to_numpy(dtype=float))
+    frame["challenger"] = risk_from_health(scored["challenger"]["score"].to_numpy(dtype=float))
+    frame["logistic"], frame["boosting"] = lr_p, hgb_p
+    return frame
+
+
+def _with_oracle(frame: pd.DataFrame, world: Any, horizon: int,
+                 positives: list[str]) -> tuple[int, pd.DataFrame, np.ndarray]:
+    """The horizon's rows joined to the oracle: (rows at the horizon, the joined rows, their 0/1 outcome).
+    Rows the challenger or the champion leaves unscored (coverage rule) are left out for every model."""
+    part = frame[frame["horizon_days"] == horizon].rename(columns={"outcome_date": "renewal_date"})
+    merged = part.merge(oracle_frame(world, horizon), on=["account_id", "renewal_date"], how="inner")
+    merged = merged[np.isfinite(merged["challenger"]) & np.isfinite(merged["champion"])]
+    return len(part), merged, merged["outcome"].isin(positives).to_numpy(dtype=np.int8)
+
+
 def recalibrated_vs_oracle(warehouse: Path, world: Any, until: date, months: int) -> dict[str, Any]:
     """The quarterly DAG's steps on a copy of the warehouse, then every model on the held-out rows."""
     from threadpoolctl import threadpool_limits
 
     from healthscore.evaluation import challenger as cc
     from healthscore.evaluation.holdout import holdout_split
-    from healthscore.evaluation.metrics import risk_from_health
     from healthscore.evaluation.training import training_table
     from healthscore.pipeline import recalibration as rc
     from healthscore.warehouse.engine import make_engine
@@ -231,22 +256,13 @@ def recalibrated_vs_oracle(warehouse: Path, world: Any, until: date, months: int
     scored = {"champion": cc.score_rows(champion, held), "challenger": cc.score_rows(challenger, held)}
     with threadpool_limits(limits=1):  # BLAS and OpenMP: one core, the machine is shared
         lr_p, hgb_p = _classifiers(table, split.train, split.test)
-    frame = held[["account_id", "outcome_date", "horizon_days", "outcome"]].copy()
-    frame["account_id"] = frame["account_id"].astype(str)
-    frame["champion"] = risk_from_health(scored["champion"]["score"].to_numpy(dtype=float))
-    frame["challenger"] = risk_from_health(scored["challenger"]["score"].to_numpy(dtype=float))
-    frame["logistic"], frame["boosting"] = lr_p, hgb_p
+    frame = _risk_frame(held, scored, lr_p, hgb_p)
     positives = list(champion.evaluation.positive_outcomes)
     by_horizon = {}
     for h in HORIZONS:
-        part = frame[frame["horizon_days"] == h].rename(columns={"outcome_date": "renewal_date"})
-        merged = part.merge(oracle_frame(world, h), on=["account_id", "renewal_date"], how="inner")
-        # Rows the challenger or the champion leaves unscored (coverage rule) are left out for every model.
-        merged = merged[np.isfinite(merged["challenger"]) & np.isfinite(merged["champion"])]
-        y = merged["outcome"].isin(positives).to_numpy(dtype=np.int8)
-        by_horizon[h] = {"held_rows": len(part), "models": {
-            name: figures(y, merged[name].to_numpy(dtype=float))
-            for name in ("challenger", "champion", "logistic", "boosting", "oracle_risk")}}
+        rows, merged, y = _with_oracle(frame, world, h, positives)
+        by_horizon[h] = {"held_rows": rows, "models": {
+            name: figures(y, merged[name].to_numpy(dtype=float)) for name in MODELS}}
     return {"training": training, "split": split.description, "challenger": made["challenger"],
             "champion": champion.version, "fit_seconds": fit_seconds, "by_horizon": by_horizon,
             "weights": challenger.weights_for("mid_market")}
@@ -293,7 +309,6 @@ def by_time(warehouse: Path, world: Any, until: date, cutoff: date | None, month
 
     from healthscore.evaluation import challenger as cc
     from healthscore.evaluation.holdout import holdout_split
-    from healthscore.evaluation.metrics import risk_from_health
     from healthscore.evaluation.training import training_table
     from healthscore.pipeline import recalibration as rc
     from healthscore.warehouse.engine import make_engine
@@ -326,25 +341,17 @@ def by_time(warehouse: Path, world: Any, until: date, cutoff: date | None, month
     with threadpool_limits(limits=1):
         lr_p, hgb_p = _fit_classifiers(x_fit[:, keep_cols], fit_table.y, fit_table.accounts, fit_split.train,
                                        x_later[:, keep_cols])
-    frame = later_kept[["account_id", "outcome_date", "horizon_days", "outcome"]].copy()
-    frame["account_id"] = frame["account_id"].astype(str)
-    frame["champion"] = risk_from_health(scored["champion"]["score"].to_numpy(dtype=float))
-    frame["challenger"] = risk_from_health(scored["challenger"]["score"].to_numpy(dtype=float))
-    frame["logistic"], frame["boosting"] = lr_p, hgb_p
+    frame = _risk_frame(later_kept, scored, lr_p, hgb_p)
     positives = list(champion.evaluation.positive_outcomes)
     by_horizon = {}
     for h in HORIZONS:
-        part = frame[frame["horizon_days"] == h].rename(columns={"outcome_date": "renewal_date"})
-        merged = part.merge(oracle_frame(world, h), on=["account_id", "renewal_date"], how="inner")
-        merged = merged[np.isfinite(merged["challenger"]) & np.isfinite(merged["champion"])]
-        y = merged["outcome"].isin(positives).to_numpy(dtype=np.int8)
-        models = {name: figures(y, merged[name].to_numpy(dtype=float))
-                  for name in ("challenger", "champion", "logistic", "boosting", "oracle_risk")}
+        rows, merged, y = _with_oracle(frame, world, h, positives)
+        models = {name: figures(y, merged[name].to_numpy(dtype=float)) for name in MODELS}
         oracle = merged["oracle_risk"].to_numpy(dtype=float)
         ratios = {name: ratio_interval(y, merged[name].to_numpy(dtype=float), oracle)
                   for name in ("challenger", "champion")} if h == GOAL_HORIZON and y.size else {}
         f1 = {role: side[role]["by_horizon"].get(h, {}).get("f1") for role in side}
-        by_horizon[h] = {"rows": len(part), "models": models, "ratios": ratios, "f1": f1}
+        by_horizon[h] = {"rows": rows, "models": models, "ratios": ratios, "f1": f1}
     return {"cutoff": cutoff, "training": training, "challenger": made["challenger"], "champion": champion.version,
             "fit_split": fit_split.description, "fit_seconds": fit_seconds, "later_renewals":
             int(later[["account_id", "outcome_date"]].drop_duplicates().shape[0]), "by_horizon": by_horizon,
