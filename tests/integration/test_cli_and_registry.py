@@ -65,3 +65,27 @@ def test_registry_is_idempotent_and_refuses_a_changed_config_under_the_same_name
     changed["version"] = "v2"
     assert register_model_version(engine, model_config_from_dict(changed, "v2")) == "challenger"
     engine.dispose()
+
+
+def test_a_model_read_back_from_the_registry_keeps_its_dimension_order_and_its_own_compiled_tables(tmp_path):
+    """The YAML model and its registry twin hash equal; a process that compiled one must not score the other
+    with its tables (the bootstrap's sequential and worker runs once named blocked dimensions in two orders)."""
+    import json
+
+    from healthscore.pipeline.score import registered_models
+    from healthscore.scoring.compiled import compile_model
+
+    model = load_model_config()
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    upgrade(url)
+    engine = make_engine(url)
+    register_model_version(engine, model)
+    (stored, _), = registered_models(engine)
+    assert stored.config_hash == model.config_hash
+    assert list(stored.dimensions) == list(model.dimensions) == ["usage", "engagement", "relationship", "support",
+                                                                 "value", "financial"]
+    sorted_twin = model_config_from_dict(json.loads(model.canonical_json()))  # what older registries hold
+    assert sorted_twin.config_hash == model.config_hash and list(sorted_twin.dimensions) != list(model.dimensions)
+    assert compile_model(model).dimension_ids == tuple(model.dimensions)
+    assert compile_model(sorted_twin).dimension_ids == tuple(sorted_twin.dimensions)
+    assert compile_model(model).dimension_ids == tuple(model.dimensions)

@@ -376,6 +376,18 @@ class ModelConfig(_Frozen):
         """sha256 of ``canonical_json()``: stored with every score so a row names its exact model."""
         return hashlib.sha256(self.canonical_json().encode("utf-8")).hexdigest()
 
+    def ordered_json(self) -> str:
+        """The validated model in its author's key order: what the registry stores, so a model read back lists
+        its dimensions (reasons, breakdowns, reports) in the order its YAML does."""
+        return json.dumps(self.model_dump(mode="json"), separators=(",", ":"), ensure_ascii=False)
+
+    @cached_property
+    def layout_key(self) -> tuple[str, str]:
+        """``config_hash`` plus the key order: two equal models (one hash) read from YAML and from a
+        sorted-JSON registry row list their dimensions in different orders, so compiled tables are cached
+        by both (else a process's output would depend on which one it compiled first)."""
+        return self.config_hash, hashlib.sha256(self.ordered_json().encode("utf-8")).hexdigest()
+
     # -------------------------------------------------------------------------------- lookups
 
     @cached_property

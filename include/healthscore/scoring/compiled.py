@@ -164,13 +164,13 @@ def _compile(model: ModelConfig) -> CompiledModel:
     )
 
 
-_CACHE: dict[str, CompiledModel] = {}
+_CACHE: dict[tuple[str, str], CompiledModel] = {}
 _LOCK = threading.Lock()
 
 
 def compile_model(model: ModelConfig) -> CompiledModel:
-    """Compiled tables for ``model``, cached by config hash (configs are frozen)."""
-    key = model.config_hash
+    """Compiled tables for ``model``, cached by config hash and key order (configs are frozen)."""
+    key = model.layout_key
     with _LOCK:
         hit = _CACHE.get(key)
     if hit is None:

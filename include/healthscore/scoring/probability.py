@@ -170,12 +170,12 @@ class ProbabilityScorer:
         return np.nan_to_num(contributions_now) - past
 
 
-_SCORERS: dict[str, ProbabilityScorer] = {}
+_SCORERS: dict[tuple[str, str], ProbabilityScorer] = {}
 
 
 def probability_scorer(cm: CompiledModel) -> ProbabilityScorer:
     """The scorer of ``cm``'s artifact, cached by config hash like ``compile_model``."""
-    key = cm.model.config_hash
+    key = cm.model.layout_key
     hit = _SCORERS.get(key)
     if hit is None:
         hit = ProbabilityScorer(cm)

@@ -81,7 +81,7 @@ def register(engine: Engine, model: ModelConfig, *, role: str | None = None, not
         number = _next_number(conn)
         now = utcnow()
         conn.execute(sa.insert(ModelVersion).values(
-            version=model.version, number=number, config_hash=model.config_hash, config_yaml=model.canonical_json(),
+            version=model.version, number=number, config_hash=model.config_hash, config_yaml=model.ordered_json(),
             role=role, created_at=now, promoted_at=now if role == "champion" else None, notes=notes,
             parent_version=parent, author=author, metrics=metrics,
             changelog=changelog or (f"registered from {model.description.splitlines()[0][:120]}"
