@@ -322,6 +322,7 @@ class ProcedureFit:
     lines: Lines
     penalty: tuple[str, float]
     per_segment: bool
+    backfit_rounds: int
     candidates: list[dict[str, Any]]
     folds: list[tuple[np.ndarray, np.ndarray]]
     fold_kind: str
@@ -337,17 +338,17 @@ def fit_procedure(train: ByoTable, base: ModelConfig, *, version: str, descripti
     it on every row, so the model shipped learns from all the outcomes the evaluation vouched for.
     """
     folds, fold_kind = cv_folds(train)
-    penalty, per_segment, candidates = choose_penalty(train, folds)
+    penalty, per_segment, rounds, candidates = choose_penalty(train, folds)
     # Each fold model's out-of-fold scores as percentiles of its own scores over every training row: fold
     # models and the final one put their curves' 50s in different places, so a raw fold score is on another
     # scale than the final model's (measured: a line learned at 76% flagged 91% under the final model).
     oof_rank = np.full(len(train), np.nan)
     for tr, va in folds:
-        fitted = fit_pipeline(train.subset(tr), penalty, per_segment)
+        fitted = fit_pipeline(train.subset(tr), penalty, per_segment, rounds)
         fold_model = model_from_fit(base, train.subset(tr), fitted, version=version, description="fold")
         reference = score_table(fold_model, train)["score"].to_numpy(dtype=float)
         oof_rank[va] = percentile_of(reference[va], reference)
-    fitted = fit_pipeline(train, penalty, per_segment)
+    fitted = fit_pipeline(train, penalty, per_segment, rounds)
     unlined = model_from_fit(base, train, fitted, version=version, description=description)
     final_scores = score_table(unlined, train)["score"].to_numpy(dtype=float)
     oof = on_scale_of(oof_rank, final_scores)
@@ -360,7 +361,9 @@ def fit_procedure(train: ByoTable, base: ModelConfig, *, version: str, descripti
         [s for s in own if _enough(train, np.flatnonzero(validated & (train.segments == s)))],
     )
     model = model_from_fit(base, train, fitted, version=version, description=description, lines=lines)
-    return ProcedureFit(model, fitted, lines, penalty, per_segment, candidates, folds, fold_kind, own, len(train))
+    return ProcedureFit(
+        model, fitted, lines, penalty, per_segment, rounds, candidates, folds, fold_kind, own, len(train)
+    )
 
 
 def _signals_report(train: ByoTable, fitted: Fitted) -> list[dict[str, Any]]:
@@ -471,7 +474,8 @@ def recalibrate(
         },
         "cross_validation": {
             "folds": fold_kind,
-            "selected": {"penalty": penalty[0], "strength": penalty[1], "per_segment_weights": per_segment},
+            "selected": {"penalty": penalty[0], "strength": penalty[1], "per_segment_weights": per_segment,
+                         "backfit_rounds": fit.backfit_rounds},
             "candidates": candidates,
             "figure": "mean validation AUC of the regression",
         },
@@ -516,7 +520,8 @@ def recalibrate(
             "churned": int(table.y.sum()),
             "how": "the same procedure refitted on every row; held-out figures are of the fit without the held-out rows",
             "cross_validation": {"folds": final.fold_kind, "penalty": final.penalty[0],
-                                 "strength": final.penalty[1], "per_segment_weights": final.per_segment},
+                                 "strength": final.penalty[1], "per_segment_weights": final.per_segment,
+                                 "backfit_rounds": final.backfit_rounds},
             "evaluated_version_config_hash": evaluated.config_hash,
         }
         metrics["recalibrated"]["config_hash"] = model.config_hash
