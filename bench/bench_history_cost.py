@@ -12,8 +12,9 @@ the measured day is run for real:
    and its account_signals and health_scores, repeated at D-1-k (k = 1..N-1, event days shifted alike),
    then the point-in-time record index rebuilt. Every record thus has N versions: the worst case (real
    companies get one a day once scores are written back; snapshots one per batch; tickets fewer).
-3. Day D runs for real on each copy, task by task, ``--repeat`` times (2): incremental extraction from
-   D-1's cursors, validation, signals, score, act. Per task: wall and CPU seconds (CPU of this process,
+3. Day D runs for real on each copy, task by task, in ``--repeat`` passes (2), the copies taking turns
+   in each pass (30, 365, then 365, 30: a load that changes during the bench weighs on both alike):
+   incremental extraction from D-1's cursors, validation, signals, score, act. Per task: wall and CPU seconds (CPU of this process,
    sandbox thread included) and rows PostgreSQL read (seq_tup_read + idx_tup_fetch over every table, from
    pg_stat_user_tables before/after, stats flushed by closing the task's connections). The run with the
    least CPU is kept per task; the median is printed beside it.
@@ -42,7 +43,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -151,27 +152,40 @@ def rows_read(url: str) -> int:
 Run = tuple[float, float, int]  # wall s, CPU s, rows read
 
 
-def measure(url: str, day: date, repeat: int, short: set[str] | None, short_repeat: int,
-            short_cpu: float) -> tuple[dict[str, list[Run]], set[str]]:
-    """Task -> every run of it: ``repeat`` passes over the day, each task once in the first pass and the
-    tasks in ``short`` ``short_repeat`` times in a row in the later ones. ``short``: given (the same
-    schedule behind every history), or decided by this first pass (its runs under ``short_cpu`` s CPU)."""
-    runs: dict[str, list[Run]] = {}
+def measure_pass(url: str, day: date, runs: dict[str, list[Run]], times: Mapping[str, int]) -> None:
+    """One pass over the day on one warehouse: each task ``times[task]`` (1) times in a row, runs appended."""
     counter = rows_read(url)  # the counter after one run is the one before the next: nothing runs between
+    for name, step in steps(day):
+        for _ in range(times.get(name, 1)):
+            wall, cpu = time.perf_counter(), time.process_time()
+            step()
+            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+            after = rows_read(url)
+            runs.setdefault(name, []).append((wall, cpu, after - counter))
+            counter = after
+
+
+def measure(urls: dict[int, str], day: date, repeat: int, short_repeat: int, short_cpu: float,
+            use: Callable[[int], None] = lambda history: None) -> tuple[dict[int, dict[str, list[Run]]], set[str]]:
+    """History -> task -> every run of it, and the short tasks.
+
+    ``repeat`` passes, the histories taking turns in each (the order reversed every other pass, so a load
+    that rises or falls during the bench weighs on both alike). The first pass runs each task once; the
+    short tasks (under ``short_cpu`` s CPU in it, behind the first history) run ``short_repeat`` times in a
+    row in the later passes, behind every history. ``use(history)`` points the tasks at its warehouse.
+    """
+    runs: dict[int, dict[str, list[Run]]] = {history: {} for history in urls}
+    order = list(urls)
+    short: set[str] = set()
     for passed in range(repeat):
-        if passed == 1 and short is None:
-            short = {name for name in runs if runs[name][0][1] < short_cpu}
-        for name, step in steps(day):
-            for _ in range(short_repeat if passed and name in (short or ()) else 1):
-                wall, cpu = time.perf_counter(), time.process_time()
-                step()
-                wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-                after = rows_read(url)
-                runs.setdefault(name, []).append((wall, cpu, after - counter))
-                counter = after
-    if short is None:
-        short = {name for name in runs if runs[name][0][1] < short_cpu}
-    return runs, set(short)
+        if passed == 1:
+            short = {name for name, done in runs[order[0]].items() if done[0][1] < short_cpu}
+        for history in order if passed % 2 == 0 else order[::-1]:
+            use(history)
+            measure_pass(urls[history], day, runs[history], dict.fromkeys(short, short_repeat))
+    if repeat == 1:
+        short = {name for name, done in runs[order[0]].items() if done[0][1] < short_cpu}
+    return runs, short
 
 
 def best(runs: list[Run]) -> Run:
@@ -198,8 +212,8 @@ def main() -> None:
     port = free_port()
     template = f"hs_bench_history_{os.getpid()}"
     results: dict[int, dict[str, list[Run]]] = {}
-    short: set[str] | None = None
     state = build_state(SandboxOptions(seed=11, accounts=args.accounts, rate_limit_scale=1000))
+    copies: dict[int, str] = {}
     try:
         with ThreadedSandbox(state, port=port) as server:
             url = recreate(template)
@@ -217,14 +231,13 @@ def main() -> None:
                 conn.exec_driver_sql(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                                      f"WHERE datname = '{template}' AND pid <> pg_backend_pid()")
             for history in args.histories:
-                name = f"{template}_{history}"
-                copy = recreate(name, template)
-                add_history(copy, DAY - timedelta(days=1), history)
-                use(copy, f"h{history}")
-                results[history], short = measure(copy, DAY, args.repeat, short, args.short_repeat, args.short_cpu)
-                drop(name)
-                print(f"history {history}: done", flush=True)
+                copies[history] = recreate(f"{template}_{history}", template)
+                add_history(copies[history], DAY - timedelta(days=1), history)
+            results, _ = measure(copies, DAY, args.repeat, args.short_repeat, args.short_cpu,
+                                 use=lambda history: use(copies[history], f"h{history}"))
     finally:
+        for history in copies:
+            drop(f"{template}_{history}")
         drop(template)
     report(results, args, load_before, time.time() - started)
 
@@ -234,8 +247,8 @@ def report(results: dict[int, dict[str, list[Run]]], args: argparse.Namespace,
     git = Path(__file__).parent
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             cwd=git).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                           text=True, cwd=git).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!results"],
+                           capture_output=True, text=True, cwd=git).stdout.strip()  # results files aside
     low, high = min(results), max(results)
     load_after = os.getloadavg()
     lines = [
@@ -247,8 +260,8 @@ def report(results: dict[int, dict[str, list[Run]]], args: argparse.Namespace,
         f"{' '.join(f'{v:.1f}' for v in load_before)} / {' '.join(f'{v:.1f}' for v in load_after)}; shared machine: "
         f"wall seconds are inflated by other work; the ratio is taken on CPU seconds of this process)",
         f"portfolio {args.accounts} accounts (sandbox seed 11), PostgreSQL warehouse, per task the run with the least "
-        f"CPU of n: {args.repeat} passes over the day, a task under {args.short_cpu} s CPU in the first pass run "
-        f"{args.short_repeat} times in a row in each later pass; history landed synthetically (every record one "
+        f"CPU of n: {args.repeat} passes over the day (the histories taking turns), a task under {args.short_cpu} s "
+        f"CPU in the first pass run {args.short_repeat} times in a row in each later pass; history landed synthetically (every record one "
         f"version per batch), the day itself for real; bench took {seconds / 60:.1f} min",
         "",
         f"{'task':<20}{'n':>4}{'wall ' + str(low):>10}{'wall ' + str(high):>10}{'cpu ' + str(low):>10}"

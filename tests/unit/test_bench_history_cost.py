@@ -32,31 +32,38 @@ class Clock:
         pass
 
 
-def fake_day(monkeypatch: pytest.MonkeyPatch, costs: dict[str, list[float]]) -> Clock:
-    clock = Clock()
+def fake_day(monkeypatch: pytest.MonkeyPatch,
+             costs: dict[int, dict[str, list[float]]]) -> tuple[list[tuple[int, str]], list[int]]:
+    """Tasks that cost, behind each history, the CPU seconds listed for their successive runs; returns the
+    (history, task) runs in order and the cell holding the history in use."""
+    clock, ran, current = Clock(), [], [0]
     rows = iter(range(0, 10**6, 10))
     monkeypatch.setattr(bench, "time", clock)
     monkeypatch.setattr(bench, "rows_read", lambda url: next(rows))
 
     def step(name: str) -> None:
-        clock.cpu += costs[name].pop(0)
+        clock.cpu += costs[current[0]][name].pop(0)
+        ran.append((current[0], name))
 
-    monkeypatch.setattr(bench, "steps", lambda day: [(name, lambda n=name: step(n)) for name in costs])
-    return clock
+    names = list(costs[min(costs)])
+    monkeypatch.setattr(bench, "steps", lambda day: [(name, lambda n=name: step(n)) for name in names])
+    return ran, current
 
 
-def test_short_tasks_get_more_runs_and_the_same_schedule_behind_every_history(monkeypatch) -> None:
-    # "quick" is short in the first history's first pass; "slow" is not; behind the second history "quick"
-    # is slower than the threshold on its first run and "slow" quicker: the schedule stays the first one.
-    fake_day(monkeypatch, {"quick": [0.2, 0.3, 0.25, 0.21, 0.4], "slow": [1.5, 1.4]})
-    first, short = bench.measure("url", date(2026, 9, 30), 2, None, 4, 1.0)
+def test_histories_take_turns_and_short_tasks_get_the_same_extra_runs_behind_each(monkeypatch) -> None:
+    # "quick" is short in the first pass behind 30; "slow" is not. Behind 365 "quick" starts slower than
+    # the threshold and "slow" quicker: the schedule is the one decided behind 30.
+    ran, current = fake_day(monkeypatch, {30: {"quick": [0.2, 0.3, 0.25, 0.21, 0.4], "slow": [1.5, 1.4]},
+                                          365: {"quick": [1.2, 0.3, 0.3, 0.3, 0.3], "slow": [0.5, 0.6]}})
+    runs, short = bench.measure({30: "a", 365: "b"}, date(2026, 9, 30), 2, 4, 1.0,
+                                use=lambda history: current.__setitem__(0, history))
     assert short == {"quick"}
-    assert [len(first["quick"]), len(first["slow"])] == [5, 2]
-    assert bench.best(first["quick"])[1] == pytest.approx(0.2) and bench.median_cpu(first["quick"]) == pytest.approx(0.25)
-    assert all(rows == 10 for _, _, rows in first["quick"])  # one counter reading between consecutive runs
-    fake_day(monkeypatch, {"quick": [1.2, 0.3, 0.3, 0.3, 0.3], "slow": [0.5, 0.6]})
-    second, again = bench.measure("url", date(2026, 9, 30), 2, short, 4, 1.0)
-    assert again == {"quick"} and [len(second["quick"]), len(second["slow"])] == [5, 2]
+    assert {h: (len(r["quick"]), len(r["slow"])) for h, r in runs.items()} == {30: (5, 2), 365: (5, 2)}
+    # Pass 1: 30 then 365, each task once; pass 2: 365 then 30, "quick" four times in a row.
+    assert [h for h, _ in ran] == [30, 30, 365, 365] + [365] * 5 + [30] * 5
+    assert bench.best(runs[30]["quick"])[1] == pytest.approx(0.2)
+    assert bench.median_cpu(runs[30]["quick"]) == pytest.approx(0.25)
+    assert all(rows == 10 for task in runs[30].values() for _, _, rows in task)  # one reading between runs
 
 
 def test_the_report_goes_on_top_and_names_the_task_over_the_bound(tmp_path, monkeypatch, capsys) -> None:
