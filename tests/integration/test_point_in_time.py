@@ -127,6 +127,9 @@ def test_reads_match_the_group_by_rule_through_reruns_backfills_and_quarantine(e
                 for source, obj in objects:
                     expected = reference_versions(conn, source, obj, pit)
                     assert pointintime.versions(conn, source, obj, pit) == expected, (source, obj, pit)
+                    chunks = list(pointintime.iter_versions(conn, source, obj, pit, chunk_size=7))
+                    assert [r for chunk in chunks for r in chunk] == expected, "streamed in order, nothing lost"
+                    assert all(0 < len(chunk) <= 7 for chunk in chunks)
                     since = as_of - timedelta(hours=30)
                     assert (pointintime.versions(conn, source, obj, pit, since)
                             == reference_versions(conn, source, obj, pit, since))

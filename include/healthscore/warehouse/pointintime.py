@@ -33,7 +33,7 @@ counts the rows PostgreSQL reads (and SQLite's virtual-machine steps) to hold th
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import date, datetime
 from typing import Any
 
@@ -125,9 +125,25 @@ def versions(conn: sa.Connection, source: str, obj: str, pit: PointInTime,
     deleted in the vendor by then), in record id order. ``since``: only records whose version so found is
     stamped at or after it (one last stamped earlier is left out, not looked for in older batches: a
     record's stamps do not go back in time from batch to batch)."""
-    rows = _newest(conn, source, obj, pit.batch_date, as_of=pit.as_of, since=since, accepted_only=True)
-    records = (json.loads(payload) for _, _, payload in rows)
-    return [r for r in records if r.get("archived") is not True]
+    return [record for chunk in iter_versions(conn, source, obj, pit, since) for record in chunk]
+
+
+def iter_versions(conn: sa.Connection, source: str, obj: str, pit: PointInTime, since: datetime | None = None,
+                  chunk_size: int = 5000) -> Iterator[list[dict]]:
+    """``versions`` in chunks of at most ``chunk_size`` records, in the same order, streamed from the database
+    (a server-side cursor on PostgreSQL): a reader that reduces chunk by chunk never holds every payload of an
+    object, as text or as parsed JSON, at once (at 10k accounts one object's payloads are hundreds of MB)."""
+    query = newest_query(conn, source, obj, pit.batch_date, as_of=pit.as_of, since=since, accepted_only=True)
+    if query is None:
+        return
+    result = conn.execute(query.execution_options(yield_per=chunk_size))
+    try:
+        for rows in result.partitions():
+            records = [r for r in (json.loads(payload) for _, _, payload in rows) if r.get("archived") is not True]
+            if records:
+                yield records
+    finally:
+        result.close()
 
 
 def latest(conn: sa.Connection, source: str, obj: str, batch_date: date, *,
