@@ -25,9 +25,10 @@ from healthscore.notify.delivery import (
     resolve_recipients,
 )
 from healthscore.playbooks.notifiers import OutboxMessage, OutboxWriter
+from healthscore.warehouse import pointintime
 from healthscore.warehouse.engine import make_engine
 from healthscore.warehouse.migrate import upgrade
-from healthscore.warehouse.models import NotificationDelivery, landing_table
+from healthscore.warehouse.models import NotificationDelivery
 from healthscore_sandbox.runner import free_port
 
 NAME = "Zoë's \"Café\" 🚀 {{ 7 * 7 }} <b>x'); DROP TABLE health_scores;--"
@@ -167,14 +168,15 @@ def test_without_a_transport_messages_stay_in_the_outbox(engine, tmp_path):
 
 
 def test_recipients_are_the_owners_emails_with_a_fallback(engine, caplog):
-    owners = landing_table("hubspot", "owners")
-    rows = [("1", date(2026, 9, 1), {"id": "1", "email": "old@example.test"}),
-            ("1", date(2026, 9, 20), {"id": "1", "email": "ana@example.test"}),
-            ("2", date(2026, 9, 20), {"id": "2", "email": None}),
-            ("3", date(2026, 10, 5), {"id": "3", "email": "later@example.test"})]
-    with engine.begin() as conn:
-        conn.execute(sa.insert(owners), [{"record_id": rid, "batch_date": day, "payload": json.dumps(payload),
-                                          "payload_sha256": "x"} for rid, day, payload in rows])
+    batches = {date(2026, 9, 1): [{"id": "1", "email": "old@example.test"}],
+               date(2026, 9, 20): [{"id": "1", "email": "ana@example.test"}, {"id": "2", "email": None}],
+               date(2026, 9, 25): [{"id": "2", "email": None}],  # owner 1 dropped from the list: still a recipient
+               date(2026, 10, 5): [{"id": "3", "email": "later@example.test"}]}
+    with engine.begin() as conn:  # landed as extraction lands them (the record index kept)
+        for day, owners in batches.items():
+            pointintime.land_batch(conn, "hubspot", "owners", day, [[
+                {"record_id": o["id"], "batch_date": day, "payload": json.dumps(o), "payload_sha256": "x"}
+                for o in owners]])
     with caplog.at_level(logging.WARNING, logger="healthscore.notify.delivery"):
         recipients = owner_recipients(engine, date(2026, 9, 30), "revops@example.test")
     assert recipients == {"1": "ana@example.test", "2": "revops@example.test", "unassigned": "revops@example.test"}

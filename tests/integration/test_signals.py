@@ -22,11 +22,12 @@ import sqlalchemy as sa
 from healthscore.batch import Batch, PointInTime
 from healthscore.config import ModelConfig, load_model_config
 from healthscore.pipeline.extract import extract_source
-from healthscore.pipeline.signals import build_signals, source_statuses, store_signals
+from healthscore.pipeline.signals import READS, build_signals, read_frame, source_statuses, store_signals
 from healthscore.pipeline.validate import QualityPaths, build_context, validate_source
 from healthscore.scoring import score_accounts
 from healthscore.signals.carry import CONTRACT_COLUMNS
 from healthscore.sources import registry
+from healthscore.sources.schemas import flatten
 from healthscore.warehouse import make_engine, pointintime, upgrade
 from healthscore.warehouse.models import (
     AccountSignals,
@@ -158,6 +159,20 @@ def test_rebuilding_a_past_date_after_later_batches_is_identical(landed):
     pd.testing.assert_frame_equal(first, landed.frames[date.min])
     second = build_signals(landed.engine, batch_for(DAYS[1]).as_of, DAYS[1], landed.model)
     pd.testing.assert_frame_equal(second, landed.frames[DAYS[1]])
+
+
+def test_objects_read_chunk_by_chunk_give_the_frame_of_the_whole_read(landed):
+    """build_signals flattens each object's streamed records chunk by chunk (memory): the frame must be the one
+    flatten gives of every record at once, chunk boundaries anywhere (chunks of 13 records here)."""
+    pit = PointInTime.of(DAYS[1], batch_for(DAYS[1]).as_of)
+    objects = [("hubspot", "companies", None), *((s, o, pit.since(d) if d else None) for (s, o), d in READS.items())]
+    with landed.engine.connect() as conn:
+        for source, obj, since in objects:
+            since = None if since is None else datetime.fromtimestamp(since, UTC)
+            whole = flatten(source, obj, pointintime.versions(conn, source, obj, pit, since))
+            assert len(whole) > 13, (source, obj)  # more than one chunk
+            pd.testing.assert_frame_equal(read_frame(conn, source, obj, pit, since, chunk_size=13), whole,
+                                          check_exact=True)
 
 
 def test_records_landed_later_do_not_leak_into_an_earlier_as_of(landed):

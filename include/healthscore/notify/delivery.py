@@ -31,7 +31,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from healthscore.warehouse.models import NotificationDelivery, NotificationOutbox, landing_table
+from healthscore.warehouse import pointintime
+from healthscore.warehouse.models import NotificationDelivery, NotificationOutbox
 
 log = logging.getLogger(__name__)
 
@@ -98,14 +99,11 @@ def resolve_recipients(owners: list[Mapping[str, Any]], fallback: str | None) ->
 
 
 def owner_recipients(engine: Engine, as_of: date, fallback: str | None) -> dict[str, str]:
-    """Recipients from the HubSpot owners landed on or before ``as_of`` (each owner's latest version)."""
-    table = landing_table("hubspot", "owners")
-    latest = (sa.select(table.c.record_id, sa.func.max(table.c.batch_date).label("batch_date"))
-              .where(table.c.batch_date <= as_of).group_by(table.c.record_id).subquery())
-    query = sa.select(table.c.payload).join(
-        latest, sa.and_(table.c.record_id == latest.c.record_id, table.c.batch_date == latest.c.batch_date))
+    """Recipients from the HubSpot owners landed on or before ``as_of``: each owner's newest version, an
+    owner dropped from later owner lists included (accounts may still name them). Read through
+    ``warehouse.pointintime``, record by record, so the cost follows the owners, not the landed batches."""
     with engine.connect() as conn:
-        owners = [json.loads(payload) for payload in conn.execute(query).scalars()]
+        owners = pointintime.latest(conn, "hubspot", "owners", as_of, per_record=True)
     recipients = resolve_recipients(owners, fallback)
     if fallback:
         recipients.setdefault("unassigned", fallback)

@@ -18,7 +18,7 @@ as usable (nothing says it is bad).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -30,7 +30,7 @@ from sqlalchemy.engine import Engine
 from healthscore.batch import PointInTime
 from healthscore.config import ModelConfig
 from healthscore.quality.policy import SOURCE_DIMENSIONS
-from healthscore.signals import FEATURE_EVENTS, SignalInputs, compute_signals, hubspot
+from healthscore.signals import FEATURE_EVENTS, SOURCE_SIGNALS, SignalInputs, combine_parts, hubspot
 from healthscore.signals.carry import (
     CONFIDENCE_PREFIX,
     CONTRACT_COLUMNS,
@@ -72,6 +72,8 @@ READS: dict[tuple[str, str], int | None] = {
     ("stripe", "subscriptions"): None,
     ("stripe", "invoices"): None,
 }
+#: Records parsed at once per object read (Stripe invoices are ~17 KB each as Python objects).
+READ_CHUNK = 5000
 USAGE_COLUMNS = ("active_users", "event_count", "logins", "feature_counts", "csat_responses", "csat_sum")
 
 
@@ -114,13 +116,20 @@ def source_statuses(conn: sa.Connection, batch_date: date) -> dict[str, SourceSt
 # ---- read -> compute -> (carry forward) ---------------------------------------------------------------------
 def build_signals(engine: Engine, as_of: datetime, batch_date: date, model: ModelConfig, *,
                   feature_events: Sequence[str] = FEATURE_EVENTS) -> pd.DataFrame:
-    """One row per active account in score_accounts' input contract, as of ``as_of`` for ``batch_date``."""
+    """One row per active account in score_accounts' input contract, as of ``as_of`` for ``batch_date``.
+
+    Memory: the sources are read and reduced one after another (``SOURCE_SIGNALS``), each object's records
+    streamed and flattened chunk by chunk (``read_frame``), so what is held at once is one source's typed
+    frames and the per-account results, never every landed payload of every source.
+    """
     pit = PointInTime.of(batch_date, as_of)
     with engine.connect() as conn:
         statuses = source_statuses(conn, batch_date)
-        inputs = read_inputs(conn, pit, statuses)
-        frame = hubspot.contract_columns(inputs.accounts, pit, model)
-        computed = compute_signals(inputs, pit, feature_events)
+        accounts = read_accounts(conn, pit)
+        frame = hubspot.contract_columns(accounts, pit, model)
+        parts = [reduce(read_source(conn, pit, statuses, accounts, source), pit, feature_events)
+                 for source, reduce in SOURCE_SIGNALS.items()]
+        computed = combine_parts(SignalInputs(accounts).index, parts)
         if set(computed) != COMPUTED_SIGNALS:
             raise RuntimeError(f"the registry's signals {sorted(COMPUTED_SIGNALS)} are not what compute_signals "
                                f"returns: {sorted(set(computed))}")
@@ -135,25 +144,57 @@ def build_signals(engine: Engine, as_of: datetime, batch_date: date, model: Mode
     return apply_dimension_status(frame, model, reasons, prior, batch_date, SOURCE_DIMENSIONS)
 
 
-def read_inputs(conn: sa.Connection, pit: PointInTime, statuses: Mapping[str, SourceStatus]) -> SignalInputs:
-    """The point-in-time frames the computations take (an unusable source's objects read as empty)."""
-    companies = pointintime.versions(conn, "hubspot", "companies", pit)
-    accounts = flatten("hubspot", "companies", companies)
-    accounts["zendesk_org"] = pd.array([_prop(c, "zendesk_organization_id") for c in companies], dtype="str")
-    accounts["stripe_customer"] = pd.array([_prop(c, "stripe_customer_id") for c in companies], dtype="str")
-    inputs = SignalInputs(hubspot.active_accounts(accounts))
-    for (source, obj), days in READS.items():
+def read_accounts(conn: sa.Connection, pit: PointInTime) -> pd.DataFrame:
+    """The active HubSpot companies as of ``pit`` (``hubspot.active_accounts``) with ``zendesk_org`` and
+    ``stripe_customer``, read whatever HubSpot's status (the roster and contract columns come from them)."""
+    return hubspot.active_accounts(read_frame(conn, "hubspot", "companies", pit, with_columns=_account_links))
+
+
+def _account_links(records: list[dict], frame: pd.DataFrame) -> None:
+    frame["zendesk_org"] = pd.array([_prop(c, "zendesk_organization_id") for c in records], dtype="str")
+    frame["stripe_customer"] = pd.array([_prop(c, "stripe_customer_id") for c in records], dtype="str")
+
+
+def read_source(conn: sa.Connection, pit: PointInTime, statuses: Mapping[str, SourceStatus],
+                accounts: pd.DataFrame, source: str) -> SignalInputs:
+    """One source's point-in-time frames (``READS``; Mixpanel: usage and NPS rows), what its ``SOURCE_SIGNALS``
+    reduction takes. An unusable source's objects read as empty: its dimensions are carried forward anyway."""
+    inputs = SignalInputs(accounts)
+    usable = statuses[source].usable
+    for (name, obj), days in READS.items():
+        if name != source:
+            continue
         since = None if days is None else datetime.fromtimestamp(pit.since(days), UTC)
-        # An unusable source's dimensions are carried forward anyway: do not even read its data.
-        records = pointintime.versions(conn, source, obj, pit, since) if statuses[source].usable else []
-        inputs.frames[f"{source}.{obj}"] = flatten(source, obj, records)
-    if statuses["mixpanel"].usable:
+        inputs.frames[f"{source}.{obj}"] = (read_frame(conn, source, obj, pit, since) if usable
+                                            else flatten(source, obj, []))
+    if source == "mixpanel" and usable:
         last = pit.last_event_day
         window_start = last - timedelta(days=max(2 * USAGE_WINDOW_DAYS, QUARTER_DAYS) - 1)
         inputs.usage = pointintime.usage_rows(conn, pit, window_start, USAGE_COLUMNS)
         inputs.nps = pointintime.usage_rows(conn, pit, last - timedelta(days=NPS_LOOKBACK_DAYS - 1), ("nps_latest",),
                                             only_nps=True)
     return inputs
+
+
+def read_frame(conn: sa.Connection, source: str, obj: str, pit: PointInTime, since: datetime | None = None, *,
+               with_columns: Callable[[list[dict], pd.DataFrame], None] | None = None,
+               chunk_size: int = READ_CHUNK) -> pd.DataFrame:
+    """``flatten(source, obj, pointintime.versions(...))``, the same frame, built chunk by chunk from the
+    streamed records (``pointintime.iter_versions``): only one chunk of parsed payloads is alive at a time.
+    ``with_columns(records, frame)`` adds columns to each chunk's frame from that chunk's records."""
+    parts = []
+    for records in pointintime.iter_versions(conn, source, obj, pit, since, chunk_size=chunk_size):
+        part = flatten(source, obj, records)
+        if with_columns is not None:
+            with_columns(records, part)
+        parts.append(part)
+        del records
+    if not parts:
+        part = flatten(source, obj, [])
+        if with_columns is not None:
+            with_columns([], part)
+        return part
+    return parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
 
 
 def _prop(record: Mapping[str, Any], name: str) -> str | None:

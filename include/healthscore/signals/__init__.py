@@ -51,33 +51,75 @@ financial (``stripe``)
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import pandas as pd
 
 from healthscore.signals import hubspot, mixpanel, stripe, zendesk
 from healthscore.signals.common import FEATURE_EVENTS, PointInTime, SignalInputs, Signals
 
-__all__ = ["FEATURE_EVENTS", "SignalInputs", "Signals", "compute_signals", "csat_3m"]
+__all__ = ["FEATURE_EVENTS", "SOURCE_SIGNALS", "SignalInputs", "Signals", "SourcePart", "combine_parts",
+           "compute_signals", "csat_3m"]
+
+#: The pooled signal no single source computes: each part brings its CSAT (sum, count) per account.
+POOLED = "csat_3m"
+
+
+@dataclass
+class SourcePart:
+    """What one source's frames reduce to: its signals, and its share of the pooled csat_3m (sum, count per
+    account; None when it has none). Small (per account): the pipeline keeps these, not the frames."""
+
+    signals: Signals
+    csat: tuple[pd.Series, pd.Series] | None = None
+
+
+def _mixpanel(inputs: SignalInputs, pit: PointInTime, feature_events: Sequence[str]) -> SourcePart:
+    signals = mixpanel.usage_signals(inputs.usage, inputs.accounts["licensed_seats"], inputs.index, pit,
+                                     feature_events)
+    signals["latest_nps"] = mixpanel.latest_nps(inputs.nps, inputs.index)
+    return SourcePart(signals, mixpanel.survey_totals(inputs.usage, inputs.index, pit))
+
+
+def _hubspot(inputs: SignalInputs, pit: PointInTime, feature_events: Sequence[str]) -> SourcePart:
+    frames, index = inputs.frames, inputs.index
+    signals = hubspot.meeting_signals(frames["hubspot.meetings"], index, pit)
+    signals.update(hubspot.contact_signals(frames["hubspot.contacts"], index))
+    signals.update(hubspot.deal_signals(frames["hubspot.deals"], index, pit))
+    return SourcePart(signals)
+
+
+def _zendesk(inputs: SignalInputs, pit: PointInTime, feature_events: Sequence[str]) -> SourcePart:
+    tickets = zendesk.tickets_by_account(inputs.frames["zendesk.tickets"], inputs.accounts)
+    return SourcePart(zendesk.ticket_signals(tickets, inputs.index, pit),
+                      zendesk.rating_totals(inputs.frames["zendesk.satisfaction_ratings"], tickets, pit))
+
+
+def _stripe(inputs: SignalInputs, pit: PointInTime, feature_events: Sequence[str]) -> SourcePart:
+    frames = inputs.frames
+    return SourcePart(stripe.billing_signals(frames["stripe.customers"], frames["stripe.subscriptions"],
+                                             frames["stripe.invoices"], inputs.accounts, inputs.index, pit))
+
+
+#: Per source, its reduction of that source's frames alone (``SignalInputs`` holding only them), in the
+#: order csat_3m pools them (Mixpanel surveys, then Zendesk ratings).
+SOURCE_SIGNALS: dict[str, Callable[[SignalInputs, PointInTime, Sequence[str]], SourcePart]] = {
+    "mixpanel": _mixpanel, "hubspot": _hubspot, "zendesk": _zendesk, "stripe": _stripe}
 
 
 def compute_signals(inputs: SignalInputs, pit: PointInTime,
                     feature_events: Sequence[str] = FEATURE_EVENTS) -> Signals:
     """Every computable signal as a float Series indexed by account id (sources without data give NaN)."""
-    index = inputs.index
-    frames = inputs.frames
-    tickets = zendesk.tickets_by_account(frames["zendesk.tickets"], inputs.accounts)
+    return combine_parts(inputs.index, [part(inputs, pit, feature_events) for part in SOURCE_SIGNALS.values()])
+
+
+def combine_parts(index: pd.Index, parts: Sequence[SourcePart]) -> Signals:
+    """The sources' parts (in ``SOURCE_SIGNALS`` order) as one set of signals, csat_3m pooled from their shares."""
     out: Signals = {}
-    out.update(mixpanel.usage_signals(inputs.usage, inputs.accounts["licensed_seats"], index, pit, feature_events))
-    out.update(hubspot.meeting_signals(frames["hubspot.meetings"], index, pit))
-    out.update(hubspot.contact_signals(frames["hubspot.contacts"], index))
-    out.update(hubspot.deal_signals(frames["hubspot.deals"], index, pit))
-    out.update(zendesk.ticket_signals(tickets, index, pit))
-    out.update(stripe.billing_signals(frames["stripe.customers"], frames["stripe.subscriptions"],
-                                      frames["stripe.invoices"], inputs.accounts, index, pit))
-    out["latest_nps"] = mixpanel.latest_nps(inputs.nps, index)
-    out["csat_3m"] = csat_3m(index, mixpanel.survey_totals(inputs.usage, index, pit),
-                             zendesk.rating_totals(frames["zendesk.satisfaction_ratings"], tickets, pit))
+    for part in parts:
+        out.update(part.signals)
+    out[POOLED] = csat_3m(index, *(part.csat for part in parts if part.csat is not None))
     return out
 
 

@@ -1,14 +1,16 @@
 """Point-in-time reads of the landing tables: what a run for batch T, with data as of instant A, could see.
 
 The one place that answers "the newest version of every record of a landing object as of T". The
-signals build, the quality gate's reference sets and the account names of the playbooks and the UI all
-read through it, so a rebuild of a past date gives what the first run saw, whatever landed later.
+signals build, the quality gate's reference sets, the account names of the playbooks and the UI and the
+owners' emails of the digests all read through it, so a rebuild of a past date gives what the first run
+saw, whatever landed later.
 
 Every landing table keeps one row per (record, batch that landed it). Rules:
 
 - incremental and windowed objects: a record's truth is its newest version landed at or before T and
   stamped at or before A (a version stamped after A was not yet true at A: the one before it is read);
-- snapshot objects (listed in full each batch): the newest non-empty snapshot at or before T is the truth;
+- snapshot objects (listed in full each batch): the newest non-empty snapshot at or before T is the truth
+  (``latest(per_record=True)``: each record's newest version, kept after later snapshots dropped it);
 - a version the quality gate quarantined in the batch that landed it is left out (``accepted_only``),
   without falling back to an older version; so is a tombstone (an incremental object's record deleted in
   the vendor, landed as ``"archived": true``);
@@ -18,18 +20,20 @@ Every landing table keeps one row per (record, batch that landed it). Rules:
 Cost does not grow with the number of landed batches. ``landing_records`` holds one row per landed record
 (its first batch), maintained by ``land_batch`` in the landing transaction. An incremental read walks that
 index and, per record, seeks its newest qualifying version backwards on the landing table's primary key
-(record_id, batch_date): rows read are proportional to the records, not to records x batches. A snapshot
-read seeks the newest snapshot's batch and reads that batch only; a read with ``since`` filters the
+(record_id, batch_date), written so that no other index can serve it (see ``newest_query``): rows read
+are proportional to the records, not to records x batches, also for a record that stopped re-landing. A
+snapshot read seeks the newest snapshot's batch and reads that batch only; a read with ``since`` filters the
 version found, so a record last stamped before it costs one seek, not one row per batch that re-landed it.
 Usage seeks each calendar day's newest batch on the (event_date, batch_date) index and reads only that
-batch's rows of the day; NPS answers are read through a partial index of the rows that have one. Quarantine is checked per version read, through its unique
-index. ``tests/integration/test_point_in_time.py`` counts the rows PostgreSQL reads to hold this.
+batch's rows of the day; NPS answers are read through a partial index of the rows that have one.
+Quarantine is checked per version read, through its unique index. ``tests/integration/test_point_in_time.py``
+counts the rows PostgreSQL reads (and SQLite's virtual-machine steps) to hold this.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import date, datetime
 from typing import Any
 
@@ -121,17 +125,36 @@ def versions(conn: sa.Connection, source: str, obj: str, pit: PointInTime,
     deleted in the vendor by then), in record id order. ``since``: only records whose version so found is
     stamped at or after it (one last stamped earlier is left out, not looked for in older batches: a
     record's stamps do not go back in time from batch to batch)."""
-    rows = _newest(conn, source, obj, pit.batch_date, as_of=pit.as_of, since=since, accepted_only=True)
-    records = (json.loads(payload) for _, _, payload in rows)
-    return [r for r in records if r.get("archived") is not True]
+    return [record for chunk in iter_versions(conn, source, obj, pit, since) for record in chunk]
+
+
+def iter_versions(conn: sa.Connection, source: str, obj: str, pit: PointInTime, since: datetime | None = None,
+                  chunk_size: int = 5000) -> Iterator[list[dict]]:
+    """``versions`` in chunks of at most ``chunk_size`` records, in the same order, streamed from the database
+    (a server-side cursor on PostgreSQL): a reader that reduces chunk by chunk never holds every payload of an
+    object, as text or as parsed JSON, at once (at 10k accounts one object's payloads are hundreds of MB)."""
+    query = newest_query(conn, source, obj, pit.batch_date, as_of=pit.as_of, since=since, accepted_only=True)
+    if query is None:
+        return
+    result = conn.execute(query.execution_options(yield_per=chunk_size))
+    try:
+        for rows in result.partitions():
+            records = [r for r in (json.loads(payload) for _, _, payload in rows) if r.get("archived") is not True]
+            if records:
+                yield records
+    finally:
+        result.close()
 
 
 def latest(conn: sa.Connection, source: str, obj: str, batch_date: date, *,
-           only: Iterable[str] | None = None) -> list[dict]:
+           only: Iterable[str] | None = None, per_record: bool = False) -> list[dict]:
     """Each record's newest landed version at or before the batch date, whatever its stamp or verdict
     (the quality gate's reference sets, names for messages), in record id order; ``only``: of these
-    record ids alone (a page that names a few accounts reads those, not the portfolio)."""
-    return [json.loads(payload) for _, _, payload in _newest(conn, source, obj, batch_date, only=only)]
+    record ids alone (a page that names a few accounts reads those, not the portfolio). ``per_record``:
+    a snapshot object read record by record too, so a record that later snapshots no longer list keeps
+    its last version (an owner dropped from HubSpot may still be named by the accounts' owner ids)."""
+    rows = _newest(conn, source, obj, batch_date, only=only, per_record=per_record)
+    return [json.loads(payload) for _, _, payload in rows]
 
 
 def record_ids(conn: sa.Connection, source: str, obj: str, batch_date: date) -> set[str]:
@@ -147,9 +170,10 @@ def _newest(conn: sa.Connection, source: str, obj: str, batch_date: date, **opti
 
 def newest_query(conn: sa.Connection, source: str, obj: str, batch_date: date, *, as_of: datetime | None = None,
                  since: datetime | None = None, accepted_only: bool = False,
-                 only: Iterable[str] | None = None) -> sa.Select | None:
+                 only: Iterable[str] | None = None, per_record: bool = False) -> sa.Select | None:
     """The statement behind ``versions``/``latest``: (record_id, batch_date, payload) in record id order;
-    None when a snapshot object has no batch yet (tests read its plan). ``only``: these record ids alone."""
+    None when a snapshot object has no batch yet (tests read its plan). ``only``: these record ids alone.
+    ``per_record``: the per-record rule for a snapshot object as well (see ``latest``)."""
     table = landing_table(source, obj)
     ids = None if only is None else sorted({str(i) for i in only})
 
@@ -162,7 +186,7 @@ def newest_query(conn: sa.Connection, source: str, obj: str, batch_date: date, *
         stamped before ``since`` costs one version, not a walk down every batch that re-landed it."""
         return [] if since is None else [sa.or_(t.c.source_updated_at.is_(None), t.c.source_updated_at >= since)]
 
-    if is_snapshot(source, obj):
+    if is_snapshot(source, obj) and not per_record:
         newest = latest_batch(conn, table, batch_date)
         if newest is None:
             return None
@@ -172,21 +196,29 @@ def newest_query(conn: sa.Connection, source: str, obj: str, batch_date: date, *
             query = query.where(table.c.record_id.in_(ids))
         picked = table
     elif conn.dialect.name == "postgresql":
-        # One backward primary-key seek per indexed record (LATERAL ... ORDER BY batch_date DESC LIMIT 1),
-        # and the quarantine probe inside it as a scalar subquery: one index probe per record, where an
-        # EXISTS may be turned into a hash of the object's whole quarantine history.
+        # One backward primary-key seek per indexed record, and the quarantine probe inside it as a scalar
+        # subquery: one index probe per record, where an EXISTS may be turned into a hash of the object's
+        # whole quarantine history. The seek is written so that only the primary key can serve it: the
+        # first key at or below (record, T) in descending (record_id, batch_date) order, its record checked
+        # outside (a record with no version stamped by as-of walks on into the one before it: dropped there).
+        # No other index gives that order. Written as "record_id = r ORDER BY batch_date DESC", PostgreSQL
+        # may walk the batch_date index back instead, filtering on record_id: cheap while every record
+        # re-lands every batch, but a record dropped from later batches (an owner no longer listed) then
+        # costs every row landed since (measured, 20 owners of which 5 dropped after batch 3: 40 rows read
+        # at 8 batches, 3520 at 48, 27300 at 365; this form reads 40 at each: an index row and a version
+        # per owner).
         columns = [table.c.record_id, table.c.batch_date, table.c.payload, table.c.source_updated_at]
         if accepted_only:
             columns.append(_quarantined(source, obj, table.c.record_id, table.c.batch_date).limit(1)
                            .scalar_subquery().label("held"))
+        key = sa.tuple_(table.c.record_id, table.c.batch_date)
         version = (sa.select(*columns)
-                   .where(table.c.record_id == _INDEX.c.record_id, table.c.batch_date <= batch_date,
-                          *stamped(table))
-                   .order_by(table.c.batch_date.desc()).limit(1).lateral("version"))
+                   .where(key <= sa.tuple_(_INDEX.c.record_id, sa.literal(batch_date, sa.Date)), *stamped(table))
+                   .order_by(table.c.record_id.desc(), table.c.batch_date.desc()).limit(1).lateral("version"))
         query = (sa.select(version.c.record_id, version.c.batch_date, version.c.payload)
                  .select_from(_INDEX.join(version, sa.true()))
                  .where(_INDEX.c.source == source, _INDEX.c.object == obj, _INDEX.c.first_batch <= batch_date,
-                        *recent(version)))
+                        version.c.record_id == _INDEX.c.record_id, *recent(version)))
         if accepted_only:
             query = query.where(version.c.held.is_(None))
         if ids is not None:
