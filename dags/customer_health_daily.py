@@ -4,6 +4,11 @@ Scoring is mapped over account shards (``HEALTHSCORE_SCORE_SHARDS``, 1 by defaul
 ``healthscore.pipeline.score``): ``plan_score_shards`` lists them, one ``score_and_archive`` per shard, and
 ``combine_shards`` writes the Parquet partitions from the shards' parts once all have succeeded.
 
+A source whose API lets a batch be cut (HubSpot by modification-date windows, Mixpanel by days) is extracted
+as ``plan_extract_<source>`` -> ``fetch_<source>[part]`` -> ``extract_<source>``: ``HEALTHSCORE_EXTRACT_PARTS``
+parts (1 by default) pulled side by side, landed with the cursor in one transaction by ``extract_<source>``
+(``healthscore.pipeline.extract_parts``).
+
 Thin wiring only: every step is a function in ``healthscore.pipeline``. Runs are strictly sequential:
 each batch resumes from the cursors the previous batch committed, scores against the history it
 archived, and sees its CRM writes. ``max_active_runs=1`` holds scheduled runs; a backfill has its own
@@ -62,6 +67,32 @@ def customer_health_daily():
 
         return extract()
 
+    def split_extract_tasks(name: str, conn_id: str, pool: str):
+        """A source whose API lets a batch be cut (``split`` in the registry): the parts planned from the committed
+        cursors, one mapped fetch per part (in the vendor's pool), then ``extract_<source>`` lands them all with
+        the cursor in one transaction (``healthscore.pipeline.extract_parts``). Returns (first, landing) task."""
+
+        @task(task_id=f"plan_extract_{name}", depends_on_past=True)
+        def plan(**context) -> list[dict]:
+            from healthscore.pipeline.tasks import run_extract_plan
+
+            return run_extract_plan(name, context)
+
+        @task(task_id=f"fetch_{name}", pool=pool)
+        def fetch(part: dict, **context) -> dict:
+            from healthscore.pipeline.tasks import run_extract_fetch
+
+            return run_extract_fetch(name, conn_id, part, context)
+
+        @task(task_id=f"extract_{name}", outlets=[LANDING_ASSETS[name]], depends_on_past=True)
+        def land(planned: list[dict], fetched: list[dict], **context) -> list[dict]:
+            from healthscore.pipeline.tasks import run_extract_land
+
+            return run_extract_land(name, context, plan=list(planned))
+
+        planned = plan()
+        return planned, land(planned, fetch.expand(part=planned))
+
     def validate_task(name: str):
         @task(task_id=f"validate_{name}", outlets=[VALIDATED_ASSETS[name]])
         def validate(**context) -> list[dict]:
@@ -114,13 +145,19 @@ def customer_health_daily():
         return run_act(SOURCES["hubspot"].conn_id, context)
 
     migrated = prepare_warehouse()
-    extracts = {name: extract_task(name, spec.conn_id, spec.pool) for name, spec in SOURCES.items()}
+    firsts, extracts = {}, {}  # per source: its first extraction task, and the one that lands the batch
+    for name, spec in SOURCES.items():
+        if spec.split:
+            firsts[name], extracts[name] = split_extract_tasks(name, spec.conn_id, spec.pool)
+        else:
+            firsts[name] = extracts[name] = extract_task(name, spec.conn_id, spec.pool)
     validations = {name: validate_task(name) for name in SOURCES}
     for name, spec in SOURCES.items():
-        migrated >> extracts[name] >> validations[name]
+        migrated >> firsts[name]
+        extracts[name] >> validations[name]
         for ref in spec.references:  # referential checks need that source's batch landed first
             if ref != name:
-                extracts[ref] >> (extracts[name] if spec.streams_validation else validations[name])
+                extracts[ref] >> (firsts[name] if spec.streams_validation else validations[name])
     act = run_playbooks()
     signals = build_signals()
     list(validations.values()) >> signals

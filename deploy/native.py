@@ -105,13 +105,16 @@ class NativeConfig:
     variables: dict[str, str] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    #: None: free ports from the kernel; else consecutive ports from it (a shared machine's assigned range)
+    port_base: int | None = None
 
     def __post_init__(self) -> None:
         self.run_dir = Path(self.run_dir).resolve()
         self.variables = {**compose.read_env_file(), **NATIVE_DEFAULTS, **generated_secrets(), **self.variables}
         names = ["api", "sandbox", "scheduler_health", "trigger_logs",
                  *(f"worker_logs_{i}" for i in range(1, self.workers + 1))]
-        self.ports = {name: self.ports.get(name) or free_port() for name in names}
+        fixed = {name: self.port_base + i for i, name in enumerate(names)} if self.port_base else {}
+        self.ports = {name: self.ports.get(name) or fixed.get(name) or free_port() for name in names}
 
     @property
     def api_url(self) -> str:
@@ -433,6 +436,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2, help="Celery workers (compose: --scale airflow-worker=N)")
     parser.add_argument("--env-file", type=Path, default=None, help="a .env with your values (default: the "
                         ".env.example defaults, fresh secrets, and POSTGRES_USER=postgres)")
+    parser.add_argument("--port-base", type=int, default=None, help="consecutive ports from this one (api, sandbox, "
+                        "health check and log servers) instead of free ones from the kernel")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one variable")
     args = parser.parse_args(argv)
     state_file = args.run_dir.resolve() / "native.json"
@@ -444,7 +449,7 @@ def main(argv: list[str] | None = None) -> int:
         variables = {**(compose.read_env_file(args.env_file) if args.env_file else {}),
                      **_parse_assignments(args.set)}
         config = NativeConfig(args.run_dir, postgres=args.postgres, redis=args.redis, workers=args.workers,
-                              variables=variables)
+                              variables=variables, port_base=args.port_base)
         topology = NativeTopology(config)
         try:
             topology.start()

@@ -83,6 +83,10 @@ class Settings(BaseSettings):
     score_shards: int = Field(
         default=1, ge=1, le=256, description="Account shards the daily scoring step is mapped over (a stable hash "
         "of account_id mod N); the warehouse rows and the Parquet archive are the same for every N.")
+    extract_parts: int = Field(
+        default=1, ge=1, le=64, description="Parts the extraction of a splittable source is cut into (Mixpanel by "
+        "runs of days, HubSpot increments by modification-date windows), each a mapped fetch task; the landed "
+        "rows are the same for every N.")
 
     @classmethod
     def settings_customise_sources(

@@ -53,8 +53,17 @@ def test_daily_dag_parses_wires_the_pipeline_and_uses_defined_pools(tmp_path):
     assert "customer_health_daily" in info["dags"]
     tasks = info["tasks"]
     for source in ("hubspot", "zendesk", "stripe", "mixpanel"):
-        assert tasks[f"extract_{source}"]["upstream"] == (["prepare_warehouse"] if source != "mixpanel"
-                                                          else ["extract_hubspot", "prepare_warehouse"])
+        # HubSpot and Mixpanel are split (pipeline.extract_parts): plan -> mapped fetch -> extract_<source> lands.
+        first = f"plan_extract_{source}" if source in ("hubspot", "mixpanel") else f"extract_{source}"
+        assert tasks[first]["upstream"] == (["prepare_warehouse"] if source != "mixpanel"
+                                            else ["extract_hubspot", "prepare_warehouse"])
+        if first != f"extract_{source}":
+            assert tasks[first]["depends_on_past"] and tasks[f"extract_{source}"]["depends_on_past"]
+            assert tasks[f"fetch_{source}"]["upstream"] == [first]
+            assert tasks[f"fetch_{source}"]["type"].endswith("MappedOperator")
+            assert tasks[f"fetch_{source}"]["pool"] == f"{source}_api"  # the vendor's rate limit holds per part
+            assert tasks[f"extract_{source}"]["upstream"] == [f"fetch_{source}", first]
+            assert tasks[f"extract_{source}"]["outlets"] == [f"healthscore://warehouse/landing/{source}"]
         assert f"extract_{source}" in tasks[f"validate_{source}"]["upstream"]
         assert f"validate_{source}" in tasks["build_signals"]["upstream"]
     # Scoring is mapped over the account shards plan_score_shards lists (HEALTHSCORE_SCORE_SHARDS, read at

@@ -157,3 +157,29 @@ def test_killed_extraction_reruns_without_gap_or_duplicate(airflow_home, sandbox
     result = airflow_home.dags_test(LOGICAL_DATE, env)
     assert result.state == "success", result.output[-4000:]
     assert landing_snapshot(url) == clean_run["snapshot"]
+
+
+def test_extraction_split_in_parts_lands_what_one_part_lands(airflow_home, tmp_path):
+    """HEALTHSCORE_EXTRACT_PARTS=3: HubSpot and Mixpanel each run plan -> 3 mapped fetches -> one landing, on the first
+    batch (a full load: objects spread over the parts; Mixpanel's backfill by days) and the next (HubSpot windows on
+    the modification date). The landing tables equal those of one-part runs of the same dates. Each chain has a
+    sandbox of its own (the same world): a run's CRM writes change what a later run of the same dates would read."""
+    snapshots = {}
+    for parts in ("3", "1"):
+        url = f"sqlite:///{tmp_path / f'parts-{parts}.db'}"
+        with extract_sandbox() as sandbox:
+            env = pipeline_env(sandbox.url, url, tmp_path / f"data-{parts}", HEALTHSCORE_EXTRACT_PARTS=parts)
+            for logical_date in (LOGICAL_DATE, "2026-09-21"):
+                result = airflow_home.dags_test(logical_date, env)
+                assert result.state == "success", result.output[-4000:]
+                if parts == "3":
+                    assert "hubspot part 3 of 3" in result.output and "mixpanel part 3 of 3" in result.output
+            if parts == "3":  # the increment was cut into modification-date windows
+                assert "companies [" in result.output and ", open)" in result.output
+        snapshots[parts] = landing_snapshot(url)
+    split, whole = snapshots["3"], snapshots["1"]
+    assert whole["raw_hubspot_companies"] and whole["raw_mixpanel_usage_daily"]
+    # The split sources' tables (Zendesk's payloads carry each sandbox's own port in their URLs).
+    for name in [n for n in whole if n.startswith(("raw_hubspot_", "raw_mixpanel_"))]:
+        assert split[name] == whole[name], (name, sorted(set(split[name]) - set(whole[name]))[:3],
+                                            sorted(set(whole[name]) - set(split[name]))[:3])

@@ -25,6 +25,7 @@ DEFAULTS = {
     "HEALTHSCORE_NOTIFY_FALLBACK_EMAIL": ("notify_fallback_email", None),
     "HEALTHSCORE_OVERRIDE_MAX_DAYS": ("override_max_days", 90),
     "HEALTHSCORE_SCORE_SHARDS": ("score_shards", 1),
+    "HEALTHSCORE_EXTRACT_PARTS": ("extract_parts", 1),
 }
 VALUES = {
     "HEALTHSCORE_DATA_DIR": ("/srv/hs", Path("/srv/hs")),
@@ -39,6 +40,7 @@ VALUES = {
     "HEALTHSCORE_NOTIFY_FALLBACK_EMAIL": ("revops@example.com", "revops@example.com"),
     "HEALTHSCORE_OVERRIDE_MAX_DAYS": ("30", 30),
     "HEALTHSCORE_SCORE_SHARDS": ("4", 4),
+    "HEALTHSCORE_EXTRACT_PARTS": ("3", 3),
 }
 
 
@@ -74,6 +76,7 @@ def test_one_boolean_parser_for_every_flag(raw: str, expected: bool) -> None:
     ("HEALTHSCORE_MIXPANEL_BACKFILL_DAYS", "a week", "valid integer"),
     ("HEALTHSCORE_DATA_DOCS_INDEX_LIMIT", "0", "greater than or equal to 1"),
     ("HEALTHSCORE_SCORE_SHARDS", "0", "greater than or equal to 1"),
+    ("HEALTHSCORE_EXTRACT_PARTS", "0", "greater than or equal to 1"),
 ])
 def test_a_bad_value_names_the_variable(name: str, raw: str, problem: str) -> None:
     with pytest.raises(SettingsError) as err:

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from hashlib import sha256
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -76,9 +77,18 @@ class _Staging:
     _encode = msgspec.json.Encoder().encode
     _decode = msgspec.json.Decoder().decode
 
-    def __init__(self) -> None:
-        self.file = tempfile.TemporaryFile(mode="w+b")  # noqa: SIM115 - closed in close()
+    def __init__(self, path: Path | None = None) -> None:
+        """An anonymous temp file, or ``path`` (an extraction part's staged rows, read back by the landing step)."""
+        self.file = tempfile.TemporaryFile(mode="w+b") if path is None else path.open("w+b")  # noqa: SIM115 - close()
         self.count = 0
+
+    @classmethod
+    def reopen(cls, path: Path) -> _Staging:
+        """A staged file written earlier (maybe by another process), for ``chunks``."""
+        staging = cls.__new__(cls)
+        staging.file = path.open("rb")
+        staging.count = 0
+        return staging
 
     def add(self, row: dict) -> None:
         self.file.write(self._encode(row) + b"\n")
@@ -261,6 +271,71 @@ class DayUsage:
         return rows
 
 
+def mixpanel_days(start_cursor: str | None, batch: Batch, trailing_days: int, backfill_days: int) -> list[date]:
+    """The event days a batch pulls: the trailing window before the batch date, or the backfill on a first batch."""
+    span = trailing_days if start_cursor else backfill_days
+    first_day = batch.batch_date - timedelta(days=span - 1)
+    return [first_day + timedelta(days=i) for i in range(span)]
+
+
+@dataclass
+class UsageFold:
+    """What folding some days of events gives: company-day rows, chunk verdicts and quarantined payloads, in day
+    order. Small (rows per company-day, not events), so an extraction part can stage it for the landing step."""
+
+    rows: list[dict] = field(default_factory=list)
+    duplicates: int = 0
+    outcomes: list = field(default_factory=list)
+    quarantined: dict[str, str] = field(default_factory=dict)
+    days: list[date] = field(default_factory=list)
+
+    def extend(self, other: UsageFold) -> None:
+        self.rows += other.rows
+        self.duplicates += other.duplicates
+        self.outcomes += other.outcomes
+        self.quarantined.update(other.quarantined)
+        self.days += other.days
+
+
+def fold_days(source: MixpanelSource, days: list[date], batch: Batch,
+              validation: ValidationContext | None = None) -> UsageFold:
+    """Stream and fold each day in turn (one day's $insert_id set in memory at a time)."""
+    fold = UsageFold()
+    for day in days:
+        def start(d: date = day) -> DayUsage:
+            return DayUsage(d, validation)
+
+        usage = source.fold_day(day, start, DayUsage.add)
+        usage.flush()
+        fold.extend(UsageFold(usage.rows(batch), usage.duplicates, usage.outcomes, usage.quarantined_payloads, [day]))
+        del usage  # the day's $insert_id set is the largest object: free it before streaming the next day
+    return fold
+
+
+def land_usage(conn: sa.Connection, batch: Batch, summary: ObjectSummary, fold: UsageFold, started: datetime,
+               retries: int) -> None:
+    """Replace the batch's usage rows, store the merged verdict and write the cursor, in the caller's transaction."""
+    from healthscore.quality.gate import merge
+
+    outcome = merge(fold.outcomes) if fold.outcomes else None
+    table = MixpanelUsageDaily.__table__
+    conn.execute(sa.delete(table).where(table.c.batch_date == batch.batch_date))
+    for start_row in range(0, len(fold.rows), LANDING_CHUNK):
+        bulk_upsert(conn, table, fold.rows[start_row : start_row + LANDING_CHUNK],
+                    ["company_id", "event_date", "batch_date"])
+    if outcome is not None:
+        from healthscore.pipeline.validate import store_outcome
+
+        store_outcome(conn, outcome, fold.quarantined)
+    summary.end_cursor = batch.batch_date.isoformat()
+    summary.records = len(fold.rows)
+    summary.pages = len(fold.days)
+    summary.extra = {"days": [d.isoformat() for d in fold.days], "duplicates_dropped": fold.duplicates,
+                     "quality": outcome.summary() if outcome else None}
+    _save_cursor(conn, "mixpanel", "events", batch, summary.end_cursor)
+    _record_run(conn, summary, batch, started, len(fold.rows), retries)
+
+
 def extract_mixpanel(source: MixpanelSource, engine: Engine, batch: Batch,
                      validation: ValidationContext | None = None, trailing_days: int = MIXPANEL_TRAILING_DAYS,
                      *, backfill_days: int) -> ObjectSummary:
@@ -269,50 +344,20 @@ def extract_mixpanel(source: MixpanelSource, engine: Engine, batch: Batch,
     The first batch of a project backfills ``backfill_days`` so 30/90-day usage signals have history.
     Events failing the GX events suite are quarantined (with their payload) and never aggregated.
     """
-    from healthscore.quality.gate import merge, publish_docs
+    from healthscore.quality.gate import publish_docs
 
     summary = ObjectSummary("mixpanel", "usage_daily")
     with engine.connect() as conn:
         summary.start_cursor = previous_cursor(conn, "mixpanel", "events", batch.batch_date)
     started = utcnow()
-    span = trailing_days if summary.start_cursor else backfill_days
-    first_day = batch.batch_date - timedelta(days=span - 1)
-    days = [first_day + timedelta(days=i) for i in range(span)]
-    rows: list[dict] = []
-    duplicates, outcomes, quarantined = 0, [], {}
-    for day in days:
-        def start(d: date = day) -> DayUsage:
-            return DayUsage(d, validation)
-
-        usage = source.fold_day(day, start, DayUsage.add)
-        usage.flush()
-        duplicates += usage.duplicates
-        outcomes += usage.outcomes
-        quarantined.update(usage.quarantined_payloads)
-        rows += usage.rows(batch)
-        del usage  # the day's $insert_id set is the largest object: free it before streaming the next day
-        summary.pages += 1
+    days = mixpanel_days(summary.start_cursor, batch, trailing_days, backfill_days)
+    fold = fold_days(source, days, batch, validation)
     if validation is not None and validation.publish_docs:
         publish_docs(validation.data_docs_dir, validation.data_docs_index_limit)
-    outcome = merge(outcomes) if outcomes else None
     with engine.begin() as conn:
-        table = MixpanelUsageDaily.__table__
-        conn.execute(sa.delete(table).where(table.c.batch_date == batch.batch_date))
-        for start_row in range(0, len(rows), LANDING_CHUNK):
-            bulk_upsert(conn, table, rows[start_row : start_row + LANDING_CHUNK],
-                        ["company_id", "event_date", "batch_date"])
-        if outcome is not None:
-            from healthscore.pipeline.validate import store_outcome
-
-            store_outcome(conn, outcome, quarantined)
-        summary.end_cursor = batch.batch_date.isoformat()
-        summary.records = len(rows)
-        summary.extra = {"days": [d.isoformat() for d in days], "duplicates_dropped": duplicates,
-                         "quality": outcome.summary() if outcome else None}
-        _save_cursor(conn, "mixpanel", "events", batch, summary.end_cursor)
-        _record_run(conn, summary, batch, started, len(rows), source.client.stats.retries)
+        land_usage(conn, batch, summary, fold, started, source.client.stats.retries)
     log.info("mixpanel: landed %d company-day rows for %s..%s; %d duplicate events dropped; %d quarantined",
-             len(rows), days[0], days[-1], duplicates, len(quarantined))
+             len(fold.rows), days[0], days[-1], fold.duplicates, len(fold.quarantined))
     return summary
 
 

@@ -54,7 +54,8 @@ def day_context(day: date) -> dict[str, Any]:
 def day_graph(*, prepare: bool = True) -> dict[str, tuple[str, ...]]:
     """The daily DAG's tasks as the bootstrap runs them, each with the tasks it waits for: the DAG's wiring
     (``dags/customer_health_daily.py``), from the same registry facts. One account shard, so the shard plan and
-    the combine step (a no-op for one shard) are left out. Keys are in a dependency order (the sequential one).
+    the combine step (a no-op for one shard) are left out. A split source's mapped ``fetch_<source>`` is one task
+    here that fetches every part of the plan in turn (the sources' chains already run side by side). Keys are in a dependency order (the sequential one).
 
     ``prepare=False`` leaves out ``prepare_warehouse`` (migrations and model registration), a no-op once it has
     run: the bootstrap runs it on its first day only. ``tests/dags`` checks this against the parsed DAG.
@@ -62,14 +63,18 @@ def day_graph(*, prepare: bool = True) -> dict[str, tuple[str, ...]]:
     specs = registry.sources()
     root = ("prepare_warehouse",) if prepare else ()
     graph: dict[str, list[str]] = {name: [] for name in root}
-    for spec in specs:
-        graph[f"extract_{spec.name}"] = list(root)
+    first = {spec.name: f"plan_extract_{spec.name}" if spec.split else f"extract_{spec.name}" for spec in specs}
+    for spec in specs:  # a split source: plan, fetch (every part, in one worker here), land (see extract_parts)
+        graph[first[spec.name]] = list(root)
+        if spec.split:
+            graph[f"fetch_{spec.name}"] = [first[spec.name]]
+            graph[f"extract_{spec.name}"] = [f"fetch_{spec.name}", first[spec.name]]
     for spec in specs:
         graph[f"validate_{spec.name}"] = [f"extract_{spec.name}"]
     for spec in specs:  # a source's referential checks need that source's batch landed first
         for ref in spec.references:
             if ref != spec.name:
-                graph[f"extract_{spec.name}" if spec.streams_validation else f"validate_{spec.name}"].append(
+                graph[first[spec.name] if spec.streams_validation else f"validate_{spec.name}"].append(
                     f"extract_{ref}")
     graph["build_signals"] = [f"validate_{spec.name}" for spec in specs]
     graph["score_and_archive"] = ["build_signals"]
@@ -89,7 +94,15 @@ def run_task(name: str, context: Mapping[str, Any]) -> Any:
     }
     if name in fixed:
         return fixed[name]()
+    if name.startswith("plan_extract_"):
+        return tasks.run_extract_plan(name.removeprefix("plan_extract_"), context)
     step, _, source = name.partition("_")
+    if step == "fetch":  # the DAG maps one task per part; here one task fetches every part in turn
+        conn_id = registry.source(source).conn_id
+        return [tasks.run_extract_fetch(source, conn_id, part, context)
+                for part in tasks.run_extract_plan(source, context)]
+    if step == "extract" and registry.source(source).split:
+        return tasks.run_extract_land(source, context)
     if step == "extract":
         return tasks.run_extract(source, registry.source(source).conn_id, context)
     if step == "validate":

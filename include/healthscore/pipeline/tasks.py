@@ -35,6 +35,47 @@ def run_extract(source: str, conn_id: str, context: Mapping[str, Any]) -> list[d
         return [{k: v for k, v in asdict(s).items()} for s in summaries]
 
 
+def run_extract_plan(source: str, context: Mapping[str, Any]) -> list[dict]:
+    """The parts of a splittable source's batch (``HEALTHSCORE_EXTRACT_PARTS``), planned once from the committed
+    cursors so every fetch part and the landing step agree on them (``healthscore.pipeline.extract_parts``)."""
+    from healthscore.pipeline.extract_parts import plan_parts
+
+    with task_scope(context) as (settings, batch, engine):
+        return plan_parts(source, engine, batch, settings.extract_parts,
+                          backfill_days=settings.mixpanel_backfill_days)
+
+
+def run_extract_fetch(source: str, conn_id: str, part: Mapping[str, Any], context: Mapping[str, Any]) -> dict:
+    """Pull and stage one part; nothing is written to the warehouse (the landing step does that)."""
+    from healthscore.pipeline.extract_parts import fetch_part, staging_root
+
+    with task_scope(context) as (settings, batch, engine):
+        connection = SourceConnection.from_airflow(conn_id)
+        log.info("fetching %s part %d of %d for batch %s (data as of %s) through connection %s", source,
+                 part["part"] + 1, part["parts"], batch.batch_date, batch.as_of.isoformat(), conn_id)
+        validation = None
+        if registry.source(source).streams_validation:  # the chunks' verdicts are stored by the landing step
+            validation = build_context(engine, source, batch, QualityPaths.from_settings(settings),
+                                       publish_docs=settings.data_docs_publish)
+        with registry.source(source).client_class()(connection, as_of=batch.as_of) as client:
+            return fetch_part(client, part, batch, staging_root(settings.data_dir), validation)
+
+
+def run_extract_land(source: str, context: Mapping[str, Any], plan: list[dict] | None = None) -> list[dict]:
+    """Land every staged part of the batch and the new cursors in one transaction. ``plan``: the plan task's
+    (None: planned again, as the history bootstrap does; the same plan while nothing has landed)."""
+    from healthscore.pipeline.extract_parts import land_parts, plan_parts, staging_root
+
+    with task_scope(context) as (settings, batch, engine):
+        if plan is None:
+            plan = plan_parts(source, engine, batch, settings.extract_parts,
+                              backfill_days=settings.mixpanel_backfill_days)
+        paths = QualityPaths.from_settings(settings)
+        docs = (paths.data_docs_dir, paths.data_docs_index_limit) if settings.data_docs_publish else None
+        summaries = land_parts(source, engine, batch, list(plan), staging_root(settings.data_dir), data_docs=docs)
+        return [asdict(s) for s in summaries]
+
+
 def run_validate(source: str, context: Mapping[str, Any]) -> list[dict]:
     with task_scope(context) as (settings, batch, engine):
         paths = QualityPaths.from_settings(settings)

@@ -65,12 +65,20 @@ class HubSpotSource(Source):
                 params["associations"] = "companies"
             yield from self._list(f"/crm/v3/objects/{obj}", params, track=obj)
         else:
-            for page in self._search(obj, int(cursor)):
-                if obj in ASSOCIATED_OBJECTS:
-                    self._attach_companies(obj, page.records)
-                yield page
+            yield from self.window_pages(obj, int(cursor), None, tombstones_since=int(cursor))
+
+    def window_pages(self, obj: str, since_ms: int, until_ms: int | None = None, *,
+                     tombstones_since: int | None = None) -> Iterator[Page]:
+        """The increment of ``obj`` modified in [since_ms, until_ms) (None: no upper bound), as ``pages`` gives
+        it; an extraction part (``pipeline.extract_parts``) pulls one such window. Deals and meetings add their
+        associations, and with ``tombstones_since`` the records archived since then (one window of a split
+        carries them). A page's cursor is the newest modification time seen so far, None before the first record."""
+        for page in self._search(obj, since_ms, until_ms):
             if obj in ASSOCIATED_OBJECTS:
-                yield from self._archived_since(obj, int(cursor))
+                self._attach_companies(obj, page.records)
+            yield page
+        if obj in ASSOCIATED_OBJECTS and tombstones_since is not None:
+            yield from self._archived_since(obj, tombstones_since)
 
     def _attach_companies(self, obj: str, records: list[dict]) -> None:
         """Give search results the association block the list endpoint has, from the v4 batch read.
@@ -117,15 +125,19 @@ class HubSpotSource(Source):
         stamp = parse_timestamp(record["properties"].get(MODIFIED_PROPERTY.get(obj, "hs_lastmodifieddate")))
         return int(stamp.timestamp() * 1000) if stamp else 0
 
-    def _search(self, obj: str, since_ms: int) -> Iterator[Page]:
-        """Ascending by modification time; before the 10,000-result cap, restart from the last value."""
+    def _search(self, obj: str, since_ms: int, until_ms: int | None = None) -> Iterator[Page]:
+        """Ascending by modification time, from ``since_ms`` (and before ``until_ms``); before the 10,000-result
+        cap, restart from the last value."""
         prop = MODIFIED_PROPERTY.get(obj, "hs_lastmodifieddate")
         seen_at_boundary: set[str] = set()
+        seen_any = False
+        before = [{"propertyName": prop, "operator": "LT", "value": str(until_ms)}] if until_ms is not None else []
         while True:
             offset, last_ms, restarted = 0, since_ms, False
             while True:
                 body = self.client.post_json(f"/crm/v3/objects/{obj}/search", idempotent=True, body={
-                    "filterGroups": [{"filters": [{"propertyName": prop, "operator": "GTE", "value": str(since_ms)}]}],
+                    "filterGroups": [{"filters": [
+                        {"propertyName": prop, "operator": "GTE", "value": str(since_ms)}, *before]}],
                     "sorts": [{"propertyName": prop, "direction": "ASCENDING"}],
                     "properties": PROPERTIES[obj], "limit": SEARCH_PAGE, **({"after": str(offset)} if offset else {}),
                 })
@@ -135,7 +147,9 @@ class HubSpotSource(Source):
                     if modified > last_ms:
                         last_ms, seen_at_boundary = modified, set()
                     seen_at_boundary.add(record["id"])
-                yield Page(records, str(last_ms))
+                    seen_any = True
+                # No record yet: no cursor (the caller keeps its own), so an empty window does not move it.
+                yield Page(records, str(last_ms) if seen_any else None)
                 after = (body.get("paging") or {}).get("next", {}).get("after")
                 if not after:
                     return

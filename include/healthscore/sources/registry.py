@@ -78,7 +78,9 @@ class SourceSpec:
 
     ``cursor_object`` is the object whose committed cursor marks the source as landed for a batch.
     ``references`` are sources whose batch this one's quality checks read (known company ids...): the
-    DAG runs their extraction first.
+    DAG runs their extraction first. ``split`` says how the vendor's API lets one batch's extraction be cut
+    into parts pulled side by side (``pipeline.extract_parts``): ``"days"`` (an export by date range),
+    ``"modified_windows"`` (a search on the modification date); None: one extract task pulls it all.
     """
 
     name: str
@@ -90,6 +92,7 @@ class SourceSpec:
     signals: tuple[str, ...]
     cursor_object: str
     references: tuple[str, ...] = ()
+    split: Literal["days", "modified_windows"] | None = None
 
     def __post_init__(self) -> None:
         names = [o.name for o in self.objects]
@@ -221,7 +224,7 @@ register(SourceSpec(
     dimensions=("relationship", "engagement", "value"),
     signals=("csm_touchpoints_qtr", "qbr_attended", "training_sessions_qtr", "executive_sponsor", "active_champion",
              "contacts_engaged", "departments_engaged", "expansion_12m"),
-    cursor_object="companies",
+    cursor_object="companies", split="modified_windows",
 ))
 register(SourceSpec(
     name="zendesk", client="healthscore.sources.zendesk:ZendeskSource", conn_id="support_zendesk",
@@ -272,5 +275,5 @@ register(SourceSpec(
     dimensions=("usage", "relationship", "value"),
     signals=("active_user_pct", "logins_per_user_week", "feature_breadth", "usage_trend_mom", "latest_nps",
              "csat_3m", "contract_coverage"),
-    cursor_object="events", references=("hubspot",),
+    cursor_object="events", references=("hubspot",), split="days",
 ))
