@@ -66,8 +66,9 @@ def _cpu_s() -> float:
 
 
 def _commit() -> str:
-    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
-                          check=False).stdout.strip()
+    """The checkout's commit; ``BENCH_COMMIT`` names it for a code snapshot outside git (``git archive``)."""
+    return os.environ.get("BENCH_COMMIT") or subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=False).stdout.strip()
 
 
 # ---- prepare --------------------------------------------------------------------------------------------
@@ -168,6 +169,9 @@ def child(db: str, day: date, save: str | None, phases: bool) -> None:
         pit_mod = mod.pointintime
         sampler.wrap(pit_mod, "versions", lambda conn, source, obj, *a, **k: f"read {source}.{obj}")
         sampler.wrap(pit_mod, "usage_rows", lambda *a, **k: "read mixpanel usage/nps")
+        if hasattr(pit_mod, "_usage_frame"):  # the usage window, read one covered day at a time
+            sampler.wrap(pit_mod, "_usage_frame", lambda conn, covered, *a, **k: (
+                "read mixpanel usage day" if len(covered) == 1 else "read mixpanel usage/nps"))
         sampler.wrap(mod, "flatten", lambda source, obj, *a, **k: f"flatten {source}.{obj}")
         for name in ("compute_signals", "combine_parts"):  # before / after the per-source reductions
             if hasattr(mod, name):

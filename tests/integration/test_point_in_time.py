@@ -17,6 +17,7 @@ from datetime import UTC, date, datetime, timedelta
 from hashlib import sha256
 from typing import Any
 
+import pandas as pd
 import pytest
 import sqlalchemy as sa
 
@@ -157,7 +158,12 @@ def test_usage_rows_take_each_event_days_newest_batch(engine: sa.Engine) -> None
         quarantine(conn, "mixpanel", "usage_daily", D0 + timedelta(days=7), [f"c1:{(D0 + timedelta(days=6)).isoformat()}"])
         pit = PointInTime(D0 + timedelta(days=7), midnight(D0 + timedelta(days=8)))
         frame = pointintime.usage_rows(conn, pit, D0 + timedelta(days=3), ("active_users",))
-    assert frame.attrs["covered_days"] == [D0 + timedelta(days=d) for d in range(3, 8)]
+        covered, days = pointintime.iter_usage_days(conn, pit, D0 + timedelta(days=3), ("active_users",))
+        by_day = list(days)
+    assert frame.attrs["covered_days"] == [D0 + timedelta(days=d) for d in range(3, 8)] == covered
+    # Day by day (what build_signals reduces): the same rows, one covered day per frame, quarantine dropped.
+    assert len(by_day) == len(covered) and all(set(f["event_date"]) <= {d} for f, d in zip(by_day, covered, strict=True))
+    assert pd.concat(by_day, ignore_index=True).to_dict("records") == frame.to_dict("records")
     got = {(r.company_id, (r.event_date - D0).days): (r.batch_date - D0).days for r in frame.itertuples()}
     # Day 7 and 6 come from batch 7 (c2 has no row of day 6 there: no activity), day 5 from batch 7 too;
     # the quarantined c1 row of day 6 in batch 7 is dropped, not replaced by batch 6's.

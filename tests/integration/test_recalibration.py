@@ -77,6 +77,21 @@ def test_the_challenger_beats_the_champion_on_held_out_outcomes_and_waits_for_ap
         assert min(model.weights_for(seg).values()) >= 0
 
 
+def test_the_challenger_learns_from_every_row_and_is_judged_by_its_fit_without_the_held_out_rows(run: dict) -> None:
+    made = rc.read_lead_rows(run["out"])
+    report = json.loads((run["out"] / "backtest.json").read_text())
+    stored = json.loads((run["out"] / "recalibration.json").read_text())
+    # The registered model is the procedure refitted on every training row, not on the split's training part.
+    assert stored["final_fit"]["rows"] == len(made) > stored["evaluation"]["train"]["rows"]
+    registered = load_model_config(run["out"] / "model.yaml")
+    judged = load_model_config(run["out"] / rc.HOLDOUT_FIT_FILE)
+    assert registered.config_hash != judged.config_hash
+    # The backtest scores the fit that never saw the held-out rows, and says so.
+    assert report["figures"]["challenger"]["version"] == judged.version != registered.version
+    assert "without the held-out rows" in report["challenger_scored_as"]
+    assert "without the held-out rows" in Path(run["backtest"]["report"]).read_text()
+
+
 def test_the_report_and_csv_hold_the_side_by_side_figures(run: dict) -> None:
     table = pd.read_csv(run["out"] / "backtest_metrics.csv")
     page = Path(run["backtest"]["report"]).read_text()

@@ -82,9 +82,6 @@ def test_recalibration_improves_held_out_auc_over_the_default_model(held_out: di
     assert chall["auc"] > champ["auc"], (chall["auc"], champ["auc"])
 
 
-@pytest.mark.xfail(strict=True, reason="measured on this year: held-out F1 at the learned At Risk line 0.270 vs the "
-                   "default's 0.321 (the line is set for recall >= 75% on 151 fitting rows with 25 positive; see "
-                   "bench/results/model_vs_oracle.txt). Strict: when it improves, this test says so")
 def test_recalibration_improves_held_out_f1_over_the_default_model(held_out: dict) -> None:
     champ = held_out["figures"]["champion"]["overall"]
     chall = held_out["figures"]["challenger"]["overall"]

@@ -64,3 +64,28 @@ def test_latest_nps_and_pooled_csat() -> None:
     pooled = csat_3m(index("1", "2", "3"), survey, ratings)
     assert pooled.tolist()[:2] == [10.0 / 3, 5.0] and np.isnan(pooled["3"])
     assert csat_3m(index("1"), None, None).isna().all()
+
+
+def test_usage_fed_day_by_day_gives_what_the_whole_window_gives() -> None:
+    """The pipeline reduces the usage window one covered day at a time (``UsageTotals.update``): every usage
+    signal and the surveys' CSAT sums must be the ones of the whole frame, float sums included (0.1-steps do
+    not add up exactly, so an order change would show), and rows of other accounts must be ignored."""
+    rows = [day(c, b, (b * 7 + int(c)) % 9, logins=b % 4, csat_sum=0.1 * (b % 5), csat_responses=b % 2,
+                features={"API Call": b % 3, "Invite Sent": int(b % 11 == 0)})
+            for b in range(95) for c in ("1", "2", "3") if (b + int(c)) % 4]
+    whole = usage(rows, 95)
+    accounts, seats, features = index("1", "2", "4"), pd.Series([5, 8, 3]), ("API Call", "Invite Sent", "Login")
+    fed = mixpanel.UsageTotals(accounts, whole.attrs["covered_days"], PIT, list(features))
+    for _, one_day in whole.groupby("event_date", sort=True):
+        fed.update(one_day)
+    expected = mixpanel.usage_signals(whole, seats, accounts, PIT, features)
+    got = mixpanel.usage_signals(fed, seats, accounts, PIT, features)
+    assert sorted(got) == sorted(mixpanel.USAGE_SIGNALS)
+    for name in mixpanel.USAGE_SIGNALS:
+        pd.testing.assert_series_equal(got[name], expected[name], check_exact=True, obj=name)
+    assert got["feature_breadth"].tolist() == [2 / 3 * 100.0, 2 / 3 * 100.0, 0.0]
+    assert got["usage_trend_mom"]["4"] == 0.0  # no rows at all: both months 0
+    assert got["active_user_pct"]["1"] > 0
+    (sums, counts), (whole_sums, whole_counts) = fed.surveys(), mixpanel.survey_totals(whole, accounts, PIT)
+    assert sums.tolist() == whole_sums.tolist() and counts.tolist() == whole_counts.tolist()
+    assert sorted(sums.index) == ["1", "2"] and counts["1"] > 0

@@ -20,13 +20,18 @@ The steps, all fitted on the training part only:
    weight total, so that equal scores mean equal odds in every segment (a weighted average can redistribute
    weight between signals, it has no per-segment intercept). Missing values are imputed, for the refits,
    exactly as the weighted average treats them (a dimension's other signals, then the other dimensions).
-3. **Lines.** From out-of-fold scores computed by the scoring engine: the At Risk line is the lowest that
+3. **Lines.** From out-of-fold scores computed by the scoring engine, each read on the final model's scale
+   by its rank (a fold model's percentile among the training rows, then the final model's score at that
+   percentile: fold models place their curves differently, so raw fold scores are on other scales): the
+   At Risk line is the lowest that
    catches at least 75% of churners (the best specificity at that recall); Healthy and Critical are the
    splits of the scores above and below it that separate churn rates best (a decision stump), so that
    Healthy retains better than Moderate, Moderate better than At Risk, At Risk better than Critical.
 
 The model is evaluated on held-out rows (later dates, other accounts) against the baseline, through the
-same engine the daily DAG scores with.
+same engine the daily DAG scores with. ``refit_all`` then reruns the whole procedure on every row (the split
+leaves about half of them out of the fit): the quarterly DAG's challenger learns from every outcome and its
+backtest judges the fit that never saw the held-out rows.
 
 The steps live in their own modules: ``holdout`` (splits), ``curve_fit`` (one signal's curve),
 ``weight_fit`` (backfitting, weights, penalty choice) and ``thresholds`` (band lines); this module turns
@@ -217,6 +222,9 @@ class Recalibration:
     split: Split
     test_scores: dict[str, Any]  # name -> scored frame of the held-out rows
     metrics: dict[str, Any]
+    # The model the held-out figures are of: ``model`` itself, or, after ``refit_all``, the same procedure
+    # fitted on the training part only (``model`` is then refitted on every row).
+    evaluated: ModelConfig | None = None
 
 
 def _version(base: ModelConfig, table: ByoTable) -> str:
@@ -283,29 +291,67 @@ def probability_model(
     return model, info
 
 
-def recalibrate(
-    table: ByoTable, base: ModelConfig, *, base_given: bool = False, probability: bool = False
-) -> Recalibration:
-    """Fit on the training part, choose lines out-of-fold, evaluate both models on the held-out part.
+def percentile_of(values: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Mid-rank percentile (0..1) of each value among the finite ``reference`` scores; NaN stays NaN."""
+    ref = np.sort(reference[np.isfinite(reference)])
+    out = np.full(values.shape, np.nan)
+    ok = np.isfinite(values)
+    if ref.size:
+        lo = np.searchsorted(ref, values[ok], side="left")
+        hi = np.searchsorted(ref, values[ok], side="right")
+        out[ok] = (lo + hi) / (2.0 * ref.size)
+    return out
 
-    ``probability``: the model written is the ``probability_model`` built on the recalibrated one (the
-    weighted model's held-out figures stay in the metrics beside it, under ``weighted``)."""
-    if not _both_classes(table.y):
-        raise ByoInputError(
-            f"outcome column {table.outcome!r} holds only {int(table.y[0])}s; recalibration needs churned and retained rows"
-        )
-    split = holdout_split(table)
-    train, test = table.subset(split.train), table.subset(split.test)
+
+def on_scale_of(rank: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Percentiles read back as scores of ``scores``' distribution (its quantiles); NaN stays NaN."""
+    ref = scores[np.isfinite(scores)]
+    out = np.full(rank.shape, np.nan)
+    ok = np.isfinite(rank)
+    if ref.size:
+        out[ok] = np.quantile(ref, np.clip(rank[ok], 0.0, 1.0))
+    return out
+
+
+@dataclass
+class ProcedureFit:
+    """One run of the learning procedure on one set of rows: the model and what chose it."""
+
+    model: ModelConfig
+    fitted: Fitted
+    lines: Lines
+    penalty: tuple[str, float]
+    per_segment: bool
+    backfit_rounds: int
+    candidates: list[dict[str, Any]]
+    folds: list[tuple[np.ndarray, np.ndarray]]
+    fold_kind: str
+    own: list[str]
+    rows: int
+
+
+def fit_procedure(train: ByoTable, base: ModelConfig, *, version: str, description: str) -> ProcedureFit:
+    """The whole learning procedure on ``train``: penalty by time-ordered CV, lines on out-of-fold engine
+    scores, then curves and weights refitted on every row of ``train``.
+
+    Held-out evaluation calls it on the training part; a final refit (``recalibrate(refit_all=True)``) calls
+    it on every row, so the model shipped learns from all the outcomes the evaluation vouched for.
+    """
     folds, fold_kind = cv_folds(train)
-    penalty, per_segment, candidates = choose_penalty(train, folds)
-
-    # Out-of-fold scores through the engine, for the band lines.
-    version = _version(base, table)
-    oof = np.full(len(train), np.nan)
+    penalty, per_segment, rounds, candidates = choose_penalty(train, folds)
+    # Each fold model's out-of-fold scores as percentiles of its own scores over every training row: fold
+    # models and the final one put their curves' 50s in different places, so a raw fold score is on another
+    # scale than the final model's (measured: a line learned at 76% flagged 91% under the final model).
+    oof_rank = np.full(len(train), np.nan)
     for tr, va in folds:
-        fitted = fit_pipeline(train.subset(tr), penalty, per_segment)
+        fitted = fit_pipeline(train.subset(tr), penalty, per_segment, rounds)
         fold_model = model_from_fit(base, train.subset(tr), fitted, version=version, description="fold")
-        oof[va] = score_table(fold_model, train.subset(va))["score"].to_numpy(dtype=float)
+        reference = score_table(fold_model, train)["score"].to_numpy(dtype=float)
+        oof_rank[va] = percentile_of(reference[va], reference)
+    fitted = fit_pipeline(train, penalty, per_segment, rounds)
+    unlined = model_from_fit(base, train, fitted, version=version, description=description)
+    final_scores = score_table(unlined, train)["score"].to_numpy(dtype=float)
+    oof = on_scale_of(oof_rank, final_scores)
     own = segments_with_data(train)
     validated = np.isfinite(oof)
     lines = band_lines(
@@ -314,32 +360,14 @@ def recalibrate(
         train.segments,
         [s for s in own if _enough(train, np.flatnonzero(validated & (train.segments == s)))],
     )
-
-    fitted = fit_pipeline(train, penalty, per_segment)
-    description = (
-        f"Recalibrated from {base.version} on {Path(table.source).name}: curves, non-negative weights and band lines "
-        f"learned from {split.description['train']['rows']} training rows; held-out figures in metrics.json"
-    )
     model = model_from_fit(base, train, fitted, version=version, description=description, lines=lines)
-    baseline, baseline_how = baseline_model(base, train, base_given)
-    weighted = None
-    probability_info: dict[str, Any] | None = None
-    if probability:
-        weighted = model
-        model, probability_info = probability_model(weighted, base, train, fitted, folds, own)
+    return ProcedureFit(
+        model, fitted, lines, penalty, per_segment, rounds, candidates, folds, fold_kind, own, len(train)
+    )
 
-    notes = list(table.notes)
-    scored = {
-        "baseline": score_table(baseline, test, notes),
-        "recalibrated": score_table(model, test, notes),
-    }
-    models = [baseline, model]
-    if weighted is not None:
-        scored["weighted"] = score_table(weighted, test, notes)
-        models.append(weighted)
-    held_out = {
-        name: score_metrics(frame, test, m) for (name, frame), m in zip(scored.items(), models, strict=True)
-    }
+
+def _signals_report(train: ByoTable, fitted: Fitted) -> list[dict[str, Any]]:
+    """Per signal: its learned curve(s), coefficient and whether it was dropped (weight 0)."""
     signals_report = []
     for j, sig in enumerate(train.signals):
         signals_report.append(
@@ -359,6 +387,61 @@ def recalibrate(
                 "dropped": bool(fitted.coef[j] == 0),
             }
         )
+    return signals_report
+
+
+def recalibrate(
+    table: ByoTable,
+    base: ModelConfig,
+    *,
+    base_given: bool = False,
+    probability: bool = False,
+    refit_all: bool = False,
+) -> Recalibration:
+    """Fit on the training part, choose lines out-of-fold, evaluate both models on the held-out part.
+
+    ``probability``: the model written is the ``probability_model`` built on the recalibrated one (the
+    weighted model's held-out figures stay in the metrics beside it, under ``weighted``).
+    ``refit_all``: once evaluated, the procedure runs again on every row (the training part, the held-out
+    part and the rows the split leaves unused) and that refit is the model returned; the held-out figures
+    stay those of the fit that never saw the held-out rows (``Recalibration.evaluated``). For callers that
+    judge the model on outcomes later than the whole table (the quarterly DAG's challenger), where the split
+    would otherwise leave about half of the outcomes unlearned from."""
+    if not _both_classes(table.y):
+        raise ByoInputError(
+            f"outcome column {table.outcome!r} holds only {int(table.y[0])}s; recalibration needs churned and retained rows"
+        )
+    split = holdout_split(table)
+    train, test = table.subset(split.train), table.subset(split.test)
+    version = _version(base, table)
+    description = (
+        f"Recalibrated from {base.version} on {Path(table.source).name}: curves, non-negative weights and band lines "
+        f"learned from {split.description['train']['rows']} training rows; held-out figures in metrics.json"
+    )
+    fit = fit_procedure(train, base, version=version, description=description)
+    folds, fold_kind, own = fit.folds, fit.fold_kind, fit.own
+    penalty, per_segment, candidates, lines, fitted = fit.penalty, fit.per_segment, fit.candidates, fit.lines, fit.fitted
+    model = fit.model
+    baseline, baseline_how = baseline_model(base, train, base_given)
+    weighted = None
+    probability_info: dict[str, Any] | None = None
+    if probability:
+        weighted = model
+        model, probability_info = probability_model(weighted, base, train, fitted, folds, own)
+
+    notes = list(table.notes)
+    scored = {
+        "baseline": score_table(baseline, test, notes),
+        "recalibrated": score_table(model, test, notes),
+    }
+    models = [baseline, model]
+    if weighted is not None:
+        scored["weighted"] = score_table(weighted, test, notes)
+        models.append(weighted)
+    held_out = {
+        name: score_metrics(frame, test, m) for (name, frame), m in zip(scored.items(), models, strict=True)
+    }
+    signals_report = _signals_report(train, fitted)
     b_auc = held_out["baseline"]["overall"]["auc"]
     r_auc = held_out["recalibrated"]["overall"]["auc"]
     b_f1 = (held_out["baseline"]["overall"].get("decision") or {}).get("f1")
@@ -391,7 +474,8 @@ def recalibrate(
         },
         "cross_validation": {
             "folds": fold_kind,
-            "selected": {"penalty": penalty[0], "strength": penalty[1], "per_segment_weights": per_segment},
+            "selected": {"penalty": penalty[0], "strength": penalty[1], "per_segment_weights": per_segment,
+                         "backfit_rounds": fit.backfit_rounds},
             "candidates": candidates,
             "figure": "mean validation AUC of the regression",
         },
@@ -422,7 +506,37 @@ def recalibrate(
         "dropped_signals": [s["column"] for s in signals_report if s["dropped"]],
         "notes": notes,
     }
-    return Recalibration(model, baseline, table, split, scored, metrics)
+    evaluated = model
+    if refit_all:
+        if probability:
+            raise ValueError("refit_all with probability: refit the classifier on the refitted model instead")
+        final = fit_procedure(table, base, version=version, description=(
+            f"Recalibrated from {base.version} on {Path(table.source).name}: curves, non-negative weights and band "
+            f"lines learned from all {len(table)} rows (the held-out figures in metrics.json are of the same "
+            f"procedure fitted on {split.description['train']['rows']} training rows)"))
+        model = final.model
+        metrics["final_fit"] = {
+            "rows": len(table),
+            "churned": int(table.y.sum()),
+            "how": "the same procedure refitted on every row; held-out figures are of the fit without the held-out rows",
+            "cross_validation": {"folds": final.fold_kind, "penalty": final.penalty[0],
+                                 "strength": final.penalty[1], "per_segment_weights": final.per_segment,
+                                 "backfit_rounds": final.backfit_rounds},
+            "evaluated_version_config_hash": evaluated.config_hash,
+        }
+        metrics["recalibrated"]["config_hash"] = model.config_hash
+        metrics["weights"] = {s: model.weights_for(s) for s in SEGMENTS}
+        metrics["segments_with_own_fit"] = final.fitted.segments_fitted
+        metrics["signals"] = _signals_report(table, final.fitted)
+        metrics["dropped_signals"] = [r["column"] for r in metrics["signals"] if r["dropped"]]
+        metrics["lines"] = {
+            "healthy_at_or_above": final.lines.healthy,
+            "at_risk_below": final.lines.at_risk,
+            "critical_below": final.lines.critical,
+            "how": final.lines.how,
+            "target_recall": TARGET_RECALL,
+        }
+    return Recalibration(model, baseline, table, split, scored, metrics, evaluated)
 
 
 def run_recalibrate(

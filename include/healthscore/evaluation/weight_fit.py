@@ -32,6 +32,8 @@ PENALTIES: tuple[tuple[str, float], ...] = (
 )
 SEGMENT_SHRINKAGE_ROWS = 10.0  # per-segment fit: extra L2 pull toward the universal weights, worth ~this/n
 BACKFIT_ROUNDS = 2
+BACKFIT_CHOICES = (0, BACKFIT_ROUNDS)  # chosen by cross-validation (choose_penalty)
+BALANCED = True  # class-balanced sample weights (measured: unweighted fits ranked no better on bench_byo)
 IMPUTE_ROUNDS = 2  # refits of the weights with missing values imputed as the engine treats them
 
 
@@ -58,9 +60,7 @@ def fit_nonneg_logistic(
     redistribute weight, it has no per-segment intercept or scale).
     """
     n, p = X.shape
-    pos = max(int(y.sum()), 1)
-    neg = max(n - int(y.sum()), 1)
-    sw = np.where(y == 1, n / (2.0 * pos), n / (2.0 * neg))
+    sw = _balanced(y)
     c = np.zeros(p) if center is None else center
     l1 = strength if penalty == "l1" else 0.0
     l2 = (strength if penalty == "l2" else 1e-6) + extra_l2
@@ -151,13 +151,15 @@ def _design(norm: np.ndarray, fill: np.ndarray) -> np.ndarray:
     return np.where(np.isnan(x), fill[None, :], x)
 
 
-def fit_curves(table: ByoTable, per_segment: bool = True) -> Fitted:
+def fit_curves(table: ByoTable, per_segment: bool = True, rounds: int = BACKFIT_ROUNDS) -> Fitted:
     """Step 1 on ``table``: universal curves, and a segment's own baseline/target where it has the data.
 
-    Each curve starts from the signal's own relation with retention, then ``BACKFIT_ROUNDS`` rounds of
+    Each curve starts from the signal's own relation with retention, then ``rounds`` rounds of
     backfitting (the local-scoring algorithm of additive models) refit every curve to its partial residual
     given the others: signals that all follow one latent health would otherwise each take the shape of
-    the others' effects too.
+    the others' effects too. Whether that helps depends on the table (measured on bench_byo's generators:
+    it helps where a few drivers hide among correlated signals, it hurts where one strong signal's partial
+    residual is mostly noise), so ``choose_penalty`` lets cross-validation choose 0 or ``BACKFIT_ROUNDS``.
     """
     y = table.y
     curves, how = {}, {}
@@ -180,7 +182,7 @@ def fit_curves(table: ByoTable, per_segment: bool = True) -> Fitted:
     _refresh_design(table, fitted)
     retained = 1.0 - y
     sw = _balanced(retained)
-    for _ in range(BACKFIT_ROUNDS):
+    for _ in range(rounds):
         X = fitted.design  # noqa: N806
         coef, intercept = fit_nonneg_logistic(X, retained, penalty="l2", strength=1e-3)
         eta = X @ coef + intercept
@@ -215,6 +217,8 @@ def _refresh_design(table: ByoTable, fitted: Fitted) -> None:
 
 
 def _balanced(y: np.ndarray) -> np.ndarray:
+    if not BALANCED:
+        return np.ones(y.size)
     n, pos = y.size, max(int(y.sum()), 1)
     neg = max(n - int(y.sum()), 1)
     return np.where(y == 1, n / (2.0 * pos), n / (2.0 * neg))
@@ -297,9 +301,11 @@ def engine_imputed(norm: np.ndarray, table: ByoTable, fitted: Fitted) -> np.ndar
     return np.where(present, norm, fill)
 
 
-def fit_pipeline(table: ByoTable, penalty: tuple[str, float], per_segment: bool = True) -> Fitted:
+def fit_pipeline(
+    table: ByoTable, penalty: tuple[str, float], per_segment: bool = True, rounds: int = BACKFIT_ROUNDS
+) -> Fitted:
     """Curves, then non-negative weights, universal and per segment, from ``table`` (training rows only)."""
-    return fit_weights(table, fit_curves(table, per_segment), penalty)
+    return fit_weights(table, fit_curves(table, per_segment, rounds), penalty)
 
 
 def linear_health(table: ByoTable, fitted: Fitted) -> np.ndarray:
@@ -311,39 +317,44 @@ def linear_health(table: ByoTable, fitted: Fitted) -> np.ndarray:
 
 def choose_penalty(
     table: ByoTable, folds: Sequence[tuple[np.ndarray, np.ndarray]]
-) -> tuple[tuple[str, float], bool, list[dict[str, Any]]]:
-    """(penalty, per_segment, all results): the best mean validation AUC of the regression's ranking.
+) -> tuple[tuple[str, float], bool, int, list[dict[str, Any]]]:
+    """(penalty, per_segment, backfit rounds, all results): the best mean validation AUC of the ranking.
 
     Per-segment curves and weights are a candidate too, where segments have the data: they must earn
-    their place on validation rows. Ties (within 0.0002) go to the universal model, then to L1 and the
-    stronger penalty.
+    their place on validation rows; so are curves without backfitting (``BACKFIT_CHOICES``). Ties (within
+    0.0002) go to the universal model, then to fewer backfitting rounds, then to L1 and the stronger penalty.
     """
     variants = [False, True] if segments_with_data(table) else [False]
-    aucs: dict[tuple[str, float, bool], list[float | None]] = {
-        (*p, v): [] for v in variants for p in PENALTIES
+    aucs: dict[tuple[str, float, bool, int], list[float | None]] = {
+        (*p, v, r): [] for v in variants for r in BACKFIT_CHOICES for p in PENALTIES
     }
     for train, valid in folds:
         part_train, part_valid = table.subset(train), table.subset(valid)
         for per_segment in variants:
-            curves = fit_curves(part_train, per_segment)  # independent of the penalty: once per fold
-            for penalty in PENALTIES:
-                fitted = fit_weights(part_train, curves, penalty)
-                aucs[(*penalty, per_segment)].append(
-                    roc_auc(part_valid.y, -linear_health(part_valid, fitted))
-                )
+            for rounds in BACKFIT_CHOICES:
+                curves = fit_curves(part_train, per_segment, rounds)  # independent of the penalty
+                for penalty in PENALTIES:
+                    fitted = fit_weights(part_train, curves, penalty)
+                    aucs[(*penalty, per_segment, rounds)].append(
+                        roc_auc(part_valid.y, -linear_health(part_valid, fitted))
+                    )
     results = []
-    for (name, strength, per_segment), fold_auc in aucs.items():
+    for (name, strength, per_segment, rounds), fold_auc in aucs.items():
         values = [a for a in fold_auc if a is not None]
         results.append(
             {
                 "penalty": name,
                 "strength": strength,
                 "per_segment": per_segment,
+                "backfit_rounds": rounds,
                 "fold_auc": fold_auc,
                 "mean_auc": float(np.mean(values)) if values else None,
             }
         )
     best_auc = max(r["mean_auc"] or 0.0 for r in results)
     chosen = [r for r in results if (r["mean_auc"] or 0.0) >= best_auc - 2e-4]
-    pick = max(chosen, key=lambda r: (not r["per_segment"], r["penalty"] == "l1", r["strength"]))
-    return (pick["penalty"], pick["strength"]), pick["per_segment"], results
+    pick = max(
+        chosen,
+        key=lambda r: (not r["per_segment"], -r["backfit_rounds"], r["penalty"] == "l1", r["strength"]),
+    )
+    return (pick["penalty"], pick["strength"]), pick["per_segment"], pick["backfit_rounds"], results

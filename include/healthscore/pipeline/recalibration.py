@@ -17,6 +17,7 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from sqlalchemy.engine import Engine
 
@@ -32,6 +33,7 @@ from healthscore.warehouse import registry
 
 log = logging.getLogger(__name__)
 LEAD_ROWS_FILE = "lead_rows.parquet"
+HOLDOUT_FIT_FILE = "holdout_fit.yaml"  # the challenger's procedure fitted without the backtest's held-out rows
 
 
 @dataclass(frozen=True)
@@ -146,13 +148,16 @@ def recalibrate_challenger(engine: Engine, until: date, out_dir: Path, *, author
     rows = read_lead_rows(out_dir)
     table, kept = training_table(rows, champion, source=str(out_dir / LEAD_ROWS_FILE))
     with threadpool_limits(limits=1, user_api="blas"):
-        result = recalibrate(table, champion, base_given=True)
+        result = recalibrate(table, champion, base_given=True, refit_all=True)
+        evaluated = result.evaluated or result.model
         if method == "model_probability":
-            result.model = _with_probability(result.model, kept, result.split.train)
+            result.model = _with_probability(result.model, kept, np.arange(len(kept)))
+            evaluated = _with_probability(evaluated, kept, result.split.train)
     root = champion.version.split("-q")[0]
     description = (f"Recalibrated from {champion.version} on the warehouse's outcomes up to {until.isoformat()}: "
-                   f"curves, non-negative weights and band lines learned from "
-                   f"{result.split.description['train']['rows']} point-in-time training rows")
+                   f"curves, non-negative weights and band lines learned from all {len(kept)} point-in-time "
+                   f"lead rows (the backtest judges the same procedure fitted on "
+                   f"{result.split.description['train']['rows']} of them, without its held-out rows)")
     suffix = "p" if method == "model_probability" else ""
     model = _free_version(engine, f"{root}-q{until.strftime('%Y%m%d')}{suffix}", result.model, description)
     held = result.metrics["recalibrated"]["held_out"]["overall"]
@@ -168,6 +173,12 @@ def recalibrate_challenger(engine: Engine, until: date, out_dir: Path, *, author
     write_model_yaml(out_dir / "model.yaml", model,
                      f"healthscore model {model.version}, recalibrated from {champion.version} by "
                      f"health_model_recalibration\nconfig_hash {model.config_hash}")
+    # What the backtest scores on the held-out rows: the procedure's fit without them (the registered model
+    # learned from them too, so scoring it there would be in-sample).
+    evaluated = _renamed(evaluated, f"{model.version}-holdout"[:64], "the challenger's procedure fitted on the "
+                         "training part of the backtest's split only")
+    write_model_yaml(out_dir / HOLDOUT_FIT_FILE, evaluated,
+                     f"healthscore model {evaluated.version}: {model.version}'s procedure without the held-out rows")
     write_json(out_dir / "recalibration.json", result.metrics)
     log.info("challenger %s (#%s, parent %s): %s", model.version, reg.number, champion.version, reg.message)
     return {"challenger": model.version, "number": reg.number, "parent": champion.version, "created": reg.created,
@@ -199,8 +210,18 @@ def backtest(engine: Engine, out_dir: Path, challenger_version: str, margin: flo
     table, kept = training_table(rows, champion)
     split = holdout_split(table)  # the same deterministic split the challenger was fitted on
     held_out = kept.iloc[split.test].reset_index(drop=True)
+    # The challenger learned from every row; its procedure refitted without the held-out rows stands in for it
+    # there (a challenger registered without that file, e.g. by hand, is scored as it is).
+    judged, judged_as = challenger, "the challenger as registered"
+    fit_file = out_dir / HOLDOUT_FIT_FILE
+    if fit_file.exists():
+        from healthscore.config import load_model_config
+
+        judged = load_model_config(fit_file)
+        judged_as = (f"{judged.version}: {challenger.version}'s procedure fitted without the held-out rows "
+                     f"({challenger.version} itself learned from every row)")
     scored = {"champion": (champion, cc.score_rows(champion, held_out)),
-              "challenger": (challenger, cc.score_rows(challenger, held_out))}
+              "challenger": (judged, cc.score_rows(judged, held_out))}
     figures = cc.side_by_side(scored)
     decision = cc.verdict(figures, margin)
     changes = cc.changes(champion, challenger, SEGMENTS)
@@ -210,6 +231,7 @@ def backtest(engine: Engine, out_dir: Path, challenger_version: str, margin: flo
     pd.concat([frame for _, frame in scored.values()], ignore_index=True).to_csv(out_dir / "backtest_scores.csv",
                                                                                   index=False)
     report = {"champion": champion.version, "challenger": challenger.version, "held_out": split.description,
+              "challenger_scored_as": judged_as,
               "figures": figures, "decision": decision, "changes": changes}
     html = render_report(report, table_rows, out_dir / "report.html")
     write_json(out_dir / "backtest.json", report)

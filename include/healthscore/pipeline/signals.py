@@ -30,7 +30,7 @@ from sqlalchemy.engine import Engine
 from healthscore.batch import PointInTime
 from healthscore.config import ModelConfig
 from healthscore.quality.policy import SOURCE_DIMENSIONS
-from healthscore.signals import FEATURE_EVENTS, SOURCE_SIGNALS, SignalInputs, combine_parts, hubspot
+from healthscore.signals import FEATURE_EVENTS, SOURCE_SIGNALS, SignalInputs, combine_parts, hubspot, mixpanel
 from healthscore.signals.carry import (
     CONFIDENCE_PREFIX,
     CONTRACT_COLUMNS,
@@ -127,7 +127,7 @@ def build_signals(engine: Engine, as_of: datetime, batch_date: date, model: Mode
         statuses = source_statuses(conn, batch_date)
         accounts = read_accounts(conn, pit)
         frame = hubspot.contract_columns(accounts, pit, model)
-        parts = [reduce(read_source(conn, pit, statuses, accounts, source), pit, feature_events)
+        parts = [reduce(read_source(conn, pit, statuses, accounts, source, feature_events), pit, feature_events)
                  for source, reduce in SOURCE_SIGNALS.items()]
         computed = combine_parts(SignalInputs(accounts).index, parts)
         if set(computed) != COMPUTED_SIGNALS:
@@ -156,9 +156,11 @@ def _account_links(records: list[dict], frame: pd.DataFrame) -> None:
 
 
 def read_source(conn: sa.Connection, pit: PointInTime, statuses: Mapping[str, SourceStatus],
-                accounts: pd.DataFrame, source: str) -> SignalInputs:
-    """One source's point-in-time frames (``READS``; Mixpanel: usage and NPS rows), what its ``SOURCE_SIGNALS``
-    reduction takes. An unusable source's objects read as empty: its dimensions are carried forward anyway."""
+                accounts: pd.DataFrame, source: str,
+                feature_events: Sequence[str] = FEATURE_EVENTS) -> SignalInputs:
+    """One source's point-in-time frames (``READS``; Mixpanel: the usage window reduced day by day to
+    ``UsageTotals`` as it is read, and the NPS rows), what its ``SOURCE_SIGNALS`` reduction takes. An unusable
+    source's objects read as empty: its dimensions are carried forward anyway."""
     inputs = SignalInputs(accounts)
     usable = statuses[source].usable
     for (name, obj), days in READS.items():
@@ -170,7 +172,11 @@ def read_source(conn: sa.Connection, pit: PointInTime, statuses: Mapping[str, So
     if source == "mixpanel" and usable:
         last = pit.last_event_day
         window_start = last - timedelta(days=max(2 * USAGE_WINDOW_DAYS, QUARTER_DAYS) - 1)
-        inputs.usage = pointintime.usage_rows(conn, pit, window_start, USAGE_COLUMNS)
+        covered, days = pointintime.iter_usage_days(conn, pit, window_start, USAGE_COLUMNS)
+        usage = mixpanel.UsageTotals(inputs.index, covered, pit, list(dict.fromkeys(feature_events)))
+        for rows in days:  # one covered day's company rows at a time
+            usage.update(rows)
+        inputs.usage = usage
         inputs.nps = pointintime.usage_rows(conn, pit, last - timedelta(days=NPS_LOOKBACK_DAYS - 1), ("nps_latest",),
                                             only_nps=True)
     return inputs

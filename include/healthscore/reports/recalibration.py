@@ -67,7 +67,9 @@ def render_report(report: Mapping[str, Any], table_rows: Sequence[Mapping[str, A
               if decision["better"] else "Nothing is promoted.") + "</p>",
            f"<p class='note'>Held-out rows only ({html.escape(report['held_out']['method'])}); both models scored "
            "by the daily DAG's scoring code over the stored point-in-time signal snapshots. Prediction: band At "
-           "Risk or worse. Brier reads (100 - score) / 100 as a churn probability.</p>",
+           "Risk or worse. Brier reads (100 - score) / 100 as a churn probability."
+           + (f" Challenger scored as {html.escape(report['challenger_scored_as'])}."
+              if report.get("challenger_scored_as") else "") + "</p>",
            "<h2>Side by side</h2>"]
     rows = [[r["scope"], r["group"], r["model"], *(r.get(m) for m in METRIC_COLUMNS)] for r in table_rows]
     rows.sort(key=lambda r: (r[0] != "overall", r[0], r[1], r[2] != "champion"))

@@ -76,10 +76,12 @@ class SourcePart:
 
 
 def _mixpanel(inputs: SignalInputs, pit: PointInTime, feature_events: Sequence[str]) -> SourcePart:
-    signals = mixpanel.usage_signals(inputs.usage, inputs.accounts["licensed_seats"], inputs.index, pit,
-                                     feature_events)
+    usage = inputs.usage
+    if isinstance(usage, pd.DataFrame):  # rows: reduced once for both the usage signals and the surveys
+        usage = mixpanel.UsageTotals.of(usage, inputs.index, pit, feature_events)
+    signals = mixpanel.usage_signals(usage, inputs.accounts["licensed_seats"], inputs.index, pit, feature_events)
     signals["latest_nps"] = mixpanel.latest_nps(inputs.nps, inputs.index)
-    return SourcePart(signals, mixpanel.survey_totals(inputs.usage, inputs.index, pit))
+    return SourcePart(signals, mixpanel.survey_totals(usage, inputs.index, pit))
 
 
 def _hubspot(inputs: SignalInputs, pit: PointInTime, feature_events: Sequence[str]) -> SourcePart:

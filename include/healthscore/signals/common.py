@@ -6,12 +6,15 @@ Every function here is pure: frames and a ``PointInTime`` in, float Series index
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from healthscore.batch import DAY_S, PointInTime
+
+if TYPE_CHECKING:
+    from healthscore.signals.mixpanel import UsageTotals
 
 __all__ = ["DAY_S", "PointInTime"]
 
@@ -43,11 +46,12 @@ Signals = dict[str, pd.Series]
 class SignalInputs:
     """Flattened point-in-time frames: ``accounts`` (the active HubSpot companies, with ``zendesk_org`` and
     ``stripe_customer``), ``frames["<source>.<object>"]`` (flattened records), Mixpanel ``usage`` and ``nps``
-    company-day rows (None when Mixpanel is not usable; ``attrs["covered_days"]`` on ``usage``)."""
+    company-day rows (None when Mixpanel is not usable; ``attrs["covered_days"]`` on ``usage``). The pipeline
+    gives ``usage`` already reduced (``mixpanel.UsageTotals``, fed day by day), never the window's rows."""
 
     accounts: pd.DataFrame
     frames: dict[str, pd.DataFrame] = field(default_factory=dict)
-    usage: pd.DataFrame | None = None
+    usage: pd.DataFrame | UsageTotals | None = None
     nps: pd.DataFrame | None = None
 
     @property

@@ -292,9 +292,24 @@ def usage_rows(conn: sa.Connection, pit: PointInTime, first_day: date, columns: 
     Reads one index entry per calendar day (``covered_usage_days``) and then only the rows of each day's
     newest batch: the older batches that re-landed a day are never read.
     """
-    u = _USAGE
+    covered = covered_usage_days(conn, pit, first_day)
+    return _usage_frame(conn, covered, [day for day, _ in covered], columns, only_nps)
+
+
+def iter_usage_days(conn: sa.Connection, pit: PointInTime, first_day: date,
+                    columns: Sequence[str]) -> tuple[list[date], Iterator[pd.DataFrame]]:
+    """``usage_rows`` one covered day at a time: the covered days, and per covered day (oldest first) that
+    day's rows as ``usage_rows`` gives them (each frame's ``attrs["covered_days"]`` is every covered day).
+    Why: a reader that reduces day by day holds one day of company rows, not the window (90 days x accounts)."""
     covered = covered_usage_days(conn, pit, first_day)
     covered_days = [day for day, _ in covered]
+    return covered_days, (_usage_frame(conn, [one], covered_days, columns) for one in covered)
+
+
+def _usage_frame(conn: sa.Connection, covered: list[tuple[date, date]], covered_days: list[date],
+                 columns: Sequence[str], only_nps: bool = False) -> pd.DataFrame:
+    """The rows of these (event day, batch) pairs, without those quarantined in that batch."""
+    u = _USAGE
     frame = pd.DataFrame(columns=["company_id", "event_date", "batch_date", *columns])
     if covered:
         query = (sa.select(u.c.company_id, u.c.event_date, u.c.batch_date, *(u.c[c] for c in columns))
