@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     data_docs_publish: bool = Field(
         default=True, description="Build the Data Docs pages and index in every validate task. The history "
         "bootstrap turns it off and builds them once at the end (results and quarantine are the same).")
+    validation_chunk_rows: int = Field(
+        default=100_000, ge=1, description="Landed rows the quality gate validates at a time: a validate task's memory "
+        "follows this, not the batch (1.3M invoices at 100k accounts). Verdicts are the same for any size.")
     quality_fail_on_critical: bool = Field(
         default=False, description="Fail the run on a critical quality failure instead of carrying dimensions forward.")
     notify_fallback_email: str | None = Field(

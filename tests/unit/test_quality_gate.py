@@ -344,6 +344,23 @@ def test_freshness_failure_blocks_the_source_dimensions(stale):
     assert empty.critical_failed and "empty batch" in empty.block_reasons[0]
 
 
+def test_chunks_judge_freshness_and_volume_on_the_whole_batch_with_their_bounds(stale, world, docs_dir):
+    """A chunk carries its batch checks' bounds to merge(): a stale or undersized batch in chunks fails as in one
+    piece (the bounds were once dropped with the chunk's batch checks, and every chunked batch passed)."""
+    tickets, ctx = stale
+    ctx = dataclasses.replace(ctx, volume_history={"zendesk.tickets": [len(tickets) * 4] * 5})
+    one = validate("zendesk", "tickets", tickets, ctx)
+    size = len(tickets) // 4 + 1
+    chunked = validate_chunks("zendesk", "tickets", (tickets.iloc[i : i + size] for i in range(0, len(tickets), size)), ctx)
+    batch_rows = [
+        [(r["expectation"], r["success"], r["observed_value"], r["details"]) for r in o.results
+         if r["details"].get("scope") == "batch"]
+        for o in (one, chunked)
+    ]
+    assert batch_rows[0] == batch_rows[1]
+    assert [success for _, success, _, _ in batch_rows[0]] == [False, False, True]  # stale, volume, share
+    assert chunked.critical_failed and chunked.block_reasons == one.block_reasons
+
 def test_volume_out_of_range_is_a_warning_that_does_not_block(world, docs_dir):
     tickets = clean(world.frames[("zendesk", "tickets")], world.truth["tickets"])
     outcome = validate(

@@ -80,7 +80,7 @@ def run_validate(source: str, context: Mapping[str, Any]) -> list[dict]:
     with task_scope(context) as (settings, batch, engine):
         paths = QualityPaths.from_settings(settings)
         summaries = validate_source(source, engine, batch, paths, fail_on_critical=settings.quality_fail_on_critical,
-                                    publish=settings.data_docs_publish)
+                                    publish=settings.data_docs_publish, chunk_rows=settings.validation_chunk_rows)
         log.info("Data Docs for RevOps: %s", paths.data_docs_dir / "index.html")
         return [{**s, "batch_date": str(s["batch_date"])} for s in summaries]
 

@@ -34,8 +34,11 @@ Chunks: ``validate(..., partial=True)`` validates one chunk (e.g. 100k Mixpanel 
 checks run in GX, batch checks are only measured (max timestamp, row count) and no blocking decision is
 taken. ``merge(outcomes)`` sums counts, concatenates quarantine, evaluates the batch checks on the
 merged measurements (max of maxima, sum of counts -- exactly what one-shot GX computes) and then
-decides. ``validate_chunks`` does both. Known limitation: uniqueness is per chunk (duplicates across two
-chunks are not seen; for events it is a warning and the aggregator de-duplicates by ``$insert_id``).
+decides; its quarantine is in one-piece order (check by check, rows in batch order), so the stored verdict
+of a chunked batch equals the one-piece verdict row for row. ``validate_chunks`` does both. Uniqueness is
+checked within a chunk: the landed-batch reader (``pipeline.validate.landed_chunks``) never splits an id
+between chunks, so there it is uniqueness over the batch; for streamed Mixpanel events the extractor drops
+repeated ``$insert_id`` before chunking.
 
 GX and pandas are imported inside functions: DAG files may import this module at parse time.
 """
@@ -171,7 +174,8 @@ def validate(source: str, obj: str, frame: pd.DataFrame, context: ValidationCont
     refs = {name for name, (attr, _) in REFERENCES.items() if getattr(context, attr) is not None}
     checks = plan(source, obj, thresholds=context.thresholds, refs=refs, volume=bool(history))
     run_checks = tuple(c for c in checks if not (partial and c.scope == "batch"))
-    params = _parameters(run_checks, frame, context, history)
+    # Every check's parameters, the batch checks' too: a chunk's measurements carry their bounds to merge().
+    params = _parameters(checks, frame, context, history)
     gx_runner = runner(context.data_docs_dir, context.data_docs_index_limit)
     validation, page = gx_runner.run(source, obj, run_checks, frame, params, context.run_id)
     if publish:
@@ -235,6 +239,7 @@ def merge(outcomes: Sequence[ValidationOutcome]) -> ValidationOutcome:
             merged_rows[key] = _merge_row(merged_rows[key], row) if key in merged_rows else {
                 **row, "details": dict(row["details"])}
     results = list(merged_rows.values())
+    order = {row["details"].get("check"): i for i, row in enumerate(results)}
     for parts in _group(d for o in outcomes for d in o.deferred).values():
         check = parts[0]["check"]
         values = [p["observed"] for p in parts if p["observed"] is not None]
@@ -248,7 +253,8 @@ def merge(outcomes: Sequence[ValidationOutcome]) -> ValidationOutcome:
     merged = ValidationOutcome(
         source=first.source, obj=first.obj, suite=first.suite, run_id=first.run_id, batch_date=first.batch_date,
         results=results,
-        quarantine=list({(q["record_id"], q["expectation"]): q for o in outcomes for q in o.quarantine}.values()),
+        quarantine=sorted({(q["record_id"], q["expectation"]): q for o in outcomes for q in o.quarantine}.values(),
+                          key=lambda q: order.get(q["expectation"], len(order))),  # stable: rows stay in order
         flagged=list({(q["record_id"], q["expectation"]): q for o in outcomes for q in o.flagged}.values()),
         accepted_ids=(None if any(o.accepted_ids is None for o in outcomes)
                       else list(dict.fromkeys(i for o in outcomes for i in o.accepted_ids))),
