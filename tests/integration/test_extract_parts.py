@@ -10,6 +10,7 @@ the quality results and the landed counts must be equal; a rerun of a date too.
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
@@ -253,6 +254,35 @@ def test_a_stale_plan_is_refused(tmp_path, landed):
     with pytest.raises(extract_parts.StalePlan):
         land_parts("hubspot", engine, batch, stale, staging_root(tmp_path))
     engine.dispose()
+
+
+def test_a_landing_takes_the_sqlite_write_lock_before_it_reads_the_cursors(tmp_path, landed, monkeypatch):
+    """The bootstrap's workers land side by side on SQLite. A landing that read its cursors in a deferred
+    transaction failed its first write with "database is locked" once another landing had committed (the 60-day
+    test, 2026-12-08): it must hold the write lock from BEGIN, so others wait for it (busy timeout) instead."""
+    url, engine = warehouse(tmp_path, "lock")
+    path = url.removeprefix("sqlite:///")
+    real, probes = extract_parts.previous_cursor, []
+
+    def cursor_then_probe(conn, *args):
+        value = real(conn, *args)
+        other = sqlite3.connect(path, timeout=0)
+        try:
+            other.execute("CREATE TABLE probe_writer (x INTEGER)")
+            probes.append("written beside the landing")
+        except sqlite3.OperationalError as exc:
+            probes.append(str(exc))
+        finally:
+            other.close()
+        return value
+
+    monkeypatch.setattr(extract_parts, "previous_cursor", cursor_then_probe)
+    stale = [{**p["plan"], "objects": [{**o, "start_cursor": "1"} for o in p["plan"]["objects"]]}
+             for p in landed["plans"][("hubspot", DAYS[1])]]
+    with pytest.raises(extract_parts.StalePlan):
+        land_parts("hubspot", engine, batch_for(DAYS[1]), stale, staging_root(tmp_path))
+    engine.dispose()
+    assert probes == ["database is locked"], probes
 
 
 def test_hubspot_window_bounds_partition_the_increment():

@@ -227,7 +227,9 @@ def land_parts(source: str, engine: Engine, batch: Batch, plan: Sequence[Mapping
     ``data_docs``: (folder, index limit) whose index to rebuild after a streamed validation (the parts built
     their own pages)."""
     spec = registry.source(source)
-    with engine.begin() as conn:
+    # Read (the cursors), then write: on SQLite take the write lock at BEGIN, so a landing beside this one (the
+    # bootstrap's workers) is waited for instead of failing this unit with "database is locked".
+    with engine.connect().execution_options(sqlite_begin="IMMEDIATE") as conn, conn.begin():
         for obj in spec.extracted_objects:
             start = previous_cursor(conn, source, obj.name, batch.batch_date)
             planned = {o["start_cursor"] for p in plan for o in p["objects"] if o["object"] == obj.name}
