@@ -212,7 +212,9 @@ def fit_curves(table: ByoTable, per_segment: bool = True, rounds: int = BACKFIT_
 
 def _refresh_design(table: ByoTable, fitted: Fitted) -> None:
     norm = normalized_matrix(table, fitted)
-    fitted.fill = np.nan_to_num(np.nanmean(norm, axis=0) / 100.0, nan=0.5)
+    present = (~np.isnan(norm)).sum(axis=0)  # a signal with no value at all is filled with 0.5, without a warning
+    means = np.divide(np.nansum(norm, axis=0), present, out=np.full(norm.shape[1], np.nan), where=present > 0)
+    fitted.fill = np.nan_to_num(means / 100.0, nan=0.5)
     fitted.design = _design(norm, fitted.fill)
 
 
